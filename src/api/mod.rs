@@ -1,0 +1,9 @@
+//! gRPC handlers. They stay thin: take the caller, validate, apply the domain rules
+//! through one store transaction, and map errors in one place (`error`).
+
+pub mod error;
+pub mod referral;
+pub(crate) mod unimplemented;
+pub mod validate;
+
+pub use unimplemented::not_built_yet;

@@ -1,0 +1,561 @@
+//! jisr.v1.ReferralService: validate → lifecycle rules → one store transaction → reply.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::time::Duration;
+
+use base64::Engine;
+use prost::Message;
+use prost_types::Timestamp;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::error::ApiError;
+use super::validate::Violations;
+use crate::auth::{self, Caller};
+use crate::domain::referral::{check_transition, is_final, Actor};
+use crate::pb::v1::referral_service_server::ReferralService;
+use crate::pb::v1::*;
+use crate::store::{now_ms, EventRow, ListFilter, NewEvent, ReferralRow, Store, StoreError};
+use crate::tls::Registry;
+
+const SUBMIT: &str = "jisr.v1.ReferralService/SubmitReferral";
+const UPDATE: &str = "jisr.v1.ReferralService/UpdateReferralStatus";
+const DEFAULT_PAGE_SIZE: i32 = 50;
+const MAX_PAGE_SIZE: i32 = 500;
+const WATCH_BATCH: i64 = 256;
+/// How often an idle watch looks for events committed by other gateway replicas.
+const WATCH_POLL: Duration = Duration::from_secs(2);
+
+#[derive(Clone)]
+pub struct ReferralApi {
+    store: Store,
+    registry: Registry,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl ReferralApi {
+    pub fn new(store: Store, registry: Registry, shutdown: watch::Receiver<bool>) -> ReferralApi {
+        ReferralApi {
+            store,
+            registry,
+            shutdown,
+        }
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<WatchReferralEventsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ReferralService for ReferralApi {
+    async fn submit_referral(
+        &self,
+        request: Request<SubmitReferralRequest>,
+    ) -> Result<Response<SubmitReferralResponse>, Status> {
+        let caller = auth::caller(&request)?;
+        Ok(Response::new(self.submit(&caller, request.into_inner()).await?))
+    }
+
+    async fn get_referral(&self, request: Request<GetReferralRequest>) -> Result<Response<GetReferralResponse>, Status> {
+        let caller = auth::caller(&request)?;
+        Ok(Response::new(self.get(&caller, request.into_inner()).await?))
+    }
+
+    async fn list_referrals(
+        &self,
+        request: Request<ListReferralsRequest>,
+    ) -> Result<Response<ListReferralsResponse>, Status> {
+        let caller = auth::caller(&request)?;
+        Ok(Response::new(self.list(&caller, request.into_inner()).await?))
+    }
+
+    async fn update_referral_status(
+        &self,
+        request: Request<UpdateReferralStatusRequest>,
+    ) -> Result<Response<UpdateReferralStatusResponse>, Status> {
+        let caller = auth::caller(&request)?;
+        Ok(Response::new(self.update(&caller, request.into_inner()).await?))
+    }
+
+    type WatchReferralEventsStream = EventStream;
+
+    async fn watch_referral_events(
+        &self,
+        request: Request<WatchReferralEventsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let caller = auth::caller(&request)?;
+        Ok(Response::new(self.watch(&caller, request.into_inner()).await?))
+    }
+}
+
+impl ReferralApi {
+    async fn submit(&self, caller: &Caller, req: SubmitReferralRequest) -> Result<SubmitReferralResponse, ApiError> {
+        let now = now_ms();
+        let mut referral = self.validate_submit(caller, &req, now)?;
+        // The same request_id with a different body is a different request; output-only
+        // fields (a spoofed from_agency, say) were dropped above and do not count.
+        let hash = Sha256::digest(referral.encode_to_vec()).to_vec();
+
+        let mut tx = self.store.begin_write().await?;
+        if let Some(prev) = tx.idempotent_record(caller.agency(), &req.request_id).await? {
+            return replay(prev, SUBMIT, &hash, &req.request_id);
+        }
+        referral.id = ulid::Ulid::new().to_string();
+        referral.request_id = req.request_id.clone();
+        referral.from_agency = caller.agency().to_string();
+        referral.status = ReferralStatus::Submitted as i32;
+        referral.created_at = Some(timestamp(now));
+        referral.trace_id = caller.trace_id.clone();
+        let row = ReferralRow {
+            id: referral.id.clone(),
+            from_agency: referral.from_agency.clone(),
+            to_agency: referral.to_agency.clone(),
+            request_id: referral.request_id.clone(),
+            service_code: referral.service_code.clone(),
+            category: referral.category().as_str_name().to_string(),
+            priority: referral.priority().as_str_name().to_string(),
+            status: ReferralStatus::Submitted.as_str_name().to_string(),
+            due_at: None,
+            created_at: now,
+            updated_at: now,
+            body: referral.encode_to_vec(),
+        };
+        tx.insert_referral(&row).await?;
+        tx.insert_event(&NewEvent {
+            referral_id: &row.id,
+            from_agency: &row.from_agency,
+            to_agency: &row.to_agency,
+            event_type: ReferralEventType::Submitted.as_str_name(),
+            status: &row.status,
+            actor_agency: caller.agency(),
+            reason_code: StatusReason::Unspecified.as_str_name(),
+            note: "",
+            outcome: ReferralOutcome::Unspecified.as_str_name(),
+            occurred_at: now,
+        })
+        .await?;
+        let history = tx.referral_history(&row.id).await?;
+        let response = SubmitReferralResponse {
+            referral: Some(to_proto(&row, &history, now)?),
+            audit_receipt: None,
+        };
+        tx.record_idempotent(caller.agency(), &req.request_id, SUBMIT, &hash, &response.encode_to_vec(), now)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(referral_id = %row.id, from = %row.from_agency, to = %row.to_agency, "referral submitted");
+        Ok(response)
+    }
+
+    /// Checks every input field and returns the referral with only its input fields.
+    fn validate_submit(&self, caller: &Caller, req: &SubmitReferralRequest, now: i64) -> Result<Referral, ApiError> {
+        let mut v = Violations::default();
+        v.request_id("request_id", &req.request_id);
+        let Some(r) = &req.referral else {
+            v.add("referral", "is required");
+            v.finish()?;
+            unreachable!("finish fails with a violation");
+        };
+        if r.to_agency.is_empty() {
+            v.add("referral.to_agency", "is required: the receiving agency's id");
+        } else if !self.registry.contains(&r.to_agency) {
+            v.add("referral.to_agency", format!("{:?} is not a registered agency", r.to_agency));
+        } else if r.to_agency == caller.agency() {
+            v.add("referral.to_agency", "is your own agency; a referral goes to another agency");
+        }
+        let service_ok = (1..=64).contains(&r.service_code.len())
+            && r.service_code.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && r.service_code.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        v.check(
+            service_ok,
+            "referral.service_code",
+            "is required: the receiving agency's service code (1-64 of A-Z a-z 0-9 . _ -)",
+        );
+        v.enum_value::<ReferralCategory>("referral.category", r.category, true, "a ReferralCategory");
+        v.enum_value::<ReferralPriority>("referral.priority", r.priority, true, "a ReferralPriority");
+        v.subject("referral.subject", r.subject.as_ref());
+        v.required_text("referral.summary", &r.summary, 4000);
+        v.max_len("referral.reason", &r.reason, 4000);
+        v.attachments("referral.attachments", &r.attachments);
+        v.consent("referral.consent", r.consent.as_ref(), now);
+        v.finish()?;
+        Ok(Referral {
+            to_agency: r.to_agency.clone(),
+            service_code: r.service_code.clone(),
+            category: r.category,
+            priority: r.priority,
+            subject: r.subject.clone(),
+            summary: r.summary.clone(),
+            reason: r.reason.clone(),
+            attachments: r.attachments.clone(),
+            consent: r.consent.clone(),
+            ..Referral::default()
+        })
+    }
+
+    async fn get(&self, caller: &Caller, req: GetReferralRequest) -> Result<GetReferralResponse, ApiError> {
+        let mut v = Violations::default();
+        v.ulid("referral_id", &req.referral_id);
+        v.finish()?;
+        let row = self.visible_referral(caller, &req.referral_id).await?;
+        let history = self.store.referral_history(std::slice::from_ref(&row.id)).await?;
+        Ok(GetReferralResponse {
+            referral: Some(to_proto(&row, &history, now_ms())?),
+        })
+    }
+
+    async fn visible_referral(&self, caller: &Caller, id: &str) -> Result<ReferralRow, ApiError> {
+        let row = self.store.referral(id).await?.ok_or_else(|| not_found(id))?;
+        if row.from_agency != caller.agency() && row.to_agency != caller.agency() {
+            return Err(not_party(id));
+        }
+        Ok(row)
+    }
+
+    async fn list(&self, caller: &Caller, req: ListReferralsRequest) -> Result<ListReferralsResponse, ApiError> {
+        let mut v = Violations::default();
+        let direction = v.enum_value::<ReferralDirection>("direction", req.direction, false, "a ReferralDirection");
+        let mut statuses = Vec::new();
+        for (i, s) in req.statuses.iter().enumerate() {
+            let field = format!("statuses[{i}]");
+            if let Some(s) = v.enum_value::<ReferralStatus>(&field, *s, true, "a ReferralStatus") {
+                statuses.push(s.as_str_name().to_string());
+            }
+        }
+        statuses.sort();
+        statuses.dedup();
+        let category = v.enum_value::<ReferralCategory>("category", req.category, false, "a ReferralCategory");
+        let priority = v.enum_value::<ReferralPriority>("priority", req.priority, false, "a ReferralPriority");
+        v.check(
+            (0..=MAX_PAGE_SIZE).contains(&req.page_size),
+            "page_size",
+            format!("must be between 0 and {MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE})"),
+        );
+        let fingerprint = format!(
+            "{}|{}|{:?}|{}|{}|{}",
+            caller.agency(),
+            req.direction,
+            statuses,
+            req.category,
+            req.priority,
+            req.overdue_only
+        );
+        let before_id = if req.page_token.is_empty() {
+            None
+        } else {
+            let id = decode_page_token(&req.page_token, &fingerprint);
+            v.check(
+                id.is_some(),
+                "page_token",
+                "is not a token this list returned for these filters; start again without page_token",
+            );
+            id
+        };
+        v.finish()?;
+
+        let now = now_ms();
+        let limit = if req.page_size == 0 { DEFAULT_PAGE_SIZE } else { req.page_size };
+        let filter = ListFilter {
+            agency: caller.agency().to_string(),
+            sent: direction == Some(ReferralDirection::Sent),
+            received: direction == Some(ReferralDirection::Received),
+            statuses,
+            category: category.filter(|c| *c != ReferralCategory::Unspecified).map(|c| c.as_str_name().into()),
+            priority: priority.filter(|p| *p != ReferralPriority::Unspecified).map(|p| p.as_str_name().into()),
+            overdue_at: req.overdue_only.then_some(now),
+            before_id,
+            limit: i64::from(limit) + 1,
+        };
+        let mut rows = self.store.list_referrals(&filter).await?;
+        let next_page_token = if rows.len() > limit as usize {
+            rows.truncate(limit as usize);
+            rows.last().map(|r| encode_page_token(&r.id, &fingerprint)).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+        let mut histories: HashMap<String, Vec<EventRow>> = HashMap::new();
+        for e in self.store.referral_history(&ids).await? {
+            histories.entry(e.referral_id.clone()).or_default().push(e);
+        }
+        let referrals = rows
+            .iter()
+            .map(|r| to_proto(r, histories.get(&r.id).map(Vec::as_slice).unwrap_or_default(), now))
+            .collect::<Result<_, _>>()?;
+        Ok(ListReferralsResponse {
+            referrals,
+            next_page_token,
+        })
+    }
+
+    async fn update(
+        &self,
+        caller: &Caller,
+        req: UpdateReferralStatusRequest,
+    ) -> Result<UpdateReferralStatusResponse, ApiError> {
+        let mut v = Violations::default();
+        v.ulid("referral_id", &req.referral_id);
+        v.request_id("request_id", &req.request_id);
+        let status = v.enum_value::<ReferralStatus>("status", req.status, true, "the new ReferralStatus");
+        let reason = v.enum_value::<StatusReason>("reason_code", req.reason_code, false, "a StatusReason");
+        let outcome = v.enum_value::<ReferralOutcome>("outcome", req.outcome, false, "a ReferralOutcome");
+        v.max_len("note", &req.note, 2000);
+        if let Some(status) = status {
+            let needs_reason = matches!(status, ReferralStatus::Rejected | ReferralStatus::Withdrawn);
+            v.check(
+                !needs_reason || reason.is_some_and(|r| r != StatusReason::Unspecified),
+                "reason_code",
+                format!("is required when the status is {}", crate::domain::referral::short(status)),
+            );
+            let completed = status == ReferralStatus::Completed;
+            v.check(
+                !completed || outcome.is_some_and(|o| o != ReferralOutcome::Unspecified),
+                "outcome",
+                "is required when the status is COMPLETED",
+            );
+            v.check(
+                completed || req.outcome == 0,
+                "outcome",
+                "is only allowed when the status is COMPLETED",
+            );
+        }
+        v.check(
+            reason != Some(StatusReason::Other) || !req.note.trim().is_empty(),
+            "note",
+            "is required when reason_code is OTHER: say what the reason is",
+        );
+        v.finish()?;
+        let (Some(to), reason, outcome) = (status, reason.unwrap_or_default(), outcome.unwrap_or_default()) else {
+            unreachable!("status was validated")
+        };
+        let hash = Sha256::digest(req.encode_to_vec()).to_vec();
+
+        let now = now_ms();
+        let mut tx = self.store.begin_write().await?;
+        if let Some(prev) = tx.idempotent_record(caller.agency(), &req.request_id).await? {
+            return replay(prev, UPDATE, &hash, &req.request_id);
+        }
+        let mut row = tx.referral(&req.referral_id).await?.ok_or_else(|| not_found(&req.referral_id))?;
+        let actor = if row.from_agency == caller.agency() {
+            Actor::Sender
+        } else if row.to_agency == caller.agency() {
+            Actor::Recipient
+        } else {
+            return Err(not_party(&req.referral_id));
+        };
+        check_transition(parse_status(&row.status)?, to, actor).map_err(|source| ApiError::Transition {
+            referral_id: row.id.clone(),
+            source,
+        })?;
+        row.status = to.as_str_name().to_string();
+        row.updated_at = now;
+        tx.set_referral_status(&row.id, &row.status, now).await?;
+        tx.insert_event(&NewEvent {
+            referral_id: &row.id,
+            from_agency: &row.from_agency,
+            to_agency: &row.to_agency,
+            event_type: ReferralEventType::StatusChanged.as_str_name(),
+            status: &row.status,
+            actor_agency: caller.agency(),
+            reason_code: reason.as_str_name(),
+            note: &req.note,
+            outcome: outcome.as_str_name(),
+            occurred_at: now,
+        })
+        .await?;
+        let history = tx.referral_history(&row.id).await?;
+        let response = UpdateReferralStatusResponse {
+            referral: Some(to_proto(&row, &history, now)?),
+            audit_receipt: None,
+        };
+        tx.record_idempotent(caller.agency(), &req.request_id, UPDATE, &hash, &response.encode_to_vec(), now)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(referral_id = %row.id, status = %row.status, by = %caller.agency(), "referral status changed");
+        Ok(response)
+    }
+
+    async fn watch(&self, caller: &Caller, req: WatchReferralEventsRequest) -> Result<EventStream, ApiError> {
+        let mut v = Violations::default();
+        let cursor = if req.cursor.is_empty() {
+            None
+        } else {
+            let c = req.cursor.parse::<i64>().ok().filter(|c| *c >= 0);
+            v.check(c.is_some(), "cursor", "is not a cursor this stream returned");
+            c
+        };
+        v.finish()?;
+        let mut after = match cursor {
+            Some(c) => c,
+            None if req.only_new => self.store.latest_event_seq().await?,
+            None => 0,
+        };
+        let (tx, rx) = mpsc::channel(64);
+        let store = self.store.clone();
+        let agency = caller.agency().to_string();
+        let mut committed = store.subscribe_events();
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                if *shutdown.borrow_and_update() {
+                    let _ = tx
+                        .send(Err(Status::unavailable(
+                            "the gateway is shutting down; reconnect and resume from your last cursor",
+                        )))
+                        .await;
+                    return;
+                }
+                // Mark what we have seen before reading, so a commit after the read wakes us.
+                committed.borrow_and_update();
+                let batch = match store.events_after(&agency, after, WATCH_BATCH).await {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::from(ApiError::Store(e)))).await;
+                        return;
+                    }
+                };
+                for event in &batch {
+                    after = event.seq;
+                    let item = event_to_proto(event).map(|event| WatchReferralEventsResponse { event: Some(event) });
+                    if tx.send(item.map_err(Status::from)).await.is_err() {
+                        return;
+                    }
+                }
+                if !batch.is_empty() {
+                    continue;
+                }
+                tokio::select! {
+                    _ = committed.changed() => {}
+                    _ = tokio::time::sleep(WATCH_POLL) => {}
+                    _ = tx.closed() => return,
+                    _ = shutdown.changed() => {}
+                }
+            }
+        });
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound {
+        kind: "referral",
+        id: id.to_string(),
+    }
+}
+
+fn not_party(id: &str) -> ApiError {
+    ApiError::NotParty {
+        kind: "referral",
+        id: id.to_string(),
+    }
+}
+
+/// The first response to this idempotency key, if the request is the same one.
+fn replay<M: Message + Default>(
+    prev: crate::store::IdempotentRecord,
+    method: &str,
+    hash: &[u8],
+    request_id: &str,
+) -> Result<M, ApiError> {
+    if prev.method != method || prev.request_sha256 != hash {
+        return Err(ApiError::RequestIdReused {
+            request_id: request_id.to_string(),
+        });
+    }
+    M::decode(prev.response.as_slice())
+        .map_err(|e| ApiError::Store(StoreError::Corrupt(format!("stored response for {request_id}: {e}"))))
+}
+
+fn encode_page_token(last_id: &str, fingerprint: &str) -> String {
+    let fp = hex::encode(&Sha256::digest(fingerprint.as_bytes())[..8]);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{last_id}.{fp}"))
+}
+
+fn decode_page_token(token: &str, fingerprint: &str) -> Option<String> {
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).ok()?;
+    let (id, _) = std::str::from_utf8(&raw).ok()?.split_once('.')?;
+    (encode_page_token(id, fingerprint) == token && ulid::Ulid::from_string(id).is_ok()).then(|| id.to_string())
+}
+
+pub fn timestamp(ms: i64) -> Timestamp {
+    Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+fn parse_status(s: &str) -> Result<ReferralStatus, ApiError> {
+    ReferralStatus::from_str_name(s).ok_or_else(|| ApiError::Store(StoreError::Corrupt(format!("unknown status {s:?}"))))
+}
+
+fn status_change(e: &EventRow) -> Result<StatusChange, ApiError> {
+    Ok(StatusChange {
+        status: parse_status(&e.status)? as i32,
+        actor_agency: e.actor_agency.clone(),
+        changed_at: Some(timestamp(e.occurred_at)),
+        reason_code: StatusReason::from_str_name(&e.reason_code).unwrap_or_default() as i32,
+        note: e.note.clone(),
+        outcome: ReferralOutcome::from_str_name(&e.outcome).unwrap_or_default() as i32,
+    })
+}
+
+/// The referral as an API answer: the stored submission plus its current state.
+fn to_proto(row: &ReferralRow, history: &[EventRow], now: i64) -> Result<Referral, ApiError> {
+    let mut r = Referral::decode(row.body.as_slice())
+        .map_err(|e| ApiError::Store(StoreError::Corrupt(format!("referral {}: {e}", row.id))))?;
+    let status = parse_status(&row.status)?;
+    r.status = status as i32;
+    r.updated_at = Some(timestamp(row.updated_at));
+    r.due_at = row.due_at.map(timestamp);
+    r.overdue = row.due_at.is_some_and(|due| due < now) && !is_final(status);
+    r.status_history = history
+        .iter()
+        .filter(|e| e.event_type != ReferralEventType::Overdue.as_str_name())
+        .map(status_change)
+        .collect::<Result<_, _>>()?;
+    r.outcome = r
+        .status_history
+        .iter()
+        .rev()
+        .find(|c| c.status == ReferralStatus::Completed as i32)
+        .map_or(0, |c| c.outcome);
+    Ok(r)
+}
+
+fn event_to_proto(e: &EventRow) -> Result<ReferralEvent, ApiError> {
+    let kind = ReferralEventType::from_str_name(&e.event_type).unwrap_or_default();
+    Ok(ReferralEvent {
+        cursor: e.seq.to_string(),
+        r#type: kind as i32,
+        referral_id: e.referral_id.clone(),
+        from_agency: e.from_agency.clone(),
+        to_agency: e.to_agency.clone(),
+        status: parse_status(&e.status)? as i32,
+        change: (kind != ReferralEventType::Overdue).then(|| status_change(e)).transpose()?,
+        occurred_at: Some(timestamp(e.occurred_at)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::validate::timestamp_ms;
+
+    #[test]
+    fn page_tokens_are_bound_to_their_filters() {
+        let id = ulid::Ulid::new().to_string();
+        let token = encode_page_token(&id, "a|1");
+        assert_eq!(decode_page_token(&token, "a|1"), Some(id));
+        assert_eq!(decode_page_token(&token, "a|2"), None);
+        assert_eq!(decode_page_token("garbage", "a|1"), None);
+    }
+
+    #[test]
+    fn timestamps_round_trip_before_and_after_the_epoch() {
+        for ms in [0, 1, 999, 1_700_000_000_123, -1, -1001] {
+            assert_eq!(timestamp_ms(&timestamp(ms)), Some(ms));
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The `jisr` command line: one subcommand per job, dispatched from one enum.
+
+mod bench;
+mod client;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::server::Gateway;
+use crate::tls::client::AgencyCredentials;
+use crate::tls::pki;
+
+#[derive(Parser)]
+#[command(name = "jisr", version, about = "Jisr: a gRPC interoperability gateway between government agency systems")]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, short, global = true, env = "JISR_CONFIG", default_value = "config/jisr.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway until Ctrl-C or SIGTERM (creates the development PKI when the
+    /// config asks for it and it is missing).
+    Serve,
+    /// The development PKI.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+    /// Configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Call the gateway as an agency, with its development certificate.
+    Client(client::ClientArgs),
+    /// Load generator: SubmitReferral over mTLS; prints one JSON line.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Create a CA, the server certificate and one client certificate per configured
+    /// agency (ECDSA P-256) under the config's tls.dev_pki_dir.
+    Init {
+        /// Replace an existing development PKI.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Load and validate the configuration, then print a summary.
+    Check,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    crate::telemetry::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(&cli.config)?;
+    match cli.command {
+        Command::Serve => serve(config).await,
+        Command::Certs {
+            command: CertsCommand::Init { force },
+        } => {
+            let report = pki::init_dev_pki(&config, force)?;
+            println!(
+                "development PKI written to {}: CA, server certificate, {} agency certificates (ECDSA P-256)",
+                report.dir.display(),
+                report.agencies
+            );
+            Ok(())
+        }
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
+            println!(
+                "{}: ok — node {}, listening on {}, trust domain {}, database {}, {} agencies",
+                cli.config.display(),
+                config.node_id,
+                config.listen_addr,
+                config.trust_domain,
+                crate::store::redact(&config.database.url),
+                config.agencies.len()
+            );
+            Ok(())
+        }
+        Command::Client(args) => client::run(&config, args).await,
+        Command::Bench(args) => bench::run(&config, args).await,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    if config.tls.dev_pki && pki::dev_pki_missing(&config) {
+        let report = pki::init_dev_pki(&config, true)?;
+        tracing::info!(
+            dir = %report.dir.display(),
+            agencies = report.agencies,
+            "TLS files were missing: created a development PKI (CA, server certificate, one client certificate per agency)"
+        );
+    }
+    let gateway = Gateway::start(&config).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining in-flight calls");
+    gateway.shutdown().await
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// An agency's development credentials, as `jisr certs init` wrote them.
+fn dev_credentials(config: &Config, agency: &str) -> anyhow::Result<AgencyCredentials> {
+    config
+        .agency(agency)
+        .with_context(|| format!("agency {agency:?} is not in the config's agency registry"))?;
+    let (cert, key) = config.dev_agency_cert_paths(agency);
+    AgencyCredentials::from_files(&config.tls.ca_cert, &cert, &key)
+        .with_context(|| "run `jisr certs init` (or `jisr serve` once) to create the development certificates")
+}
+
+/// The address clients dial: the listen address, with a wildcard host made local.
+fn dial_addr(config: &Config, explicit: Option<&str>) -> String {
+    if let Some(addr) = explicit {
+        return addr.to_string();
+    }
+    let mut addr = config.listen_addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    addr.to_string()
+}

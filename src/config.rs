@@ -1,0 +1,419 @@
+//! Gateway configuration: `config/jisr.toml`, overridden by `JISR_...` environment variables.
+//!
+//! Parsing is a pure function of the file text and an explicit list of variables, so it is
+//! testable without touching the process environment. A bad setting fails at start with
+//! the key, the value and what was expected.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, Unexpected};
+use serde::{Deserialize, Deserializer};
+
+/// The id the gateway itself uses when it acts (DELIVERED, FAILED); no agency may take it.
+pub const GATEWAY_ACTOR: &str = "jisr";
+
+/// Variables with the `JISR_` prefix that are not configuration keys.
+const NON_KEY_VARS: &[&str] = &["JISR_CONFIG", "JISR_LOG"];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This gateway node's name; it names the node's audit log.
+    #[serde(default = "default_node_id")]
+    pub node_id: String,
+    /// Address the mTLS gRPC listener binds.
+    #[serde(deserialize_with = "socket_addr")]
+    pub listen_addr: SocketAddr,
+    /// SPIFFE trust domain of agency identities: spiffe://<trust_domain>/agency/<id>.
+    pub trust_domain: String,
+    pub tls: TlsConfig,
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// The agency registry.
+    #[serde(default)]
+    pub agencies: Vec<AgencyConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM bundle of the CAs that issue agency certificates.
+    pub ca_cert: PathBuf,
+    /// PEM certificate chain the gateway presents.
+    pub server_cert: PathBuf,
+    /// PEM private key of the server certificate (PKCS#8).
+    pub server_key: PathBuf,
+    /// When true and the files above are missing, `jisr serve` creates a development PKI.
+    #[serde(default)]
+    pub dev_pki: bool,
+    /// Directory of the development PKI (`jisr certs init`).
+    #[serde(default = "default_dev_pki_dir")]
+    pub dev_pki_dir: PathBuf,
+    /// DNS names and IP addresses the development server certificate is issued for.
+    #[serde(default = "default_server_names")]
+    pub server_names: Vec<String>,
+    /// Seconds a client has to finish the TLS handshake.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://path/to/file.db` (created when missing) or `postgres://user@host/db`.
+    pub url: String,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Most TCP connections served at once; more wait in the kernel backlog.
+    #[serde(default = "default_max_connections_total")]
+    pub max_connections: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: default_max_connections_total(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgencyConfig {
+    /// Stable id, the last segment of the agency's SPIFFE id: lowercase letters, digits, '-'.
+    pub id: String,
+    pub name_en: String,
+    pub name_ar: String,
+}
+
+fn default_node_id() -> String {
+    "jisr-1".into()
+}
+fn default_dev_pki_dir() -> PathBuf {
+    PathBuf::from("certs/dev")
+}
+fn default_server_names() -> Vec<String> {
+    vec!["localhost".into(), "127.0.0.1".into()]
+}
+fn default_handshake_timeout() -> u64 {
+    10
+}
+fn default_max_connections() -> u32 {
+    8
+}
+fn default_max_connections_total() -> usize {
+    1024
+}
+
+fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(|_| {
+        de::Error::invalid_value(Unexpected::Str(&s), &"a socket address such as 127.0.0.1:7443")
+    })
+}
+
+/// A configuration error, naming the key, the value and what was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config key `{key}`{origin}: {message}")]
+    Type {
+        key: String,
+        origin: Origin,
+        message: String,
+    },
+    #[error("config key `{key}`{origin}: value {value:?} is invalid, expected {expected}")]
+    Invalid {
+        key: String,
+        origin: Origin,
+        value: String,
+        expected: String,
+    },
+}
+
+/// Where a setting came from, for error messages.
+#[derive(Debug, Clone, Default)]
+pub struct Origin(Option<String>);
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(var) => write!(f, " (set by environment variable {var})"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` and applies the `JISR_...` variables of the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(path, &text, std::env::vars())
+    }
+
+    /// Parses TOML text and applies overrides from `vars` (name, value pairs; names not
+    /// starting with `JISR_` are ignored). `JISR_A__B` sets key `b` of table `a`.
+    pub fn parse(
+        path: &Path,
+        text: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut doc: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.message().to_string(),
+        })?;
+        let mut origins = BTreeMap::new();
+        for (name, value) in vars {
+            let Some(rest) = name.strip_prefix("JISR_") else {
+                continue;
+            };
+            if NON_KEY_VARS.contains(&name.as_str()) || rest.is_empty() {
+                continue;
+            }
+            let keys: Vec<String> = rest.split("__").map(|k| k.to_ascii_lowercase()).collect();
+            origins.insert(keys.join("."), name.clone());
+            set_path(&mut doc, &keys, env_value(&value));
+        }
+        let origin_of = |key: &str| {
+            Origin(
+                origins
+                    .iter()
+                    .find(|(k, _)| key == k.as_str() || key.starts_with(&format!("{k}.")))
+                    .map(|(_, v)| v.clone()),
+            )
+        };
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(doc))
+            .map_err(|e| {
+                let key = e.path().to_string();
+                ConfigError::Type {
+                    origin: origin_of(&key),
+                    key,
+                    message: e.into_inner().to_string(),
+                }
+            })?;
+        config.validate().map_err(|mut e| {
+            if let ConfigError::Invalid { key, origin, .. } = &mut e {
+                *origin = origin_of(key);
+            }
+            e
+        })?;
+        Ok(config)
+    }
+
+    /// Rules serde cannot express.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: String, value: &str, expected: &str| ConfigError::Invalid {
+            key,
+            origin: Origin::default(),
+            value: value.to_string(),
+            expected: expected.to_string(),
+        };
+        if !is_slug(&self.node_id) {
+            return Err(invalid("node_id".into(), &self.node_id, SLUG_RULE));
+        }
+        if !is_trust_domain(&self.trust_domain) {
+            return Err(invalid(
+                "trust_domain".into(),
+                &self.trust_domain,
+                "a SPIFFE trust domain: lowercase letters, digits, '.', '-' and '_', e.g. jisr.gov.ae",
+            ));
+        }
+        let url = &self.database.url;
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "database.url".into(),
+                url,
+                "a URL starting with sqlite: or postgres://",
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid(
+                "database.max_connections".into(),
+                "0",
+                "at least 1",
+            ));
+        }
+        if self.limits.max_connections == 0 {
+            return Err(invalid("limits.max_connections".into(), "0", "at least 1"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, agency) in self.agencies.iter().enumerate() {
+            let key = |field: &str| format!("agencies[{i}].{field}");
+            if !is_slug(&agency.id) || agency.id == GATEWAY_ACTOR {
+                return Err(invalid(key("id"), &agency.id, SLUG_RULE));
+            }
+            if !seen.insert(agency.id.as_str()) {
+                return Err(invalid(key("id"), &agency.id, "an id no other agency has"));
+            }
+            for (field, value) in [("name_en", &agency.name_en), ("name_ar", &agency.name_ar)] {
+                if value.trim().is_empty() {
+                    return Err(invalid(key(field), value, "a non-empty name"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn agency(&self, id: &str) -> Option<&AgencyConfig> {
+        self.agencies.iter().find(|a| a.id == id)
+    }
+
+    /// Where `jisr certs init` puts an agency's client certificate and key.
+    pub fn dev_agency_cert_paths(&self, agency: &str) -> (PathBuf, PathBuf) {
+        let dir = self.tls.dev_pki_dir.join("agencies");
+        (
+            dir.join(format!("{agency}.pem")),
+            dir.join(format!("{agency}.key")),
+        )
+    }
+}
+
+const SLUG_RULE: &str =
+    "2-63 characters: lowercase letters, digits and '-', starting with a letter (and not \"jisr\")";
+
+/// Agency ids, node ids: `[a-z][a-z0-9-]{1,62}`.
+pub fn is_slug(s: &str) -> bool {
+    (2..=63).contains(&s.len())
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+fn is_trust_domain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && s.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-' || c == '_'
+        })
+}
+
+/// An environment value is read as a TOML value when it is one (numbers, booleans,
+/// arrays, inline tables) and as a plain string otherwise.
+fn env_value(raw: &str) -> toml::Value {
+    let probe = format!("v = {raw}");
+    match probe.parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.into()),
+    }
+}
+
+fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) {
+    let Some((last, parents)) = keys.split_last() else {
+        return;
+    };
+    let mut cur = table;
+    for key in parents {
+        let entry = cur
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        let toml::Value::Table(next) = entry else {
+            unreachable!("just made a table")
+        };
+        cur = next;
+    }
+    cur.insert(last.clone(), value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = include_str!("../config/jisr.toml");
+
+    fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::parse(
+            Path::new("config/jisr.toml"),
+            SAMPLE,
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn sample_config_holds_the_nine_referral_agencies() {
+        let config = parse(&[]).expect("sample config parses");
+        let ids: Vec<_> = config.agencies.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids.len(), 9, "{ids:?}");
+        for id in ["social-services", "family-court", "police", "charity"] {
+            assert!(ids.contains(&id), "missing {id}");
+        }
+        assert!(config.agencies.iter().all(|a| !a.name_ar.is_ascii()));
+    }
+
+    #[test]
+    fn environment_overrides_top_level_and_nested_keys() {
+        let config = parse(&[
+            ("JISR_LISTEN_ADDR", "0.0.0.0:9000"),
+            ("JISR_DATABASE__URL", "postgres://postgres@127.0.0.1/test"),
+            ("JISR_DATABASE__MAX_CONNECTIONS", "3"),
+            ("JISR_LOG", "debug"),
+            ("OTHER_VAR", "x"),
+        ])
+        .unwrap();
+        assert_eq!(config.listen_addr.port(), 9000);
+        assert_eq!(config.database.url, "postgres://postgres@127.0.0.1/test");
+        assert_eq!(config.database.max_connections, 3);
+    }
+
+    #[test]
+    fn bad_value_names_key_value_expectation_and_variable() {
+        let err = parse(&[("JISR_LISTEN_ADDR", "not-an-address")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`listen_addr`"), "{err}");
+        assert!(err.contains("not-an-address"), "{err}");
+        assert!(err.contains("expected a socket address"), "{err}");
+        assert!(err.contains("JISR_LISTEN_ADDR"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_and_unknown_key_are_refused() {
+        let err = parse(&[("JISR_DATABASE__MAX_CONNECTIONS", "many")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database.max_connections"), "{err}");
+        assert!(err.contains("many"), "{err}");
+        let err = parse(&[("JISR_LISTN_ADDR", "1")]).unwrap_err().to_string();
+        assert!(err.contains("listn_addr"), "{err}");
+    }
+
+    #[test]
+    fn semantic_rules_name_the_key() {
+        let err = parse(&[("JISR_DATABASE__URL", "mysql://x")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`database.url`") && err.contains("mysql://x"), "{err}");
+        let dup = SAMPLE.replace("id = \"police\"", "id = \"housing\"");
+        let err = Config::parse(Path::new("x"), &dup, Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("agencies[") && err.contains("housing"), "{err}");
+        let err = parse(&[("JISR_TRUST_DOMAIN", "Bad Domain")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("trust_domain") && err.contains("Bad Domain"), "{err}");
+    }
+}

@@ -1,0 +1,3 @@
+//! Domain rules: what may happen to an exchange, independent of transport and storage.
+
+pub mod referral;

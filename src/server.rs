@@ -1,0 +1,94 @@
+//! Assembles the gateway: config → store → TLS listener → tonic services.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tonic::transport::Server;
+
+use crate::api::referral::ReferralApi;
+use crate::config::Config;
+use crate::pb;
+use crate::pb::v1::referral_service_server::ReferralServiceServer;
+use crate::store::Store;
+use crate::tls::listener::{self, ListenerSettings, TlsStats};
+use crate::tls::{self, Registry};
+
+/// A running gateway.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub tls_stats: Arc<TlsStats>,
+    pub store: Store,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Gateway {
+    /// Binds the listener and starts serving in the background.
+    pub async fn start(config: &Config) -> anyhow::Result<Gateway> {
+        let registry = Registry::of(config);
+        let tls_config = tls::server_config(config, registry.clone()).context("TLS configuration")?;
+        let store = Store::connect(&config.database)
+            .await
+            .context("opening the database")?;
+        let tcp = TcpListener::bind(config.listen_addr)
+            .await
+            .with_context(|| format!("binding {}", config.listen_addr))?;
+        let addr = tcp.local_addr()?;
+        let tls_stats = Arc::new(TlsStats::default());
+        let incoming = listener::incoming(
+            tcp,
+            ListenerSettings {
+                acceptor: TlsAcceptor::from(tls_config),
+                trust_domain: config.trust_domain.clone(),
+                registry: registry.clone(),
+                max_connections: config.limits.max_connections,
+                handshake_timeout: Duration::from_secs(config.tls.handshake_timeout_secs),
+            },
+            tls_stats.clone(),
+        );
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<ReferralServiceServer<ReferralApi>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let referrals = ReferralApi::new(store.clone(), registry, shutdown_rx.clone());
+
+        let router = Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(ReferralServiceServer::new(referrals));
+        let router = crate::api::unimplemented::add_services(router);
+        let mut stop = shutdown_rx;
+        let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
+        tracing::info!(%addr, node = %config.node_id, "gateway listening (mTLS, TLS 1.3, h2)");
+        Ok(Gateway {
+            addr,
+            tls_stats,
+            store,
+            shutdown,
+            task,
+        })
+    }
+
+    /// Stops accepting, lets in-flight calls finish, ends watch streams, closes the store.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        let result = self.task.await;
+        self.store.close().await;
+        result??;
+        Ok(())
+    }
+}

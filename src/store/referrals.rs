@@ -1,0 +1,298 @@
+//! Referral rows and their events.
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Executor, Row};
+
+use super::{Store, StoreError, WriteTx};
+
+/// Statuses no referral leaves; overdue never applies to them.
+const FINAL_STATUSES: [&str; 4] = [
+    "REFERRAL_STATUS_COMPLETED",
+    "REFERRAL_STATUS_REJECTED",
+    "REFERRAL_STATUS_WITHDRAWN",
+    "REFERRAL_STATUS_FAILED",
+];
+
+#[derive(Debug, Clone)]
+pub struct ReferralRow {
+    pub id: String,
+    pub from_agency: String,
+    pub to_agency: String,
+    pub request_id: String,
+    pub service_code: String,
+    pub category: String,
+    pub priority: String,
+    pub status: String,
+    pub due_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// The jisr.v1.Referral as submitted, protobuf-encoded.
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    pub referral_id: &'a str,
+    pub from_agency: &'a str,
+    pub to_agency: &'a str,
+    pub event_type: &'a str,
+    pub status: &'a str,
+    pub actor_agency: &'a str,
+    pub reason_code: &'a str,
+    pub note: &'a str,
+    pub outcome: &'a str,
+    pub occurred_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub seq: i64,
+    pub referral_id: String,
+    pub from_agency: String,
+    pub to_agency: String,
+    pub event_type: String,
+    pub status: String,
+    pub actor_agency: String,
+    pub reason_code: String,
+    pub note: String,
+    pub outcome: String,
+    pub occurred_at: i64,
+}
+
+/// Which referrals `list_referrals` returns, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub agency: String,
+    pub sent: bool,
+    pub received: bool,
+    pub statuses: Vec<String>,
+    pub category: Option<String>,
+    pub priority: Option<String>,
+    /// Only those past due_at (unix ms) and not final.
+    pub overdue_at: Option<i64>,
+    /// Keyset pagination: only ids below this one.
+    pub before_id: Option<String>,
+    pub limit: i64,
+}
+
+const REFERRAL_COLUMNS: &str = "id, from_agency, to_agency, request_id, service_code, category, \
+     priority, status, due_at, created_at, updated_at, body";
+const EVENT_COLUMNS: &str = "seq, referral_id, from_agency, to_agency, event_type, status, \
+     actor_agency, reason_code, note, outcome, occurred_at";
+
+impl WriteTx {
+    pub async fn insert_referral(&mut self, r: &ReferralRow) -> Result<(), StoreError> {
+        sqlx::query(&format!(
+            "INSERT INTO referrals ({REFERRAL_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        ))
+        .bind(&r.id)
+        .bind(&r.from_agency)
+        .bind(&r.to_agency)
+        .bind(&r.request_id)
+        .bind(&r.service_code)
+        .bind(&r.category)
+        .bind(&r.priority)
+        .bind(&r.status)
+        .bind(r.due_at)
+        .bind(r.created_at)
+        .bind(r.updated_at)
+        .bind(r.body.clone())
+        .execute(self.conn())
+        .await?;
+        Ok(())
+    }
+
+    /// The referral as this transaction sees it (writers are serialized, so it cannot
+    /// change before commit).
+    pub async fn referral(&mut self, id: &str) -> Result<Option<ReferralRow>, StoreError> {
+        fetch_referral(self.conn(), id).await
+    }
+
+    pub async fn set_referral_status(
+        &mut self,
+        id: &str,
+        status: &str,
+        updated_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE referrals SET status = $1, updated_at = $2 WHERE id = $3")
+            .bind(status)
+            .bind(updated_at)
+            .bind(id)
+            .execute(self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Appends an event and returns its sequence number.
+    pub async fn insert_event(&mut self, e: &NewEvent<'_>) -> Result<i64, StoreError> {
+        let (seq,): (i64,) = sqlx::query_as(
+            "INSERT INTO referral_events (referral_id, from_agency, to_agency, event_type, status, \
+             actor_agency, reason_code, note, outcome, occurred_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING seq",
+        )
+        .bind(e.referral_id)
+        .bind(e.from_agency)
+        .bind(e.to_agency)
+        .bind(e.event_type)
+        .bind(e.status)
+        .bind(e.actor_agency)
+        .bind(e.reason_code)
+        .bind(e.note)
+        .bind(e.outcome)
+        .bind(e.occurred_at)
+        .fetch_one(self.conn())
+        .await?;
+        self.last_event = Some(seq);
+        Ok(seq)
+    }
+
+    pub async fn referral_history(&mut self, referral_id: &str) -> Result<Vec<EventRow>, StoreError> {
+        fetch_history(self.conn(), &[referral_id.to_string()]).await
+    }
+}
+
+impl Store {
+    pub async fn referral(&self, id: &str) -> Result<Option<ReferralRow>, StoreError> {
+        fetch_referral(&self.pool, id).await
+    }
+
+    /// The events of these referrals, in order.
+    pub async fn referral_history(&self, ids: &[String]) -> Result<Vec<EventRow>, StoreError> {
+        fetch_history(&self.pool, ids).await
+    }
+
+    pub async fn list_referrals(&self, f: &ListFilter) -> Result<Vec<ReferralRow>, StoreError> {
+        let mut q = SqlBuilder::default();
+        let agency = q.bind(Arg::Text(f.agency.clone()));
+        let mut sql = format!("SELECT {REFERRAL_COLUMNS} FROM referrals WHERE ");
+        sql += &match (f.sent, f.received) {
+            (true, false) => format!("from_agency = {agency}"),
+            (false, true) => format!("to_agency = {agency}"),
+            _ => format!("(from_agency = {agency} OR to_agency = {agency})"),
+        };
+        if !f.statuses.is_empty() {
+            let list: Vec<_> = f.statuses.iter().map(|s| q.bind(Arg::Text(s.clone()))).collect();
+            sql += &format!(" AND status IN ({})", list.join(", "));
+        }
+        if let Some(c) = &f.category {
+            sql += &format!(" AND category = {}", q.bind(Arg::Text(c.clone())));
+        }
+        if let Some(p) = &f.priority {
+            sql += &format!(" AND priority = {}", q.bind(Arg::Text(p.clone())));
+        }
+        if let Some(now) = f.overdue_at {
+            let finals: Vec<_> = FINAL_STATUSES.iter().map(|s| q.bind(Arg::Text(s.to_string()))).collect();
+            sql += &format!(
+                " AND due_at IS NOT NULL AND due_at < {} AND status NOT IN ({})",
+                q.bind(Arg::Int(now)),
+                finals.join(", ")
+            );
+        }
+        if let Some(before) = &f.before_id {
+            sql += &format!(" AND id < {}", q.bind(Arg::Text(before.clone())));
+        }
+        sql += &format!(" ORDER BY id DESC LIMIT {}", q.bind(Arg::Int(f.limit)));
+        let rows = q.query(&sql).fetch_all(&self.pool).await?;
+        rows.iter().map(referral_row).collect()
+    }
+
+    /// Events of referrals `agency` is party to, after `after_seq`, oldest first.
+    pub async fn events_after(&self, agency: &str, after_seq: i64, limit: i64) -> Result<Vec<EventRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM referral_events \
+             WHERE seq > $1 AND (from_agency = $2 OR to_agency = $2) ORDER BY seq LIMIT $3"
+        ))
+        .bind(after_seq)
+        .bind(agency)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_row).collect()
+    }
+
+    pub async fn latest_event_seq(&self) -> Result<i64, StoreError> {
+        super::latest_event_seq(&self.pool).await
+    }
+}
+
+async fn fetch_referral<'e>(ex: impl Executor<'e, Database = Any>, id: &str) -> Result<Option<ReferralRow>, StoreError> {
+    let row = sqlx::query(&format!("SELECT {REFERRAL_COLUMNS} FROM referrals WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(ex)
+        .await?;
+    row.as_ref().map(referral_row).transpose()
+}
+
+async fn fetch_history<'e>(ex: impl Executor<'e, Database = Any>, ids: &[String]) -> Result<Vec<EventRow>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut q = SqlBuilder::default();
+    let list: Vec<_> = ids.iter().map(|id| q.bind(Arg::Text(id.clone()))).collect();
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM referral_events WHERE referral_id IN ({}) ORDER BY seq",
+        list.join(", ")
+    );
+    let rows = q.query(&sql).fetch_all(ex).await?;
+    rows.iter().map(event_row).collect()
+}
+
+fn referral_row(r: &AnyRow) -> Result<ReferralRow, StoreError> {
+    Ok(ReferralRow {
+        id: r.try_get("id")?,
+        from_agency: r.try_get("from_agency")?,
+        to_agency: r.try_get("to_agency")?,
+        request_id: r.try_get("request_id")?,
+        service_code: r.try_get("service_code")?,
+        category: r.try_get("category")?,
+        priority: r.try_get("priority")?,
+        status: r.try_get("status")?,
+        due_at: r.try_get("due_at")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        body: r.try_get("body")?,
+    })
+}
+
+fn event_row(r: &AnyRow) -> Result<EventRow, StoreError> {
+    Ok(EventRow {
+        seq: r.try_get("seq")?,
+        referral_id: r.try_get("referral_id")?,
+        from_agency: r.try_get("from_agency")?,
+        to_agency: r.try_get("to_agency")?,
+        event_type: r.try_get("event_type")?,
+        status: r.try_get("status")?,
+        actor_agency: r.try_get("actor_agency")?,
+        reason_code: r.try_get("reason_code")?,
+        note: r.try_get("note")?,
+        outcome: r.try_get("outcome")?,
+        occurred_at: r.try_get("occurred_at")?,
+    })
+}
+
+enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// Numbered placeholders ($1, $2, ...) for queries built at run time; both SQLite and
+/// PostgreSQL accept them.
+#[derive(Default)]
+struct SqlBuilder {
+    args: Vec<Arg>,
+}
+
+impl SqlBuilder {
+    fn bind(&mut self, arg: Arg) -> String {
+        self.args.push(arg);
+        format!("${}", self.args.len())
+    }
+
+    fn query(self, sql: &str) -> sqlx::query::Query<'_, Any, sqlx::any::AnyArguments<'_>> {
+        self.args.into_iter().fold(sqlx::query(sql), |q, a| match a {
+            Arg::Text(s) => q.bind(s),
+            Arg::Int(i) => q.bind(i),
+        })
+    }
+}
