@@ -22,7 +22,13 @@ pub mod pb {
         pub mod v1 {
             tonic::include_proto!("jisr.v1");
         }
+        pub mod adapter {
+            pub mod v1 {
+                tonic::include_proto!("jisr.adapter.v1");
+            }
+        }
     }
+    pub use jisr::adapter::v1 as adapter_v1;
     pub use jisr::v1;
 
     /// The encoded descriptor set of the whole contract, served by reflection.

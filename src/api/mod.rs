@@ -3,7 +3,6 @@
 
 pub mod error;
 pub mod referral;
-pub(crate) mod unimplemented;
+pub mod unimplemented;
 pub mod validate;
 
-pub use unimplemented::not_built_yet;

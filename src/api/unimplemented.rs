@@ -1,17 +1,97 @@
 //! Services that are in the contract but not built yet answer UNIMPLEMENTED, naming the
-//! issue that builds them, so integrators can generate clients today.
+//! issue that builds them, so integrators can generate clients and code against them today.
 
-use tonic::Status;
+use std::pin::Pin;
+
+use tokio_stream::Stream;
+use tonic::transport::server::Router;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::pb::adapter_v1::inbox_service_server::{InboxService, InboxServiceServer};
+use crate::pb::adapter_v1::*;
+use crate::pb::v1::audit_service_server::{AuditService, AuditServiceServer};
+use crate::pb::v1::directory_service_server::{DirectoryService, DirectoryServiceServer};
+use crate::pb::v1::document_service_server::{DocumentService, DocumentServiceServer};
+use crate::pb::v1::information_request_service_server::{
+    InformationRequestService, InformationRequestServiceServer,
+};
+use crate::pb::v1::*;
 
 pub fn not_built_yet(rpc: &str, issue: u32) -> Status {
     Status::unimplemented(format!(
-        "{rpc} is part of the Jisr contract but not built yet (tracked in issue #{issue})"
+        "{rpc} is part of the Jisr contract but not built yet (issue #{issue} builds it)"
     ))
 }
-
-use tonic::transport::server::Router;
 
 /// Adds the contract's services that later issues build.
 pub fn add_services(router: Router) -> Router {
     router
+        .add_service(InformationRequestServiceServer::new(NotBuilt))
+        .add_service(DocumentServiceServer::new(NotBuilt))
+        .add_service(DirectoryServiceServer::new(NotBuilt))
+        .add_service(AuditServiceServer::new(NotBuilt))
+        .add_service(InboxServiceServer::new(NotBuilt))
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct NotBuilt;
+
+/// One impl of unary RPCs that all answer UNIMPLEMENTED.
+macro_rules! not_built {
+    ($trait:ident, $service:literal, issue $issue:literal, { $($method:ident($req:ty) -> $resp:ty = $rpc:literal;)* }) => {
+        #[tonic::async_trait]
+        impl $trait for NotBuilt {
+            $(
+                async fn $method(&self, _: Request<$req>) -> Result<Response<$resp>, Status> {
+                    Err(not_built_yet(concat!($service, "/", $rpc), $issue))
+                }
+            )*
+        }
+    };
+}
+
+not_built!(InformationRequestService, "jisr.v1.InformationRequestService", issue 6, {
+    request_information(RequestInformationRequest) -> RequestInformationResponse = "RequestInformation";
+    respond_to_information_request(RespondToInformationRequestRequest) -> RespondToInformationRequestResponse = "RespondToInformationRequest";
+    get_information_request(GetInformationRequestRequest) -> GetInformationRequestResponse = "GetInformationRequest";
+    list_information_requests(ListInformationRequestsRequest) -> ListInformationRequestsResponse = "ListInformationRequests";
+});
+
+not_built!(DirectoryService, "jisr.v1.DirectoryService", issue 6, {
+    list_agencies(ListAgenciesRequest) -> ListAgenciesResponse = "ListAgencies";
+    search_services(SearchServicesRequest) -> SearchServicesResponse = "SearchServices";
+    recommend_agency(RecommendAgencyRequest) -> RecommendAgencyResponse = "RecommendAgency";
+});
+
+not_built!(AuditService, "jisr.v1.AuditService", issue 4, {
+    query_audit_events(QueryAuditEventsRequest) -> QueryAuditEventsResponse = "QueryAuditEvents";
+    get_checkpoint(GetCheckpointRequest) -> GetCheckpointResponse = "GetCheckpoint";
+    get_inclusion_proof(GetInclusionProofRequest) -> GetInclusionProofResponse = "GetInclusionProof";
+    get_consistency_proof(GetConsistencyProofRequest) -> GetConsistencyProofResponse = "GetConsistencyProof";
+});
+
+not_built!(InboxService, "jisr.adapter.v1.InboxService", issue 5, {
+    pull_deliveries(PullDeliveriesRequest) -> PullDeliveriesResponse = "PullDeliveries";
+    ack_delivery(AckDeliveryRequest) -> AckDeliveryResponse = "AckDelivery";
+});
+
+type DownloadStream = Pin<Box<dyn Stream<Item = Result<DownloadDocumentResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl DocumentService for NotBuilt {
+    async fn upload_document(
+        &self,
+        _: Request<Streaming<UploadDocumentRequest>>,
+    ) -> Result<Response<UploadDocumentResponse>, Status> {
+        Err(not_built_yet("jisr.v1.DocumentService/UploadDocument", 6))
+    }
+
+    type DownloadDocumentStream = DownloadStream;
+
+    async fn download_document(
+        &self,
+        _: Request<DownloadDocumentRequest>,
+    ) -> Result<Response<DownloadStream>, Status> {
+        Err(not_built_yet("jisr.v1.DocumentService/DownloadDocument", 6))
+    }
 }

@@ -1,0 +1,211 @@
+//! The test bench: a development PKI in a temp dir, the sample config pointed at it, a
+//! gateway started in-process, and agency clients.
+
+use std::path::Path;
+use std::time::Duration;
+
+use jisr::config::Config;
+use jisr::pb::v1::referral_service_client::ReferralServiceClient;
+use jisr::pb::v1::*;
+use jisr::server::Gateway;
+use jisr::tls::client::AgencyCredentials;
+use jisr::tls::pki::{CertAuthority, Issued, LeafSpec};
+use tempfile::TempDir;
+use tonic::transport::Channel;
+
+pub const TRUST_DOMAIN: &str = "jisr.gov.ae";
+const SAMPLE_CONFIG: &str = include_str!("../../config/jisr.toml");
+
+pub struct TestEnv {
+    pub dir: TempDir,
+    pub ca: CertAuthority,
+    pub config: Config,
+}
+
+impl TestEnv {
+    /// SQLite in a temp dir.
+    pub fn sqlite() -> TestEnv {
+        TestEnv::with_database(None)
+    }
+
+    /// `database_url`: None for a fresh SQLite file.
+    pub fn with_database(database_url: Option<String>) -> TestEnv {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = CertAuthority::generate("test CA").expect("CA");
+        let server = ca
+            .issue(&LeafSpec::server(&["localhost".to_string()]))
+            .expect("server cert");
+        write(&dir.path().join("ca.pem"), ca.cert_pem());
+        write(&dir.path().join("server.pem"), &server.cert_pem);
+        write(&dir.path().join("server.key"), &server.key_pem);
+        let p = |f: &str| dir.path().join(f).display().to_string();
+        let url = database_url.unwrap_or_else(|| format!("sqlite://{}", p("jisr.db")));
+        // The sample config, overridden the way an operator would: JISR_ variables.
+        let vars = [
+            ("JISR_LISTEN_ADDR", "127.0.0.1:0".to_string()),
+            ("JISR_TLS__CA_CERT", p("ca.pem")),
+            ("JISR_TLS__SERVER_CERT", p("server.pem")),
+            ("JISR_TLS__SERVER_KEY", p("server.key")),
+            ("JISR_TLS__DEV_PKI", "false".to_string()),
+            ("JISR_DATABASE__URL", url),
+        ];
+        let config = Config::parse(
+            Path::new("config/jisr.toml"),
+            SAMPLE_CONFIG,
+            vars.iter().map(|(k, v)| (k.to_string(), v.clone())),
+        )
+        .expect("test config");
+        TestEnv { dir, ca, config }
+    }
+
+    pub async fn start(&self) -> Gateway {
+        Gateway::start(&self.config).await.expect("gateway starts")
+    }
+
+    /// A certificate of the test CA for a registered agency.
+    pub fn agency_cert(&self, agency: &str) -> Issued {
+        self.ca.issue(&LeafSpec::agency(TRUST_DOMAIN, agency)).expect("agency cert")
+    }
+
+    pub fn credentials(&self, issued: &Issued) -> AgencyCredentials {
+        AgencyCredentials {
+            ca_pem: self.ca.cert_pem().to_string(),
+            cert_pem: issued.cert_pem.clone(),
+            key_pem: issued.key_pem.clone(),
+        }
+    }
+
+    /// A ReferralService client connected as `agency`.
+    pub async fn client(&self, gateway: &Gateway, agency: &str) -> ReferralServiceClient<Channel> {
+        let channel = self
+            .channel(gateway, &self.agency_cert(agency))
+            .await
+            .expect("agency connects");
+        ReferralServiceClient::new(channel)
+    }
+
+    pub async fn channel(&self, gateway: &Gateway, issued: &Issued) -> anyhow::Result<Channel> {
+        jisr::tls::client::connect(&gateway.addr.to_string(), "localhost", &self.credentials(issued)).await
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).expect("write test file");
+}
+
+/// A valid Emirates ID number (the check digit is right).
+pub const EMIRATES_ID: &str = "784-1990-1234567-6";
+
+/// A complete, valid referral to `to`.
+pub fn referral_to(to: &str) -> Referral {
+    Referral {
+        to_agency: to.to_string(),
+        service_code: "housing-support".into(),
+        category: ReferralCategory::Housing as i32,
+        priority: ReferralPriority::Urgent as i32,
+        subject: Some(Subject {
+            identifier: Some(PersonIdentifier {
+                r#type: IdentifierType::EmiratesId as i32,
+                value: EMIRATES_ID.into(),
+                issuing_country: String::new(),
+            }),
+            full_name: "Mariam Test".into(),
+            full_name_ar: "مريم اختبار".into(),
+            date_of_birth: "1985-04-12".into(),
+            contact: Some(ContactDetails {
+                phone: "+971501234567".into(),
+                email: "mariam@example.ae".into(),
+                address: "Dubai".into(),
+            }),
+        }),
+        summary: "Family of five facing eviction.".into(),
+        reason: "Housing support is in the recipient's mandate.".into(),
+        attachments: vec![DocumentReference {
+            document_id: format!("sha256:{}", "ab".repeat(32)),
+            title: "Tenancy notice".into(),
+        }],
+        consent: Some(Consent {
+            reference: "CONSENT-42".into(),
+            scope: "social-case-referral".into(),
+            expires_at: Some(prost_types::Timestamp {
+                seconds: 4_102_444_800, // 2100-01-01
+                nanos: 0,
+            }),
+        }),
+        ..Referral::default()
+    }
+}
+
+pub fn submit(request_id: &str, referral: Referral) -> SubmitReferralRequest {
+    SubmitReferralRequest {
+        request_id: request_id.to_string(),
+        referral: Some(referral),
+    }
+}
+
+pub fn update(referral_id: &str, request_id: &str, status: ReferralStatus) -> UpdateReferralStatusRequest {
+    UpdateReferralStatusRequest {
+        referral_id: referral_id.to_string(),
+        request_id: request_id.to_string(),
+        status: status as i32,
+        ..UpdateReferralStatusRequest::default()
+    }
+}
+
+/// Polls `check` until it holds or five seconds pass.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// A fresh PostgreSQL database for one test, or None (with the reason printed) when
+/// PostgreSQL is unreachable outside CI. Under CI=true an unreachable server fails.
+pub async fn postgres_database() -> Option<PgDatabase> {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let base = std::env::var("JISR_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+    let mut admin = match sqlx::AnyConnection::connect(&base).await {
+        Ok(c) => c,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("PostgreSQL at {base} is unreachable and CI=true, so this is a failure: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipping PostgreSQL part: {base} unreachable ({e}); set JISR_TEST_POSTGRES_URL");
+            return None;
+        }
+    };
+    let name = format!("jisr_t_{}", ulid::Ulid::new().to_string().to_lowercase());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
+    let (prefix, _) = base.rsplit_once('/').expect("database URL has a path");
+    Some(PgDatabase {
+        url: format!("{prefix}/{name}"),
+        name,
+        base,
+    })
+}
+
+pub struct PgDatabase {
+    pub url: String,
+    name: String,
+    base: String,
+}
+
+impl PgDatabase {
+    pub async fn drop_database(self) {
+        use sqlx::Connection;
+        if let Ok(mut admin) = sqlx::AnyConnection::connect(&self.base).await {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+                .execute(&mut admin)
+                .await;
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests: a real gateway on loopback, real TLS with real client
+//! certificates, real SQLite and PostgreSQL. One test binary, one link.
+
+mod common;
+mod referrals;
+mod service;
+mod store;
+mod tls;
