@@ -184,7 +184,7 @@ async fn handshake(
     let tls = tokio::time::timeout(settings.handshake_timeout, settings.acceptor.accept(tcp))
         .await
         .map_err(|_| format!("{peer}: handshake timed out"))?
-        .map_err(|e| format!("{peer}: {e}"))?;
+        .map_err(|e| format!("{peer}: {}", describe(&e)))?;
     // The verifier already checked the identity; read it again to attach it.
     let cert = tls
         .get_ref()
@@ -195,4 +195,16 @@ async fn handshake(
     let identity = agency_identity(cert, &settings.trust_domain, |id| settings.registry.contains(id))
         .map_err(|e| format!("{peer}: {e}"))?;
     Ok((tls, identity))
+}
+
+/// A handshake error in words; our identity errors travel inside rustls as `Other`,
+/// which rustls would print with `Debug`.
+fn describe(err: &std::io::Error) -> String {
+    use rustls::{CertificateError, Error, OtherError};
+    match err.get_ref().and_then(|e| e.downcast_ref::<Error>()) {
+        Some(Error::InvalidCertificate(CertificateError::Other(OtherError(inner)))) => {
+            format!("invalid peer certificate: {inner}")
+        }
+        _ => err.to_string(),
+    }
 }

@@ -17,7 +17,8 @@ pub const TRUST_DOMAIN: &str = "jisr.gov.ae";
 const SAMPLE_CONFIG: &str = include_str!("../../config/jisr.toml");
 
 pub struct TestEnv {
-    pub dir: TempDir,
+    /// Holds the certificates and the SQLite file; removed on drop.
+    pub _dir: TempDir,
     pub ca: CertAuthority,
     pub config: Config,
 }
@@ -55,7 +56,7 @@ impl TestEnv {
             vars.iter().map(|(k, v)| (k.to_string(), v.clone())),
         )
         .expect("test config");
-        TestEnv { dir, ca, config }
+        TestEnv { _dir: dir, ca, config }
     }
 
     pub async fn start(&self) -> Gateway {

@@ -1,0 +1,73 @@
+//! Standard services and the parts of the contract later issues build.
+
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reflection_and_unbuilt_rpcs_answer_over_mtls() {
+    let env = TestEnv::sqlite();
+    let gw = env.start().await;
+    let channel = env.channel(&gw, &env.agency_cert("digital")).await.unwrap();
+
+    let mut health = HealthClient::new(channel.clone());
+    for service in ["", "jisr.v1.ReferralService"] {
+        let status = health
+            .check(HealthCheckRequest { service: service.into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .status();
+        assert_eq!(status, ServingStatus::Serving, "{service:?}");
+    }
+
+    // Reflection lists every service of the contract the gateway serves.
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let mut reflection = ServerReflectionClient::new(channel.clone());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer {response:?}");
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in [
+        "jisr.v1.ReferralService",
+        "jisr.v1.InformationRequestService",
+        "jisr.v1.DocumentService",
+        "jisr.v1.DirectoryService",
+        "jisr.v1.AuditService",
+        "jisr.adapter.v1.InboxService",
+    ] {
+        assert!(names.iter().any(|n| n == expected), "{expected} not in {names:?}");
+    }
+
+    // RPCs of later issues answer UNIMPLEMENTED with the issue that builds them.
+    use jisr::pb::v1::directory_service_client::DirectoryServiceClient;
+    let err = DirectoryServiceClient::new(channel.clone())
+        .list_agencies(jisr::pb::v1::ListAgenciesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(err.message().contains("issue #6"), "{}", err.message());
+    use jisr::pb::v1::audit_service_client::AuditServiceClient;
+    let err = AuditServiceClient::new(channel)
+        .get_checkpoint(jisr::pb::v1::GetCheckpointRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    gw.shutdown().await.unwrap();
+}

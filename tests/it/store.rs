@@ -1,0 +1,183 @@
+//! The storage suite, run against SQLite and PostgreSQL alike.
+
+use jisr::config::DatabaseConfig;
+use jisr::store::{ListFilter, NewEvent, ReferralRow, Store};
+
+use crate::common::*;
+
+/// Runs `suite` on a fresh SQLite file and a fresh PostgreSQL database.
+async fn on_both_backends<F, Fut>(suite: F)
+where
+    F: Fn(Store, DatabaseConfig) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = DatabaseConfig {
+        url: format!("sqlite://{}/nested/dir/t.db", dir.path().display()),
+        max_connections: 4,
+    };
+    suite(Store::connect(&sqlite).await.expect("sqlite store"), sqlite).await;
+    if let Some(db) = postgres_database().await {
+        let pg = DatabaseConfig {
+            url: db.url.clone(),
+            max_connections: 4,
+        };
+        let store = Store::connect(&pg).await.expect("postgres store");
+        suite(store.clone(), pg).await;
+        store.close().await;
+        db.drop_database().await;
+    }
+}
+
+fn row(id: &str, from: &str, to: &str, category: &str) -> ReferralRow {
+    ReferralRow {
+        id: id.into(),
+        from_agency: from.into(),
+        to_agency: to.into(),
+        request_id: format!("req-{id}"),
+        service_code: "svc".into(),
+        category: category.into(),
+        priority: "REFERRAL_PRIORITY_ROUTINE".into(),
+        status: "REFERRAL_STATUS_SUBMITTED".into(),
+        due_at: None,
+        created_at: 1,
+        updated_at: 1,
+        body: vec![1, 2, 3, 0, 255],
+    }
+}
+
+fn event<'a>(r: &'a ReferralRow, status: &'a str) -> NewEvent<'a> {
+    NewEvent {
+        referral_id: &r.id,
+        from_agency: &r.from_agency,
+        to_agency: &r.to_agency,
+        event_type: "REFERRAL_EVENT_TYPE_STATUS_CHANGED",
+        status,
+        actor_agency: &r.to_agency,
+        reason_code: "STATUS_REASON_UNSPECIFIED",
+        note: "نص عربي",
+        outcome: "REFERRAL_OUTCOME_UNSPECIFIED",
+        occurred_at: 42,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referrals_events_and_idempotency_keys_round_trip() {
+    on_both_backends(|store, _| async move {
+        let a = row("01A", "social-services", "housing", "REFERRAL_CATEGORY_HOUSING");
+        let b = row("01B", "housing", "police", "REFERRAL_CATEGORY_OTHER");
+        let mut tx = store.begin_write().await.unwrap();
+        tx.insert_referral(&a).await.unwrap();
+        tx.insert_referral(&b).await.unwrap();
+        let s1 = tx.insert_event(&event(&a, "REFERRAL_STATUS_SUBMITTED")).await.unwrap();
+        let s2 = tx.insert_event(&event(&b, "REFERRAL_STATUS_SUBMITTED")).await.unwrap();
+        tx.record_idempotent("social-services", "k1", "M", &[9; 32], b"resp", 7).await.unwrap();
+        tx.commit().await.unwrap();
+        assert!(s2 > s1);
+
+        let got = store.referral("01A").await.unwrap().expect("stored");
+        assert_eq!((got.body.as_slice(), got.due_at), (a.body.as_slice(), None));
+        assert!(store.referral("nope").await.unwrap().is_none());
+
+        // A duplicate idempotency key is refused by the database itself.
+        let mut tx = store.begin_write().await.unwrap();
+        let rec = tx.idempotent_record("social-services", "k1").await.unwrap().expect("recorded");
+        assert_eq!((rec.method.as_str(), rec.response.as_slice()), ("M", b"resp".as_slice()));
+        assert!(tx.record_idempotent("social-services", "k1", "M", &[0; 32], b"x", 8).await.is_err());
+        drop(tx);
+
+        // Status update and history.
+        let mut tx = store.begin_write().await.unwrap();
+        tx.set_referral_status("01A", "REFERRAL_STATUS_ACCEPTED", 5).await.unwrap();
+        tx.insert_event(&event(&a, "REFERRAL_STATUS_ACCEPTED")).await.unwrap();
+        tx.commit().await.unwrap();
+        let history = store.referral_history(&["01A".to_string()]).await.unwrap();
+        assert_eq!(history.len(), 2);
+        assert_eq!(history[1].status, "REFERRAL_STATUS_ACCEPTED");
+        assert_eq!(history[1].note, "نص عربي");
+
+        // Events are per party.
+        let housing: Vec<_> = store.events_after("housing", 0, 100).await.unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(housing.len(), 3);
+        let police = store.events_after("police", 0, 100).await.unwrap();
+        assert_eq!(police.len(), 1);
+        assert!(store.events_after("housing", housing[1], 100).await.unwrap().len() == 1);
+        assert_eq!(store.latest_event_seq().await.unwrap(), *housing.last().unwrap());
+
+        // Filters.
+        let filter = |f: ListFilter| {
+            let store = store.clone();
+            async move { store.list_referrals(&f).await.unwrap().into_iter().map(|r| r.id).collect::<Vec<_>>() }
+        };
+        let base = ListFilter { agency: "housing".into(), limit: 10, ..Default::default() };
+        assert_eq!(filter(base.clone()).await, vec!["01B", "01A"]);
+        assert_eq!(filter(ListFilter { sent: true, ..base.clone() }).await, vec!["01B"]);
+        assert_eq!(filter(ListFilter { received: true, ..base.clone() }).await, vec!["01A"]);
+        assert_eq!(
+            filter(ListFilter { statuses: vec!["REFERRAL_STATUS_ACCEPTED".into()], ..base.clone() }).await,
+            vec!["01A"]
+        );
+        assert_eq!(filter(ListFilter { category: Some("REFERRAL_CATEGORY_OTHER".into()), ..base.clone() }).await, vec!["01B"]);
+        assert_eq!(filter(ListFilter { before_id: Some("01B".into()), ..base.clone() }).await, vec!["01A"]);
+        assert_eq!(filter(ListFilter { limit: 1, ..base.clone() }).await, vec!["01B"]);
+        assert!(filter(ListFilter { overdue_at: Some(i64::MAX), ..base }).await.is_empty());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uncommitted_writes_vanish_and_concurrent_writers_commit_in_sequence_order() {
+    on_both_backends(|store, _| async move {
+        let r = row("01C", "charity", "housing", "REFERRAL_CATEGORY_OTHER");
+        let mut tx = store.begin_write().await.unwrap();
+        tx.insert_referral(&r).await.unwrap();
+        drop(tx); // rolled back
+        assert!(store.referral("01C").await.unwrap().is_none());
+
+        let mut tx = store.begin_write().await.unwrap();
+        tx.insert_referral(&r).await.unwrap();
+        tx.commit().await.unwrap();
+
+        let mut wake = store.subscribe_events();
+        let writers: Vec<_> = (0..16)
+            .map(|_| {
+                let store = store.clone();
+                let r = r.clone();
+                tokio::spawn(async move {
+                    let mut tx = store.begin_write().await.unwrap();
+                    let seq = tx.insert_event(&event(&r, "REFERRAL_STATUS_SUBMITTED")).await.unwrap();
+                    tx.commit().await.unwrap();
+                    seq
+                })
+            })
+            .collect();
+        let mut seqs = Vec::new();
+        for w in writers {
+            seqs.push(w.await.unwrap());
+        }
+        seqs.sort();
+        seqs.dedup();
+        assert_eq!(seqs.len(), 16, "every writer got its own sequence number");
+        let stored: Vec<_> = store.events_after("housing", 0, 100).await.unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(stored, seqs, "every committed event is visible, in order");
+        assert!(wake.has_changed().unwrap(), "commits wake watchers");
+        assert_eq!(*wake.borrow_and_update(), *seqs.last().unwrap());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_are_embedded_and_rerun_safely() {
+    on_both_backends(|store, config| async move {
+        // Connecting again to the same database applies nothing twice and keeps the data.
+        let mut tx = store.begin_write().await.unwrap();
+        tx.insert_referral(&row("01D", "police", "charity", "REFERRAL_CATEGORY_OTHER")).await.unwrap();
+        tx.commit().await.unwrap();
+        let again = Store::connect(&config).await.expect("second connect migrates nothing");
+        let applied: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(again.pool()).await.unwrap();
+        assert_eq!(applied.0, 1);
+        assert!(again.referral("01D").await.unwrap().is_some());
+        again.close().await;
+    })
+    .await;
+}
