@@ -117,7 +117,10 @@ fn default_max_connections_total() -> usize {
 fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
     let s = String::deserialize(d)?;
     s.parse().map_err(|_| {
-        de::Error::invalid_value(Unexpected::Str(&s), &"a socket address such as 127.0.0.1:7443")
+        de::Error::invalid_value(
+            Unexpected::Str(&s),
+            &"a socket address such as 127.0.0.1:7443",
+        )
     })
 }
 
@@ -176,10 +179,12 @@ impl Config {
         text: &str,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let mut doc: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
-            path: path.to_owned(),
-            message: e.message().to_string(),
-        })?;
+        let mut doc: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    path: path.to_owned(),
+                    message: e.message().to_string(),
+                })?;
         let mut origins = BTreeMap::new();
         for (name, value) in vars {
             let Some(rest) = name.strip_prefix("JISR_") else {
@@ -200,8 +205,8 @@ impl Config {
                     .map(|(_, v)| v.clone()),
             )
         };
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(doc))
-            .map_err(|e| {
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(doc)).map_err(|e| {
                 let key = e.path().to_string();
                 ConfigError::Type {
                     origin: origin_of(&key),
@@ -313,7 +318,9 @@ fn is_trust_domain(s: &str) -> bool {
 fn env_value(raw: &str) -> toml::Value {
     let probe = format!("v = {raw}");
     match probe.parse::<toml::Table>() {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
         Err(_) => toml::Value::String(raw.into()),
     }
 }
@@ -405,15 +412,24 @@ mod tests {
         let err = parse(&[("JISR_DATABASE__URL", "mysql://x")])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("`database.url`") && err.contains("mysql://x"), "{err}");
+        assert!(
+            err.contains("`database.url`") && err.contains("mysql://x"),
+            "{err}"
+        );
         let dup = SAMPLE.replace("id = \"police\"", "id = \"housing\"");
         let err = Config::parse(Path::new("x"), &dup, Vec::new())
             .unwrap_err()
             .to_string();
-        assert!(err.contains("agencies[") && err.contains("housing"), "{err}");
+        assert!(
+            err.contains("agencies[") && err.contains("housing"),
+            "{err}"
+        );
         let err = parse(&[("JISR_TRUST_DOMAIN", "Bad Domain")])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("trust_domain") && err.contains("Bad Domain"), "{err}");
+        assert!(
+            err.contains("trust_domain") && err.contains("Bad Domain"),
+            "{err}"
+        );
     }
 }

@@ -32,5 +32,6 @@ pub mod pb {
     pub use jisr::v1;
 
     /// The encoded descriptor set of the whole contract, served by reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/jisr_descriptor.bin"));
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/jisr_descriptor.bin"));
 }

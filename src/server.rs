@@ -32,7 +32,8 @@ impl Gateway {
     /// Binds the listener and starts serving in the background.
     pub async fn start(config: &Config) -> anyhow::Result<Gateway> {
         let registry = Registry::of(config);
-        let tls_config = tls::server_config(config, registry.clone()).context("TLS configuration")?;
+        let tls_config =
+            tls::server_config(config, registry.clone()).context("TLS configuration")?;
         let store = Store::connect(&config.database)
             .await
             .context("opening the database")?;

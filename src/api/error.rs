@@ -42,8 +42,10 @@ fn describe_violations(v: &[FieldViolation]) -> String {
 }
 
 fn info(reason: &str, metadata: &[(&str, &str)]) -> ErrorDetails {
-    let metadata: HashMap<String, String> =
-        metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let metadata: HashMap<String, String> = metadata
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata)
 }
 
@@ -51,9 +53,11 @@ impl From<ApiError> for Status {
     fn from(err: ApiError) -> Status {
         let message = err.to_string();
         match err {
-            ApiError::Invalid(violations) => {
-                Status::with_error_details(Code::InvalidArgument, message, ErrorDetails::with_bad_request(violations))
-            }
+            ApiError::Invalid(violations) => Status::with_error_details(
+                Code::InvalidArgument,
+                message,
+                ErrorDetails::with_bad_request(violations),
+            ),
             ApiError::NotFound { kind, ref id } => Status::with_error_details(
                 Code::NotFound,
                 message.clone(),
@@ -86,17 +90,25 @@ impl From<ApiError> for Status {
                         ("requested_status", short(source.to)),
                     ],
                 );
-                details.add_precondition_failure_violation("STATUS", referral_id.as_str(), message.clone());
+                details.add_precondition_failure_violation(
+                    "STATUS",
+                    referral_id.as_str(),
+                    message.clone(),
+                );
                 Status::with_error_details(Code::FailedPrecondition, message.clone(), details)
             }
             ApiError::Store(e) => {
                 // The cause is logged; the caller gets no internals.
                 tracing::error!(error = %e, "storage failure");
                 let (code, text) = match e {
-                    StoreError::Db(sqlx::Error::PoolTimedOut) => {
-                        (Code::Unavailable, "the gateway is overloaded; retry with backoff")
-                    }
-                    _ => (Code::Internal, "internal storage error; retry later or contact the gateway operator"),
+                    StoreError::Db(sqlx::Error::PoolTimedOut) => (
+                        Code::Unavailable,
+                        "the gateway is overloaded; retry with backoff",
+                    ),
+                    _ => (
+                        Code::Internal,
+                        "internal storage error; retry later or contact the gateway operator",
+                    ),
                 };
                 Status::with_error_details(code, text, info("STORAGE", &[]))
             }

@@ -5,4 +5,3 @@ pub mod error;
 pub mod referral;
 pub mod unimplemented;
 pub mod validate;
-

@@ -56,12 +56,19 @@ impl ReferralService for ReferralApi {
         request: Request<SubmitReferralRequest>,
     ) -> Result<Response<SubmitReferralResponse>, Status> {
         let caller = auth::caller(&request)?;
-        Ok(Response::new(self.submit(&caller, request.into_inner()).await?))
+        Ok(Response::new(
+            self.submit(&caller, request.into_inner()).await?,
+        ))
     }
 
-    async fn get_referral(&self, request: Request<GetReferralRequest>) -> Result<Response<GetReferralResponse>, Status> {
+    async fn get_referral(
+        &self,
+        request: Request<GetReferralRequest>,
+    ) -> Result<Response<GetReferralResponse>, Status> {
         let caller = auth::caller(&request)?;
-        Ok(Response::new(self.get(&caller, request.into_inner()).await?))
+        Ok(Response::new(
+            self.get(&caller, request.into_inner()).await?,
+        ))
     }
 
     async fn list_referrals(
@@ -69,7 +76,9 @@ impl ReferralService for ReferralApi {
         request: Request<ListReferralsRequest>,
     ) -> Result<Response<ListReferralsResponse>, Status> {
         let caller = auth::caller(&request)?;
-        Ok(Response::new(self.list(&caller, request.into_inner()).await?))
+        Ok(Response::new(
+            self.list(&caller, request.into_inner()).await?,
+        ))
     }
 
     async fn update_referral_status(
@@ -77,7 +86,9 @@ impl ReferralService for ReferralApi {
         request: Request<UpdateReferralStatusRequest>,
     ) -> Result<Response<UpdateReferralStatusResponse>, Status> {
         let caller = auth::caller(&request)?;
-        Ok(Response::new(self.update(&caller, request.into_inner()).await?))
+        Ok(Response::new(
+            self.update(&caller, request.into_inner()).await?,
+        ))
     }
 
     type WatchReferralEventsStream = EventStream;
@@ -87,12 +98,18 @@ impl ReferralService for ReferralApi {
         request: Request<WatchReferralEventsRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let caller = auth::caller(&request)?;
-        Ok(Response::new(self.watch(&caller, request.into_inner()).await?))
+        Ok(Response::new(
+            self.watch(&caller, request.into_inner()).await?,
+        ))
     }
 }
 
 impl ReferralApi {
-    async fn submit(&self, caller: &Caller, req: SubmitReferralRequest) -> Result<SubmitReferralResponse, ApiError> {
+    async fn submit(
+        &self,
+        caller: &Caller,
+        req: SubmitReferralRequest,
+    ) -> Result<SubmitReferralResponse, ApiError> {
         let now = now_ms();
         let mut referral = self.validate_submit(caller, &req, now)?;
         // The same request_id with a different body is a different request; output-only
@@ -100,7 +117,10 @@ impl ReferralApi {
         let hash = Sha256::digest(referral.encode_to_vec()).to_vec();
 
         let mut tx = self.store.begin_write().await?;
-        if let Some(prev) = tx.idempotent_record(caller.agency(), &req.request_id).await? {
+        if let Some(prev) = tx
+            .idempotent_record(caller.agency(), &req.request_id)
+            .await?
+        {
             return replay(prev, SUBMIT, &hash, &req.request_id);
         }
         referral.id = ulid::Ulid::new().to_string();
@@ -142,15 +162,27 @@ impl ReferralApi {
             referral: Some(to_proto(&row, &history, now)?),
             audit_receipt: None,
         };
-        tx.record_idempotent(caller.agency(), &req.request_id, SUBMIT, &hash, &response.encode_to_vec(), now)
-            .await?;
+        tx.record_idempotent(
+            caller.agency(),
+            &req.request_id,
+            SUBMIT,
+            &hash,
+            &response.encode_to_vec(),
+            now,
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!(referral_id = %row.id, from = %row.from_agency, to = %row.to_agency, "referral submitted");
         Ok(response)
     }
 
     /// Checks every input field and returns the referral with only its input fields.
-    fn validate_submit(&self, caller: &Caller, req: &SubmitReferralRequest, now: i64) -> Result<Referral, ApiError> {
+    fn validate_submit(
+        &self,
+        caller: &Caller,
+        req: &SubmitReferralRequest,
+        now: i64,
+    ) -> Result<Referral, ApiError> {
         let mut v = Violations::default();
         v.request_id("request_id", &req.request_id);
         let Some(r) = &req.referral else {
@@ -159,22 +191,44 @@ impl ReferralApi {
             unreachable!("finish fails with a violation");
         };
         if r.to_agency.is_empty() {
-            v.add("referral.to_agency", "is required: the receiving agency's id");
+            v.add(
+                "referral.to_agency",
+                "is required: the receiving agency's id",
+            );
         } else if !self.registry.contains(&r.to_agency) {
-            v.add("referral.to_agency", format!("{:?} is not a registered agency", r.to_agency));
+            v.add(
+                "referral.to_agency",
+                format!("{:?} is not a registered agency", r.to_agency),
+            );
         } else if r.to_agency == caller.agency() {
-            v.add("referral.to_agency", "is your own agency; a referral goes to another agency");
+            v.add(
+                "referral.to_agency",
+                "is your own agency; a referral goes to another agency",
+            );
         }
         let service_ok = (1..=64).contains(&r.service_code.len())
-            && r.service_code.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && r.service_code.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            && r.service_code
+                .starts_with(|c: char| c.is_ascii_alphanumeric())
+            && r.service_code
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
         v.check(
             service_ok,
             "referral.service_code",
             "is required: the receiving agency's service code (1-64 of A-Z a-z 0-9 . _ -)",
         );
-        v.enum_value::<ReferralCategory>("referral.category", r.category, true, "a ReferralCategory");
-        v.enum_value::<ReferralPriority>("referral.priority", r.priority, true, "a ReferralPriority");
+        v.enum_value::<ReferralCategory>(
+            "referral.category",
+            r.category,
+            true,
+            "a ReferralCategory",
+        );
+        v.enum_value::<ReferralPriority>(
+            "referral.priority",
+            r.priority,
+            true,
+            "a ReferralPriority",
+        );
         v.subject("referral.subject", r.subject.as_ref());
         v.required_text("referral.summary", &r.summary, 4000);
         v.max_len("referral.reason", &r.reason, 4000);
@@ -195,28 +249,48 @@ impl ReferralApi {
         })
     }
 
-    async fn get(&self, caller: &Caller, req: GetReferralRequest) -> Result<GetReferralResponse, ApiError> {
+    async fn get(
+        &self,
+        caller: &Caller,
+        req: GetReferralRequest,
+    ) -> Result<GetReferralResponse, ApiError> {
         let mut v = Violations::default();
         v.ulid("referral_id", &req.referral_id);
         v.finish()?;
         let row = self.visible_referral(caller, &req.referral_id).await?;
-        let history = self.store.referral_history(std::slice::from_ref(&row.id)).await?;
+        let history = self
+            .store
+            .referral_history(std::slice::from_ref(&row.id))
+            .await?;
         Ok(GetReferralResponse {
             referral: Some(to_proto(&row, &history, now_ms())?),
         })
     }
 
     async fn visible_referral(&self, caller: &Caller, id: &str) -> Result<ReferralRow, ApiError> {
-        let row = self.store.referral(id).await?.ok_or_else(|| not_found(id))?;
+        let row = self
+            .store
+            .referral(id)
+            .await?
+            .ok_or_else(|| not_found(id))?;
         if row.from_agency != caller.agency() && row.to_agency != caller.agency() {
             return Err(not_party(id));
         }
         Ok(row)
     }
 
-    async fn list(&self, caller: &Caller, req: ListReferralsRequest) -> Result<ListReferralsResponse, ApiError> {
+    async fn list(
+        &self,
+        caller: &Caller,
+        req: ListReferralsRequest,
+    ) -> Result<ListReferralsResponse, ApiError> {
         let mut v = Violations::default();
-        let direction = v.enum_value::<ReferralDirection>("direction", req.direction, false, "a ReferralDirection");
+        let direction = v.enum_value::<ReferralDirection>(
+            "direction",
+            req.direction,
+            false,
+            "a ReferralDirection",
+        );
         let mut statuses = Vec::new();
         for (i, s) in req.statuses.iter().enumerate() {
             let field = format!("statuses[{i}]");
@@ -226,8 +300,10 @@ impl ReferralApi {
         }
         statuses.sort();
         statuses.dedup();
-        let category = v.enum_value::<ReferralCategory>("category", req.category, false, "a ReferralCategory");
-        let priority = v.enum_value::<ReferralPriority>("priority", req.priority, false, "a ReferralPriority");
+        let category =
+            v.enum_value::<ReferralCategory>("category", req.category, false, "a ReferralCategory");
+        let priority =
+            v.enum_value::<ReferralPriority>("priority", req.priority, false, "a ReferralPriority");
         v.check(
             (0..=MAX_PAGE_SIZE).contains(&req.page_size),
             "page_size",
@@ -256,14 +332,22 @@ impl ReferralApi {
         v.finish()?;
 
         let now = now_ms();
-        let limit = if req.page_size == 0 { DEFAULT_PAGE_SIZE } else { req.page_size };
+        let limit = if req.page_size == 0 {
+            DEFAULT_PAGE_SIZE
+        } else {
+            req.page_size
+        };
         let filter = ListFilter {
             agency: caller.agency().to_string(),
             sent: direction == Some(ReferralDirection::Sent),
             received: direction == Some(ReferralDirection::Received),
             statuses,
-            category: category.filter(|c| *c != ReferralCategory::Unspecified).map(|c| c.as_str_name().into()),
-            priority: priority.filter(|p| *p != ReferralPriority::Unspecified).map(|p| p.as_str_name().into()),
+            category: category
+                .filter(|c| *c != ReferralCategory::Unspecified)
+                .map(|c| c.as_str_name().into()),
+            priority: priority
+                .filter(|p| *p != ReferralPriority::Unspecified)
+                .map(|p| p.as_str_name().into()),
             overdue_at: req.overdue_only.then_some(now),
             before_id,
             limit: i64::from(limit) + 1,
@@ -271,7 +355,9 @@ impl ReferralApi {
         let mut rows = self.store.list_referrals(&filter).await?;
         let next_page_token = if rows.len() > limit as usize {
             rows.truncate(limit as usize);
-            rows.last().map(|r| encode_page_token(&r.id, &fingerprint)).unwrap_or_default()
+            rows.last()
+                .map(|r| encode_page_token(&r.id, &fingerprint))
+                .unwrap_or_default()
         } else {
             String::new()
         };
@@ -282,7 +368,13 @@ impl ReferralApi {
         }
         let referrals = rows
             .iter()
-            .map(|r| to_proto(r, histories.get(&r.id).map(Vec::as_slice).unwrap_or_default(), now))
+            .map(|r| {
+                to_proto(
+                    r,
+                    histories.get(&r.id).map(Vec::as_slice).unwrap_or_default(),
+                    now,
+                )
+            })
             .collect::<Result<_, _>>()?;
         Ok(ListReferralsResponse {
             referrals,
@@ -298,16 +390,23 @@ impl ReferralApi {
         let mut v = Violations::default();
         v.ulid("referral_id", &req.referral_id);
         v.request_id("request_id", &req.request_id);
-        let status = v.enum_value::<ReferralStatus>("status", req.status, true, "the new ReferralStatus");
-        let reason = v.enum_value::<StatusReason>("reason_code", req.reason_code, false, "a StatusReason");
-        let outcome = v.enum_value::<ReferralOutcome>("outcome", req.outcome, false, "a ReferralOutcome");
+        let status =
+            v.enum_value::<ReferralStatus>("status", req.status, true, "the new ReferralStatus");
+        let reason =
+            v.enum_value::<StatusReason>("reason_code", req.reason_code, false, "a StatusReason");
+        let outcome =
+            v.enum_value::<ReferralOutcome>("outcome", req.outcome, false, "a ReferralOutcome");
         v.max_len("note", &req.note, 2000);
         if let Some(status) = status {
-            let needs_reason = matches!(status, ReferralStatus::Rejected | ReferralStatus::Withdrawn);
+            let needs_reason =
+                matches!(status, ReferralStatus::Rejected | ReferralStatus::Withdrawn);
             v.check(
                 !needs_reason || reason.is_some_and(|r| r != StatusReason::Unspecified),
                 "reason_code",
-                format!("is required when the status is {}", crate::domain::referral::short(status)),
+                format!(
+                    "is required when the status is {}",
+                    crate::domain::referral::short(status)
+                ),
             );
             let completed = status == ReferralStatus::Completed;
             v.check(
@@ -327,17 +426,27 @@ impl ReferralApi {
             "is required when reason_code is OTHER: say what the reason is",
         );
         v.finish()?;
-        let (Some(to), reason, outcome) = (status, reason.unwrap_or_default(), outcome.unwrap_or_default()) else {
+        let (Some(to), reason, outcome) = (
+            status,
+            reason.unwrap_or_default(),
+            outcome.unwrap_or_default(),
+        ) else {
             unreachable!("status was validated")
         };
         let hash = Sha256::digest(req.encode_to_vec()).to_vec();
 
         let now = now_ms();
         let mut tx = self.store.begin_write().await?;
-        if let Some(prev) = tx.idempotent_record(caller.agency(), &req.request_id).await? {
+        if let Some(prev) = tx
+            .idempotent_record(caller.agency(), &req.request_id)
+            .await?
+        {
             return replay(prev, UPDATE, &hash, &req.request_id);
         }
-        let mut row = tx.referral(&req.referral_id).await?.ok_or_else(|| not_found(&req.referral_id))?;
+        let mut row = tx
+            .referral(&req.referral_id)
+            .await?
+            .ok_or_else(|| not_found(&req.referral_id))?;
         let actor = if row.from_agency == caller.agency() {
             Actor::Sender
         } else if row.to_agency == caller.agency() {
@@ -345,9 +454,11 @@ impl ReferralApi {
         } else {
             return Err(not_party(&req.referral_id));
         };
-        check_transition(parse_status(&row.status)?, to, actor).map_err(|source| ApiError::Transition {
-            referral_id: row.id.clone(),
-            source,
+        check_transition(parse_status(&row.status)?, to, actor).map_err(|source| {
+            ApiError::Transition {
+                referral_id: row.id.clone(),
+                source,
+            }
         })?;
         row.status = to.as_str_name().to_string();
         row.updated_at = now;
@@ -370,20 +481,35 @@ impl ReferralApi {
             referral: Some(to_proto(&row, &history, now)?),
             audit_receipt: None,
         };
-        tx.record_idempotent(caller.agency(), &req.request_id, UPDATE, &hash, &response.encode_to_vec(), now)
-            .await?;
+        tx.record_idempotent(
+            caller.agency(),
+            &req.request_id,
+            UPDATE,
+            &hash,
+            &response.encode_to_vec(),
+            now,
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!(referral_id = %row.id, status = %row.status, by = %caller.agency(), "referral status changed");
         Ok(response)
     }
 
-    async fn watch(&self, caller: &Caller, req: WatchReferralEventsRequest) -> Result<EventStream, ApiError> {
+    async fn watch(
+        &self,
+        caller: &Caller,
+        req: WatchReferralEventsRequest,
+    ) -> Result<EventStream, ApiError> {
         let mut v = Violations::default();
         let cursor = if req.cursor.is_empty() {
             None
         } else {
             let c = req.cursor.parse::<i64>().ok().filter(|c| *c >= 0);
-            v.check(c.is_some(), "cursor", "is not a cursor this stream returned");
+            v.check(
+                c.is_some(),
+                "cursor",
+                "is not a cursor this stream returned",
+            );
             c
         };
         v.finish()?;
@@ -418,7 +544,8 @@ impl ReferralApi {
                 };
                 for event in &batch {
                     after = event.seq;
-                    let item = event_to_proto(event).map(|event| WatchReferralEventsResponse { event: Some(event) });
+                    let item = event_to_proto(event)
+                        .map(|event| WatchReferralEventsResponse { event: Some(event) });
                     if tx.send(item.map_err(Status::from)).await.is_err() {
                         return;
                     }
@@ -464,8 +591,11 @@ fn replay<M: Message + Default>(
             request_id: request_id.to_string(),
         });
     }
-    M::decode(prev.response.as_slice())
-        .map_err(|e| ApiError::Store(StoreError::Corrupt(format!("stored response for {request_id}: {e}"))))
+    M::decode(prev.response.as_slice()).map_err(|e| {
+        ApiError::Store(StoreError::Corrupt(format!(
+            "stored response for {request_id}: {e}"
+        )))
+    })
 }
 
 fn encode_page_token(last_id: &str, fingerprint: &str) -> String {
@@ -474,9 +604,12 @@ fn encode_page_token(last_id: &str, fingerprint: &str) -> String {
 }
 
 fn decode_page_token(token: &str, fingerprint: &str) -> Option<String> {
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).ok()?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()?;
     let (id, _) = std::str::from_utf8(&raw).ok()?.split_once('.')?;
-    (encode_page_token(id, fingerprint) == token && ulid::Ulid::from_string(id).is_ok()).then(|| id.to_string())
+    (encode_page_token(id, fingerprint) == token && ulid::Ulid::from_string(id).is_ok())
+        .then(|| id.to_string())
 }
 
 pub fn timestamp(ms: i64) -> Timestamp {
@@ -487,7 +620,8 @@ pub fn timestamp(ms: i64) -> Timestamp {
 }
 
 fn parse_status(s: &str) -> Result<ReferralStatus, ApiError> {
-    ReferralStatus::from_str_name(s).ok_or_else(|| ApiError::Store(StoreError::Corrupt(format!("unknown status {s:?}"))))
+    ReferralStatus::from_str_name(s)
+        .ok_or_else(|| ApiError::Store(StoreError::Corrupt(format!("unknown status {s:?}"))))
 }
 
 fn status_change(e: &EventRow) -> Result<StatusChange, ApiError> {
@@ -533,7 +667,9 @@ fn event_to_proto(e: &EventRow) -> Result<ReferralEvent, ApiError> {
         from_agency: e.from_agency.clone(),
         to_agency: e.to_agency.clone(),
         status: parse_status(&e.status)? as i32,
-        change: (kind != ReferralEventType::Overdue).then(|| status_change(e)).transpose()?,
+        change: (kind != ReferralEventType::Overdue)
+            .then(|| status_change(e))
+            .transpose()?,
         occurred_at: Some(timestamp(e.occurred_at)),
     })
 }

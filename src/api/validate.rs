@@ -5,7 +5,9 @@ use prost_types::Timestamp;
 use tonic_types::FieldViolation;
 
 use super::error::ApiError;
-use crate::pb::v1::{Consent, ContactDetails, DocumentReference, IdentifierType, PersonIdentifier, Subject};
+use crate::pb::v1::{
+    Consent, ContactDetails, DocumentReference, IdentifierType, PersonIdentifier, Subject,
+};
 
 /// Collects violations; `finish` turns them into INVALID_ARGUMENT.
 #[derive(Default)]
@@ -43,14 +45,20 @@ impl Violations {
     pub fn max_len(&mut self, field: &str, value: &str, max: usize) {
         let n = value.chars().count();
         if n > max {
-            self.add(field, format!("is {n} characters long; at most {max} are allowed"));
+            self.add(
+                field,
+                format!("is {n} characters long; at most {max} are allowed"),
+            );
         }
     }
 
     /// A client idempotency key.
     pub fn request_id(&mut self, field: &str, value: &str) {
         if value.is_empty() {
-            self.add(field, "is required: a unique key per request, such as a UUID");
+            self.add(
+                field,
+                "is required: a unique key per request, such as a UUID",
+            );
         } else if value.len() > 128
             || !value
                 .chars()
@@ -61,10 +69,19 @@ impl Violations {
     }
 
     /// An enum field: a known value, and not UNSPECIFIED when `required`.
-    pub fn enum_value<E: TryFrom<i32>>(&mut self, field: &str, value: i32, required: bool, hint: &str) -> Option<E> {
+    pub fn enum_value<E: TryFrom<i32>>(
+        &mut self,
+        field: &str,
+        value: i32,
+        required: bool,
+        hint: &str,
+    ) -> Option<E> {
         match E::try_from(value) {
             Err(_) => {
-                self.add(field, format!("{value} is not a known value; expected {hint}"));
+                self.add(
+                    field,
+                    format!("{value} is not a known value; expected {hint}"),
+                );
                 None
             }
             Ok(_) if value == 0 && required => {
@@ -91,7 +108,10 @@ impl Violations {
         };
         self.identifier(&format!("{field}.identifier"), s.identifier.as_ref());
         if s.full_name.trim().is_empty() && s.full_name_ar.trim().is_empty() {
-            self.add(format!("{field}.full_name"), "full_name or full_name_ar is required");
+            self.add(
+                format!("{field}.full_name"),
+                "full_name or full_name_ar is required",
+            );
         }
         self.max_len(&format!("{field}.full_name"), &s.full_name, 200);
         self.max_len(&format!("{field}.full_name_ar"), &s.full_name_ar, 200);
@@ -114,7 +134,8 @@ impl Violations {
         };
         let value_field = format!("{field}.value");
         let country_field = format!("{field}.issuing_country");
-        let country_ok = id.issuing_country.len() == 2 && id.issuing_country.chars().all(|c| c.is_ascii_uppercase());
+        let country_ok = id.issuing_country.len() == 2
+            && id.issuing_country.chars().all(|c| c.is_ascii_uppercase());
         match self.enum_value::<IdentifierType>(&format!("{field}.type"), id.r#type, true, "an IdentifierType") {
             Some(IdentifierType::EmiratesId) => self.check(
                 is_emirates_id(&id.value),
@@ -154,7 +175,9 @@ impl Violations {
         if !c.phone.is_empty() {
             let digits = c.phone.strip_prefix('+').unwrap_or("");
             self.check(
-                (7..=15).contains(&digits.len()) && digits.chars().all(|d| d.is_ascii_digit()) && !digits.starts_with('0'),
+                (7..=15).contains(&digits.len())
+                    && digits.chars().all(|d| d.is_ascii_digit())
+                    && !digits.starts_with('0'),
                 format!("{field}.phone"),
                 "must be an E.164 number such as +971501234567",
             );
@@ -162,23 +185,34 @@ impl Violations {
         if !c.email.is_empty() {
             let ok = c.email.len() <= 254
                 && c.email.split_once('@').is_some_and(|(local, domain)| {
-                    !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+                    !local.is_empty()
+                        && domain.contains('.')
+                        && !domain.starts_with('.')
+                        && !domain.ends_with('.')
                 })
                 && !c.email.chars().any(char::is_whitespace);
-            self.check(ok, format!("{field}.email"), "must be an email address such as name@example.ae");
+            self.check(
+                ok,
+                format!("{field}.email"),
+                "must be an email address such as name@example.ae",
+            );
         }
         self.max_len(&format!("{field}.address"), &c.address, 500);
     }
 
     pub fn attachments(&mut self, field: &str, docs: &[DocumentReference]) {
         if docs.len() > 20 {
-            self.add(field, format!("has {} entries; at most 20 are allowed", docs.len()));
+            self.add(
+                field,
+                format!("has {} entries; at most 20 are allowed", docs.len()),
+            );
         }
         for (i, d) in docs.iter().enumerate() {
-            let ok = d
-                .document_id
-                .strip_prefix("sha256:")
-                .is_some_and(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)));
+            let ok = d.document_id.strip_prefix("sha256:").is_some_and(|h| {
+                h.len() == 64
+                    && h.chars()
+                        .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+            });
             self.check(
                 ok,
                 format!("{field}[{i}].document_id"),
@@ -199,7 +233,11 @@ impl Violations {
             None => self.add(format!("{field}.expires_at"), "is required"),
             Some(t) => match timestamp_ms(t) {
                 None => self.add(format!("{field}.expires_at"), "is not a valid timestamp"),
-                Some(ms) => self.check(ms > now_ms, format!("{field}.expires_at"), "is in the past: the consent has lapsed"),
+                Some(ms) => self.check(
+                    ms > now_ms,
+                    format!("{field}.expires_at"),
+                    "is in the past: the consent has lapsed",
+                ),
             },
         }
     }
@@ -207,20 +245,27 @@ impl Violations {
 
 /// Unix milliseconds of a well-formed timestamp.
 pub fn timestamp_ms(t: &Timestamp) -> Option<i64> {
-    if !(0..1_000_000_000).contains(&t.nanos) || !(-62_135_596_800..=253_402_300_799).contains(&t.seconds) {
+    if !(0..1_000_000_000).contains(&t.nanos)
+        || !(-62_135_596_800..=253_402_300_799).contains(&t.seconds)
+    {
         return None;
     }
     Some(t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
 }
 
 fn is_alnum_between(s: &str, min: usize, max: usize) -> bool {
-    (min..=max).contains(&s.len()) && s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+    (min..=max).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
 /// 784-YYYY-NNNNNNN-C: 15 digits, the last a Luhn check digit.
 pub fn is_emirates_id(value: &str) -> bool {
     let digits: String = value.chars().filter(|c| *c != '-').collect();
-    if digits.len() != 15 || !digits.starts_with("784") || !digits.chars().all(|c| c.is_ascii_digit()) {
+    if digits.len() != 15
+        || !digits.starts_with("784")
+        || !digits.chars().all(|c| c.is_ascii_digit())
+    {
         return false;
     }
     let sum: u32 = digits
@@ -228,21 +273,35 @@ pub fn is_emirates_id(value: &str) -> bool {
         .rev()
         .filter_map(|c| c.to_digit(10))
         .enumerate()
-        .map(|(i, d)| if i % 2 == 1 { if d * 2 > 9 { d * 2 - 9 } else { d * 2 } } else { d })
+        .map(|(i, d)| {
+            if i % 2 == 1 {
+                if d * 2 > 9 {
+                    d * 2 - 9
+                } else {
+                    d * 2
+                }
+            } else {
+                d
+            }
+        })
         .sum();
     sum % 10 == 0
 }
 
 fn is_past_date(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
-    let [y, m, d] = parts.as_slice() else { return false };
+    let [y, m, d] = parts.as_slice() else {
+        return false;
+    };
     if y.len() != 4 || m.len() != 2 || d.len() != 2 {
         return false;
     }
     let (Ok(y), Ok(m), Ok(d)) = (y.parse::<i32>(), m.parse::<u8>(), d.parse::<u8>()) else {
         return false;
     };
-    let Ok(month) = time::Month::try_from(m) else { return false };
+    let Ok(month) = time::Month::try_from(m) else {
+        return false;
+    };
     let Ok(date) = time::Date::from_calendar_date(y, month, d) else {
         return false;
     };
@@ -257,7 +316,9 @@ mod tests {
     fn emirates_id_check_digit() {
         // 784-1990-1234567-? : the check digit makes the Luhn sum a multiple of ten.
         let base = "78419901234567";
-        let valid: Vec<_> = (0..10).filter(|d| is_emirates_id(&format!("{base}{d}"))).collect();
+        let valid: Vec<_> = (0..10)
+            .filter(|d| is_emirates_id(&format!("{base}{d}")))
+            .collect();
         assert_eq!(valid.len(), 1, "exactly one check digit is valid");
         let good = format!("784-1990-1234567-{}", valid[0]);
         assert!(is_emirates_id(&good));

@@ -66,7 +66,10 @@ mod tests {
     #[test]
     fn traceparent_is_parsed_strictly() {
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        assert_eq!(super::trace_id_of(tp).as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_eq!(
+            super::trace_id_of(tp).as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
         assert_eq!(super::trace_id_of("00-xyz-00f067aa0ba902b7-01"), None);
         assert_eq!(super::new_trace_id().len(), 32);
     }

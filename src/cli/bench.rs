@@ -36,7 +36,10 @@ pub struct BenchArgs {
 }
 
 pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.connections > 0 && args.in_flight > 0 && args.duration > 0, "connections, in-flight and duration must be positive");
+    anyhow::ensure!(
+        args.connections > 0 && args.in_flight > 0 && args.duration > 0,
+        "connections, in-flight and duration must be positive"
+    );
     let creds = super::dev_credentials(config, &args.from)?;
     let addr = super::dial_addr(config, args.addr.as_deref());
     let mut channels: Vec<Channel> = Vec::with_capacity(args.connections);
@@ -70,7 +73,9 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
                     Ok(_) => latencies_us.push(t.elapsed().as_micros() as u64),
                     Err(status) => {
                         errors += 1;
-                        first_error.get_or_insert_with(|| format!("{:?}: {}", status.code(), status.message()));
+                        first_error.get_or_insert_with(|| {
+                            format!("{:?}: {}", status.code(), status.message())
+                        });
                     }
                 }
             }

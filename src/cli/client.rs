@@ -122,8 +122,16 @@ pub async fn run(config: &Config, args: ClientArgs) -> anyhow::Result<()> {
             let referral = Referral {
                 to_agency: to,
                 service_code: service,
-                category: enum_arg("REFERRAL_CATEGORY_", &category, ReferralCategory::from_str_name)? as i32,
-                priority: enum_arg("REFERRAL_PRIORITY_", &priority, ReferralPriority::from_str_name)? as i32,
+                category: enum_arg(
+                    "REFERRAL_CATEGORY_",
+                    &category,
+                    ReferralCategory::from_str_name,
+                )? as i32,
+                priority: enum_arg(
+                    "REFERRAL_PRIORITY_",
+                    &priority,
+                    ReferralPriority::from_str_name,
+                )? as i32,
                 subject: Some(Subject {
                     identifier: Some(PersonIdentifier {
                         r#type: IdentifierType::EmiratesId as i32,
@@ -156,12 +164,16 @@ pub async fn run(config: &Config, args: ClientArgs) -> anyhow::Result<()> {
             page_size,
         } => {
             let direction = match direction {
-                Some(d) => enum_arg("REFERRAL_DIRECTION_", &d, ReferralDirection::from_str_name)? as i32,
+                Some(d) => {
+                    enum_arg("REFERRAL_DIRECTION_", &d, ReferralDirection::from_str_name)? as i32
+                }
                 None => 0,
             };
             let statuses = status
                 .iter()
-                .map(|s| enum_arg("REFERRAL_STATUS_", s, ReferralStatus::from_str_name).map(|s| s as i32))
+                .map(|s| {
+                    enum_arg("REFERRAL_STATUS_", s, ReferralStatus::from_str_name).map(|s| s as i32)
+                })
                 .collect::<anyhow::Result<_>>()?;
             client
                 .list_referrals(ListReferralsRequest {
@@ -183,7 +195,15 @@ pub async fn run(config: &Config, args: ClientArgs) -> anyhow::Result<()> {
                             referral.service_code
                         );
                     }
-                    println!("({} shown{})", r.referrals.len(), if r.next_page_token.is_empty() { "" } else { "; more available" });
+                    println!(
+                        "({} shown{})",
+                        r.referrals.len(),
+                        if r.next_page_token.is_empty() {
+                            ""
+                        } else {
+                            "; more available"
+                        }
+                    );
                 })
         }
         ClientCommand::Update {
@@ -199,14 +219,17 @@ pub async fn run(config: &Config, args: ClientArgs) -> anyhow::Result<()> {
                 None => 0,
             };
             let outcome = match outcome {
-                Some(o) => enum_arg("REFERRAL_OUTCOME_", &o, ReferralOutcome::from_str_name)? as i32,
+                Some(o) => {
+                    enum_arg("REFERRAL_OUTCOME_", &o, ReferralOutcome::from_str_name)? as i32
+                }
                 None => 0,
             };
             client
                 .update_referral_status(UpdateReferralStatusRequest {
                     referral_id,
                     request_id: request_id.unwrap_or_else(new_request_id),
-                    status: enum_arg("REFERRAL_STATUS_", &status, ReferralStatus::from_str_name)? as i32,
+                    status: enum_arg("REFERRAL_STATUS_", &status, ReferralStatus::from_str_name)?
+                        as i32,
                     reason_code,
                     note,
                     outcome,
@@ -287,7 +310,10 @@ fn short(name: &str) -> &str {
 
 fn when(t: Option<&prost_types::Timestamp>) -> String {
     t.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t.seconds).ok())
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| "-".into())
 }
 
@@ -297,7 +323,10 @@ fn print_referral(r: Option<&Referral>) {
         return;
     };
     println!("referral {}  {}", r.id, short(r.status().as_str_name()));
-    println!("  from {} to {}  service {}", r.from_agency, r.to_agency, r.service_code);
+    println!(
+        "  from {} to {}  service {}",
+        r.from_agency, r.to_agency, r.service_code
+    );
     println!(
         "  category {}  priority {}  created {}",
         short(r.category().as_str_name()),

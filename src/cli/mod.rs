@@ -15,10 +15,20 @@ use crate::tls::client::AgencyCredentials;
 use crate::tls::pki;
 
 #[derive(Parser)]
-#[command(name = "jisr", version, about = "Jisr: a gRPC interoperability gateway between government agency systems")]
+#[command(
+    name = "jisr",
+    version,
+    about = "Jisr: a gRPC interoperability gateway between government agency systems"
+)]
 struct Cli {
     /// Configuration file.
-    #[arg(long, short, global = true, env = "JISR_CONFIG", default_value = "config/jisr.toml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "JISR_CONFIG",
+        default_value = "config/jisr.toml"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -65,7 +75,10 @@ enum ConfigCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     crate::telemetry::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -133,13 +146,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -155,8 +169,9 @@ fn dev_credentials(config: &Config, agency: &str) -> anyhow::Result<AgencyCreden
         .agency(agency)
         .with_context(|| format!("agency {agency:?} is not in the config's agency registry"))?;
     let (cert, key) = config.dev_agency_cert_paths(agency);
-    AgencyCredentials::from_files(&config.tls.ca_cert, &cert, &key)
-        .with_context(|| "run `jisr certs init` (or `jisr serve` once) to create the development certificates")
+    AgencyCredentials::from_files(&config.tls.ca_cert, &cert, &key).with_context(|| {
+        "run `jisr certs init` (or `jisr serve` once) to create the development certificates"
+    })
 }
 
 /// The address clients dial: the listen address, with a wildcard host made local.

@@ -73,14 +73,23 @@ pub fn short(status: S) -> &'static str {
 }
 
 pub fn is_final(status: S) -> bool {
-    matches!(status, S::Completed | S::Rejected | S::Withdrawn | S::Failed)
+    matches!(
+        status,
+        S::Completed | S::Rejected | S::Withdrawn | S::Failed
+    )
 }
 
 /// The statuses `actor` may set.
 fn settable_by(actor: Actor) -> &'static [S] {
     match actor {
         Actor::Sender => &[S::Withdrawn],
-        Actor::Recipient => &[S::Accepted, S::Rejected, S::InProgress, S::OnHold, S::Completed],
+        Actor::Recipient => &[
+            S::Accepted,
+            S::Rejected,
+            S::InProgress,
+            S::OnHold,
+            S::Completed,
+        ],
         Actor::Gateway => &[S::Delivered, S::Failed],
     }
 }
@@ -97,7 +106,13 @@ fn who_sets(status: S) -> &'static str {
 /// Every status the lifecycle allows after `from`, for `actor`.
 pub fn allowed_from(from: S, actor: Actor) -> Vec<S> {
     let edges: &[S] = match from {
-        S::Submitted => &[S::Delivered, S::Accepted, S::Rejected, S::Failed, S::Withdrawn],
+        S::Submitted => &[
+            S::Delivered,
+            S::Accepted,
+            S::Rejected,
+            S::Failed,
+            S::Withdrawn,
+        ],
         S::Delivered => &[S::Accepted, S::Rejected, S::Withdrawn],
         S::Accepted => &[S::InProgress, S::Withdrawn],
         S::InProgress => &[S::OnHold, S::Completed, S::Withdrawn],
@@ -143,7 +158,11 @@ mod tests {
             (S::InProgress, S::Completed, Actor::Recipient),
         ];
         for (from, to, actor) in path {
-            assert_eq!(check_transition(from, to, actor), Ok(()), "{from:?} -> {to:?}");
+            assert_eq!(
+                check_transition(from, to, actor),
+                Ok(()),
+                "{from:?} -> {to:?}"
+            );
         }
     }
 
@@ -155,7 +174,10 @@ mod tests {
         assert!(check_transition(S::Accepted, S::Withdrawn, Actor::Recipient).is_err());
         assert!(check_transition(S::Submitted, S::Delivered, Actor::Recipient).is_err());
         assert!(check_transition(S::Submitted, S::Failed, Actor::Sender).is_err());
-        assert_eq!(check_transition(S::OnHold, S::Withdrawn, Actor::Sender), Ok(()));
+        assert_eq!(
+            check_transition(S::OnHold, S::Withdrawn, Actor::Sender),
+            Ok(())
+        );
     }
 
     #[test]

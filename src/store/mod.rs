@@ -60,7 +60,10 @@ impl Store {
         let (backend, url) = if let Some(rest) = config.url.strip_prefix("sqlite:") {
             let path = rest.trim_start_matches("//");
             let file = path.split('?').next().unwrap_or_default();
-            if let Some(dir) = Path::new(file).parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Some(dir) = Path::new(file)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| StoreError::Setup(dir.display().to_string(), e.to_string()))?;
             }
@@ -88,7 +91,9 @@ impl Store {
             .await
             .map_err(|e| StoreError::Setup(redact(&config.url), e.to_string()))?;
         if backend == Backend::Sqlite {
-            sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
         }
         migrator(backend).run(&pool).await?;
         let latest = latest_event_seq(&pool).await?;
@@ -154,7 +159,8 @@ impl WriteTx {
     pub async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await?;
         if let Some(seq) = self.last_event {
-            self.events.send_modify(|latest| *latest = (*latest).max(seq));
+            self.events
+                .send_modify(|latest| *latest = (*latest).max(seq));
         }
         Ok(())
     }
@@ -230,15 +236,29 @@ async fn latest_event_seq<'e>(ex: impl Executor<'e, Database = Any>) -> Result<i
 
 fn migrator(backend: Backend) -> Migrator {
     let sources: &[(i64, &str, &str)] = match backend {
-        Backend::Sqlite => &[(1, "referrals", include_str!("../../migrations/sqlite/0001_referrals.sql"))],
-        Backend::Postgres => &[(1, "referrals", include_str!("../../migrations/postgres/0001_referrals.sql"))],
+        Backend::Sqlite => &[(
+            1,
+            "referrals",
+            include_str!("../../migrations/sqlite/0001_referrals.sql"),
+        )],
+        Backend::Postgres => &[(
+            1,
+            "referrals",
+            include_str!("../../migrations/postgres/0001_referrals.sql"),
+        )],
     };
     Migrator {
         migrations: Cow::Owned(
             sources
                 .iter()
                 .map(|(version, name, sql)| {
-                    Migration::new(*version, Cow::Borrowed(name), MigrationType::Simple, Cow::Borrowed(sql), false)
+                    Migration::new(
+                        *version,
+                        Cow::Borrowed(name),
+                        MigrationType::Simple,
+                        Cow::Borrowed(sql),
+                        false,
+                    )
                 })
                 .collect(),
         ),
@@ -272,7 +292,10 @@ pub fn now_ms() -> i64 {
 mod tests {
     #[test]
     fn redact_hides_passwords_only() {
-        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            super::redact("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
         assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(super::redact("sqlite://data/x.db"), "sqlite://data/x.db");
     }

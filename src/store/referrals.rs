@@ -147,7 +147,10 @@ impl WriteTx {
         Ok(seq)
     }
 
-    pub async fn referral_history(&mut self, referral_id: &str) -> Result<Vec<EventRow>, StoreError> {
+    pub async fn referral_history(
+        &mut self,
+        referral_id: &str,
+    ) -> Result<Vec<EventRow>, StoreError> {
         fetch_history(self.conn(), &[referral_id.to_string()]).await
     }
 }
@@ -172,7 +175,11 @@ impl Store {
             _ => format!("(from_agency = {agency} OR to_agency = {agency})"),
         };
         if !f.statuses.is_empty() {
-            let list: Vec<_> = f.statuses.iter().map(|s| q.bind(Arg::Text(s.clone()))).collect();
+            let list: Vec<_> = f
+                .statuses
+                .iter()
+                .map(|s| q.bind(Arg::Text(s.clone())))
+                .collect();
             sql += &format!(" AND status IN ({})", list.join(", "));
         }
         if let Some(c) = &f.category {
@@ -182,7 +189,10 @@ impl Store {
             sql += &format!(" AND priority = {}", q.bind(Arg::Text(p.clone())));
         }
         if let Some(now) = f.overdue_at {
-            let finals: Vec<_> = FINAL_STATUSES.iter().map(|s| q.bind(Arg::Text(s.to_string()))).collect();
+            let finals: Vec<_> = FINAL_STATUSES
+                .iter()
+                .map(|s| q.bind(Arg::Text(s.to_string())))
+                .collect();
             sql += &format!(
                 " AND due_at IS NOT NULL AND due_at < {} AND status NOT IN ({})",
                 q.bind(Arg::Int(now)),
@@ -198,7 +208,12 @@ impl Store {
     }
 
     /// Events of referrals `agency` is party to, after `after_seq`, oldest first.
-    pub async fn events_after(&self, agency: &str, after_seq: i64, limit: i64) -> Result<Vec<EventRow>, StoreError> {
+    pub async fn events_after(
+        &self,
+        agency: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRow>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {EVENT_COLUMNS} FROM referral_events \
              WHERE seq > $1 AND (from_agency = $2 OR to_agency = $2) ORDER BY seq LIMIT $3"
@@ -216,15 +231,23 @@ impl Store {
     }
 }
 
-async fn fetch_referral<'e>(ex: impl Executor<'e, Database = Any>, id: &str) -> Result<Option<ReferralRow>, StoreError> {
-    let row = sqlx::query(&format!("SELECT {REFERRAL_COLUMNS} FROM referrals WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(ex)
-        .await?;
+async fn fetch_referral<'e>(
+    ex: impl Executor<'e, Database = Any>,
+    id: &str,
+) -> Result<Option<ReferralRow>, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {REFERRAL_COLUMNS} FROM referrals WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(ex)
+    .await?;
     row.as_ref().map(referral_row).transpose()
 }
 
-async fn fetch_history<'e>(ex: impl Executor<'e, Database = Any>, ids: &[String]) -> Result<Vec<EventRow>, StoreError> {
+async fn fetch_history<'e>(
+    ex: impl Executor<'e, Database = Any>,
+    ids: &[String],
+) -> Result<Vec<EventRow>, StoreError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -290,9 +313,11 @@ impl SqlBuilder {
     }
 
     fn query(self, sql: &str) -> sqlx::query::Query<'_, Any, sqlx::any::AnyArguments<'_>> {
-        self.args.into_iter().fold(sqlx::query(sql), |q, a| match a {
-            Arg::Text(s) => q.bind(s),
-            Arg::Int(i) => q.bind(i),
-        })
+        self.args
+            .into_iter()
+            .fold(sqlx::query(sql), |q, a| match a {
+                Arg::Text(s) => q.bind(s),
+                Arg::Int(i) => q.bind(i),
+            })
     }
 }

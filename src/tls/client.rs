@@ -26,7 +26,11 @@ impl AgencyCredentials {
 }
 
 /// An endpoint for `https://<addr>` verifying the server as `server_name`.
-pub fn endpoint(addr: &str, server_name: &str, creds: &AgencyCredentials) -> anyhow::Result<Endpoint> {
+pub fn endpoint(
+    addr: &str,
+    server_name: &str,
+    creds: &AgencyCredentials,
+) -> anyhow::Result<Endpoint> {
     super::crypto_provider();
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&creds.ca_pem))
@@ -38,6 +42,10 @@ pub fn endpoint(addr: &str, server_name: &str, creds: &AgencyCredentials) -> any
 }
 
 /// Connects now (failing fast on a refused handshake).
-pub async fn connect(addr: &str, server_name: &str, creds: &AgencyCredentials) -> anyhow::Result<Channel> {
+pub async fn connect(
+    addr: &str,
+    server_name: &str,
+    creds: &AgencyCredentials,
+) -> anyhow::Result<Channel> {
     Ok(endpoint(addr, server_name, creds)?.connect().await?)
 }

@@ -95,8 +95,12 @@ mod tests {
 
     #[test]
     fn reads_the_single_spiffe_uri() {
-        let id = agency_identity(&der(&LeafSpec::agency("example.org", "housing")), "example.org", |_| true)
-            .unwrap();
+        let id = agency_identity(
+            &der(&LeafSpec::agency("example.org", "housing")),
+            "example.org",
+            |_| true,
+        )
+        .unwrap();
         assert_eq!(id.agency_id, "housing");
         assert_eq!(id.cert_fingerprint.len(), 64);
         assert!(!id.cert_serial.is_empty());
@@ -122,11 +126,18 @@ mod tests {
             Err(IdentityError::NoUriSan(_))
         ));
         assert_eq!(
-            agency_identity(&der(&LeafSpec::agency("example.org", "ghost")), "example.org", |id| id != "ghost"),
+            agency_identity(
+                &der(&LeafSpec::agency("example.org", "ghost")),
+                "example.org",
+                |id| id != "ghost"
+            ),
             Err(IdentityError::UnknownAgency("ghost".into()))
         );
         let mut ca = LeafSpec::agency("example.org", "housing");
         ca.is_ca = true;
-        assert_eq!(agency_identity(&der(&ca), "example.org", |_| true), Err(IdentityError::IsCa));
+        assert_eq!(
+            agency_identity(&der(&ca), "example.org", |_| true),
+            Err(IdentityError::IsCa)
+        );
     }
 }

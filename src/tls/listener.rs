@@ -111,7 +111,9 @@ impl TlsStats {
         self.refused.fetch_add(1, Ordering::Release);
     }
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<String>> {
-        self.recent_refusals.lock().unwrap_or_else(|p| p.into_inner())
+        self.recent_refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -192,8 +194,10 @@ async fn handshake(
         .peer_certificates()
         .and_then(|c| c.first())
         .ok_or_else(|| format!("{peer}: no client certificate"))?;
-    let identity = agency_identity(cert, &settings.trust_domain, |id| settings.registry.contains(id))
-        .map_err(|e| format!("{peer}: {e}"))?;
+    let identity = agency_identity(cert, &settings.trust_domain, |id| {
+        settings.registry.contains(id)
+    })
+    .map_err(|e| format!("{peer}: {e}"))?;
     Ok((tls, identity))
 }
 

@@ -71,7 +71,9 @@ pub struct Registry(Arc<std::collections::HashSet<String>>);
 
 impl Registry {
     pub fn of(config: &Config) -> Registry {
-        Registry(Arc::new(config.agencies.iter().map(|a| a.id.clone()).collect()))
+        Registry(Arc::new(
+            config.agencies.iter().map(|a| a.id.clone()).collect(),
+        ))
     }
     pub fn contains(&self, agency_id: &str) -> bool {
         self.0.contains(agency_id)
@@ -85,7 +87,8 @@ pub fn server_config(config: &Config, registry: Registry) -> Result<Arc<ServerCo
     for ca in load_certs(&config.tls.ca_cert)? {
         roots.add(ca)?;
     }
-    let webpki = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
+    let webpki =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
     let verifier = Arc::new(AgencyCertVerifier {
         webpki,
         trust_domain: config.trust_domain.clone(),
@@ -94,7 +97,10 @@ pub fn server_config(config: &Config, registry: Registry) -> Result<Arc<ServerCo
     let mut server = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(load_certs(&config.tls.server_cert)?, load_key(&config.tls.server_key)?)?;
+        .with_single_cert(
+            load_certs(&config.tls.server_cert)?,
+            load_key(&config.tls.server_key)?,
+        )?;
     server.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(server))
 }
@@ -119,9 +125,14 @@ impl ClientCertVerifier for AgencyCertVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.webpki.verify_client_cert(end_entity, intermediates, now)?;
-        identity::agency_identity(end_entity, &self.trust_domain, |id| self.registry.contains(id))
-            .map_err(|e| rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e)))))?;
+        self.webpki
+            .verify_client_cert(end_entity, intermediates, now)?;
+        identity::agency_identity(end_entity, &self.trust_domain, |id| {
+            self.registry.contains(id)
+        })
+        .map_err(|e| {
+            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
+        })?;
         Ok(ClientCertVerified::assertion())
     }
 

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -68,7 +68,9 @@ impl LeafSpec {
 
     /// The gateway's server certificate for these DNS names / IP addresses.
     pub fn server(names: &[String]) -> LeafSpec {
-        let (ips, dns): (Vec<_>, Vec<_>) = names.iter().partition(|n| n.parse::<std::net::IpAddr>().is_ok());
+        let (ips, dns): (Vec<_>, Vec<_>) = names
+            .iter()
+            .partition(|n| n.parse::<std::net::IpAddr>().is_ok());
         LeafSpec {
             common_name: names.first().cloned().unwrap_or_else(|| "jisr".into()),
             uris: Vec::new(),
@@ -132,23 +134,34 @@ impl CertAuthority {
         params.not_before = spec.not_before;
         params.not_after = spec.not_after;
         for uri in &spec.uris {
-            params.subject_alt_names.push(SanType::URI(uri.as_str().try_into()?));
+            params
+                .subject_alt_names
+                .push(SanType::URI(uri.as_str().try_into()?));
         }
         for dns in &spec.dns_names {
-            params.subject_alt_names.push(SanType::DnsName(dns.as_str().try_into()?));
+            params
+                .subject_alt_names
+                .push(SanType::DnsName(dns.as_str().try_into()?));
         }
         for ip in &spec.ip_addresses {
             params.subject_alt_names.push(SanType::IpAddress(*ip));
         }
         if spec.client_auth {
-            params.extended_key_usages.push(ExtendedKeyUsagePurpose::ClientAuth);
+            params
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ClientAuth);
         }
         if spec.server_auth {
-            params.extended_key_usages.push(ExtendedKeyUsagePurpose::ServerAuth);
+            params
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ServerAuth);
         }
         if spec.is_ca {
             params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
         } else {
             params.is_ca = IsCa::ExplicitNoCa;
             params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -178,9 +191,13 @@ pub struct DevPkiReport {
 
 /// True when the CA, server certificate or key the config names is missing.
 pub fn dev_pki_missing(config: &Config) -> bool {
-    [&config.tls.ca_cert, &config.tls.server_cert, &config.tls.server_key]
-        .iter()
-        .any(|p| !p.exists())
+    [
+        &config.tls.ca_cert,
+        &config.tls.server_cert,
+        &config.tls.server_key,
+    ]
+    .iter()
+    .any(|p| !p.exists())
 }
 
 /// Creates the development PKI: a CA, the server certificate and one client certificate
@@ -227,12 +244,12 @@ fn write_secret(path: &Path, contents: &str) -> Result<(), PkiError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
-            PkiError::Io {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
+            |source| PkiError::Io {
                 path: path.to_owned(),
                 source,
-            }
-        })?;
+            },
+        )?;
     }
     Ok(())
 }

@@ -56,7 +56,11 @@ impl TestEnv {
             vars.iter().map(|(k, v)| (k.to_string(), v.clone())),
         )
         .expect("test config");
-        TestEnv { _dir: dir, ca, config }
+        TestEnv {
+            _dir: dir,
+            ca,
+            config,
+        }
     }
 
     pub async fn start(&self) -> Gateway {
@@ -65,7 +69,9 @@ impl TestEnv {
 
     /// A certificate of the test CA for a registered agency.
     pub fn agency_cert(&self, agency: &str) -> Issued {
-        self.ca.issue(&LeafSpec::agency(TRUST_DOMAIN, agency)).expect("agency cert")
+        self.ca
+            .issue(&LeafSpec::agency(TRUST_DOMAIN, agency))
+            .expect("agency cert")
     }
 
     pub fn credentials(&self, issued: &Issued) -> AgencyCredentials {
@@ -86,7 +92,12 @@ impl TestEnv {
     }
 
     pub async fn channel(&self, gateway: &Gateway, issued: &Issued) -> anyhow::Result<Channel> {
-        jisr::tls::client::connect(&gateway.addr.to_string(), "localhost", &self.credentials(issued)).await
+        jisr::tls::client::connect(
+            &gateway.addr.to_string(),
+            "localhost",
+            &self.credentials(issued),
+        )
+        .await
     }
 }
 
@@ -144,7 +155,11 @@ pub fn submit(request_id: &str, referral: Referral) -> SubmitReferralRequest {
     }
 }
 
-pub fn update(referral_id: &str, request_id: &str, status: ReferralStatus) -> UpdateReferralStatusRequest {
+pub fn update(
+    referral_id: &str,
+    request_id: &str,
+    status: ReferralStatus,
+) -> UpdateReferralStatusRequest {
     UpdateReferralStatusRequest {
         referral_id: referral_id.to_string(),
         request_id: request_id.to_string(),
@@ -177,7 +192,9 @@ pub async fn postgres_database() -> Option<PgDatabase> {
             panic!("PostgreSQL at {base} is unreachable and CI=true, so this is a failure: {e}")
         }
         Err(e) => {
-            eprintln!("skipping PostgreSQL part: {base} unreachable ({e}); set JISR_TEST_POSTGRES_URL");
+            eprintln!(
+                "skipping PostgreSQL part: {base} unreachable ({e}); set JISR_TEST_POSTGRES_URL"
+            );
             return None;
         }
     };
@@ -204,9 +221,12 @@ impl PgDatabase {
     pub async fn drop_database(self) {
         use sqlx::Connection;
         if let Ok(mut admin) = sqlx::AnyConnection::connect(&self.base).await {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
-                .execute(&mut admin)
-                .await;
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut admin)
+            .await;
         }
     }
 }

@@ -16,7 +16,9 @@ async fn health_reflection_and_unbuilt_rpcs_answer_over_mtls() {
     let mut health = HealthClient::new(channel.clone());
     for service in ["", "jisr.v1.ReferralService"] {
         let status = health
-            .check(HealthCheckRequest { service: service.into() })
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
             .await
             .unwrap()
             .into_inner()
@@ -52,7 +54,10 @@ async fn health_reflection_and_unbuilt_rpcs_answer_over_mtls() {
         "jisr.v1.AuditService",
         "jisr.adapter.v1.InboxService",
     ] {
-        assert!(names.iter().any(|n| n == expected), "{expected} not in {names:?}");
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} not in {names:?}"
+        );
     }
 
     // RPCs of later issues answer UNIMPLEMENTED with the issue that builds them.

@@ -64,14 +64,27 @@ fn event<'a>(r: &'a ReferralRow, status: &'a str) -> NewEvent<'a> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn referrals_events_and_idempotency_keys_round_trip() {
     on_both_backends(|store, _| async move {
-        let a = row("01A", "social-services", "housing", "REFERRAL_CATEGORY_HOUSING");
+        let a = row(
+            "01A",
+            "social-services",
+            "housing",
+            "REFERRAL_CATEGORY_HOUSING",
+        );
         let b = row("01B", "housing", "police", "REFERRAL_CATEGORY_OTHER");
         let mut tx = store.begin_write().await.unwrap();
         tx.insert_referral(&a).await.unwrap();
         tx.insert_referral(&b).await.unwrap();
-        let s1 = tx.insert_event(&event(&a, "REFERRAL_STATUS_SUBMITTED")).await.unwrap();
-        let s2 = tx.insert_event(&event(&b, "REFERRAL_STATUS_SUBMITTED")).await.unwrap();
-        tx.record_idempotent("social-services", "k1", "M", &[9; 32], b"resp", 7).await.unwrap();
+        let s1 = tx
+            .insert_event(&event(&a, "REFERRAL_STATUS_SUBMITTED"))
+            .await
+            .unwrap();
+        let s2 = tx
+            .insert_event(&event(&b, "REFERRAL_STATUS_SUBMITTED"))
+            .await
+            .unwrap();
+        tx.record_idempotent("social-services", "k1", "M", &[9; 32], b"resp", 7)
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
         assert!(s2 > s1);
 
@@ -81,15 +94,29 @@ async fn referrals_events_and_idempotency_keys_round_trip() {
 
         // A duplicate idempotency key is refused by the database itself.
         let mut tx = store.begin_write().await.unwrap();
-        let rec = tx.idempotent_record("social-services", "k1").await.unwrap().expect("recorded");
-        assert_eq!((rec.method.as_str(), rec.response.as_slice()), ("M", b"resp".as_slice()));
-        assert!(tx.record_idempotent("social-services", "k1", "M", &[0; 32], b"x", 8).await.is_err());
+        let rec = tx
+            .idempotent_record("social-services", "k1")
+            .await
+            .unwrap()
+            .expect("recorded");
+        assert_eq!(
+            (rec.method.as_str(), rec.response.as_slice()),
+            ("M", b"resp".as_slice())
+        );
+        assert!(tx
+            .record_idempotent("social-services", "k1", "M", &[0; 32], b"x", 8)
+            .await
+            .is_err());
         drop(tx);
 
         // Status update and history.
         let mut tx = store.begin_write().await.unwrap();
-        tx.set_referral_status("01A", "REFERRAL_STATUS_ACCEPTED", 5).await.unwrap();
-        tx.insert_event(&event(&a, "REFERRAL_STATUS_ACCEPTED")).await.unwrap();
+        tx.set_referral_status("01A", "REFERRAL_STATUS_ACCEPTED", 5)
+            .await
+            .unwrap();
+        tx.insert_event(&event(&a, "REFERRAL_STATUS_ACCEPTED"))
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
         let history = store.referral_history(&["01A".to_string()]).await.unwrap();
         assert_eq!(history.len(), 2);
@@ -97,30 +124,102 @@ async fn referrals_events_and_idempotency_keys_round_trip() {
         assert_eq!(history[1].note, "نص عربي");
 
         // Events are per party.
-        let housing: Vec<_> = store.events_after("housing", 0, 100).await.unwrap().iter().map(|e| e.seq).collect();
+        let housing: Vec<_> = store
+            .events_after("housing", 0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
         assert_eq!(housing.len(), 3);
         let police = store.events_after("police", 0, 100).await.unwrap();
         assert_eq!(police.len(), 1);
-        assert!(store.events_after("housing", housing[1], 100).await.unwrap().len() == 1);
-        assert_eq!(store.latest_event_seq().await.unwrap(), *housing.last().unwrap());
+        assert!(
+            store
+                .events_after("housing", housing[1], 100)
+                .await
+                .unwrap()
+                .len()
+                == 1
+        );
+        assert_eq!(
+            store.latest_event_seq().await.unwrap(),
+            *housing.last().unwrap()
+        );
 
         // Filters.
         let filter = |f: ListFilter| {
             let store = store.clone();
-            async move { store.list_referrals(&f).await.unwrap().into_iter().map(|r| r.id).collect::<Vec<_>>() }
+            async move {
+                store
+                    .list_referrals(&f)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| r.id)
+                    .collect::<Vec<_>>()
+            }
         };
-        let base = ListFilter { agency: "housing".into(), limit: 10, ..Default::default() };
+        let base = ListFilter {
+            agency: "housing".into(),
+            limit: 10,
+            ..Default::default()
+        };
         assert_eq!(filter(base.clone()).await, vec!["01B", "01A"]);
-        assert_eq!(filter(ListFilter { sent: true, ..base.clone() }).await, vec!["01B"]);
-        assert_eq!(filter(ListFilter { received: true, ..base.clone() }).await, vec!["01A"]);
         assert_eq!(
-            filter(ListFilter { statuses: vec!["REFERRAL_STATUS_ACCEPTED".into()], ..base.clone() }).await,
+            filter(ListFilter {
+                sent: true,
+                ..base.clone()
+            })
+            .await,
+            vec!["01B"]
+        );
+        assert_eq!(
+            filter(ListFilter {
+                received: true,
+                ..base.clone()
+            })
+            .await,
             vec!["01A"]
         );
-        assert_eq!(filter(ListFilter { category: Some("REFERRAL_CATEGORY_OTHER".into()), ..base.clone() }).await, vec!["01B"]);
-        assert_eq!(filter(ListFilter { before_id: Some("01B".into()), ..base.clone() }).await, vec!["01A"]);
-        assert_eq!(filter(ListFilter { limit: 1, ..base.clone() }).await, vec!["01B"]);
-        assert!(filter(ListFilter { overdue_at: Some(i64::MAX), ..base }).await.is_empty());
+        assert_eq!(
+            filter(ListFilter {
+                statuses: vec!["REFERRAL_STATUS_ACCEPTED".into()],
+                ..base.clone()
+            })
+            .await,
+            vec!["01A"]
+        );
+        assert_eq!(
+            filter(ListFilter {
+                category: Some("REFERRAL_CATEGORY_OTHER".into()),
+                ..base.clone()
+            })
+            .await,
+            vec!["01B"]
+        );
+        assert_eq!(
+            filter(ListFilter {
+                before_id: Some("01B".into()),
+                ..base.clone()
+            })
+            .await,
+            vec!["01A"]
+        );
+        assert_eq!(
+            filter(ListFilter {
+                limit: 1,
+                ..base.clone()
+            })
+            .await,
+            vec!["01B"]
+        );
+        assert!(filter(ListFilter {
+            overdue_at: Some(i64::MAX),
+            ..base
+        })
+        .await
+        .is_empty());
     })
     .await;
 }
@@ -145,7 +244,10 @@ async fn uncommitted_writes_vanish_and_concurrent_writers_commit_in_sequence_ord
                 let r = r.clone();
                 tokio::spawn(async move {
                     let mut tx = store.begin_write().await.unwrap();
-                    let seq = tx.insert_event(&event(&r, "REFERRAL_STATUS_SUBMITTED")).await.unwrap();
+                    let seq = tx
+                        .insert_event(&event(&r, "REFERRAL_STATUS_SUBMITTED"))
+                        .await
+                        .unwrap();
                     tx.commit().await.unwrap();
                     seq
                 })
@@ -158,7 +260,13 @@ async fn uncommitted_writes_vanish_and_concurrent_writers_commit_in_sequence_ord
         seqs.sort();
         seqs.dedup();
         assert_eq!(seqs.len(), 16, "every writer got its own sequence number");
-        let stored: Vec<_> = store.events_after("housing", 0, 100).await.unwrap().iter().map(|e| e.seq).collect();
+        let stored: Vec<_> = store
+            .events_after("housing", 0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
         assert_eq!(stored, seqs, "every committed event is visible, in order");
         assert!(wake.has_changed().unwrap(), "commits wake watchers");
         assert_eq!(*wake.borrow_and_update(), *seqs.last().unwrap());
@@ -171,10 +279,17 @@ async fn migrations_are_embedded_and_rerun_safely() {
     on_both_backends(|store, config| async move {
         // Connecting again to the same database applies nothing twice and keeps the data.
         let mut tx = store.begin_write().await.unwrap();
-        tx.insert_referral(&row("01D", "police", "charity", "REFERRAL_CATEGORY_OTHER")).await.unwrap();
+        tx.insert_referral(&row("01D", "police", "charity", "REFERRAL_CATEGORY_OTHER"))
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
-        let again = Store::connect(&config).await.expect("second connect migrates nothing");
-        let applied: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(again.pool()).await.unwrap();
+        let again = Store::connect(&config)
+            .await
+            .expect("second connect migrates nothing");
+        let applied: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM _sqlx_migrations")
+            .fetch_one(again.pool())
+            .await
+            .unwrap();
         assert_eq!(applied.0, 1);
         assert!(again.referral("01D").await.unwrap().is_some());
         again.close().await;
