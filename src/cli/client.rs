@@ -360,7 +360,11 @@ fn describe_status(status: tonic::Status) -> anyhow::Error {
     let mut text = format!("{:?}: {}", status.code(), status.message());
     if let Some(bad) = status.get_details_bad_request() {
         // The message repeats the violations on one line; list them one per line instead.
-        text = format!("{:?}: {} invalid field(s)", status.code(), bad.field_violations.len());
+        text = format!(
+            "{:?}: {} invalid field(s)",
+            status.code(),
+            bad.field_violations.len()
+        );
         for v in bad.field_violations {
             text += &format!("\n  {}: {}", v.field, v.description);
         }

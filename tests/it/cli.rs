@@ -1,0 +1,114 @@
+//! The `jisr` binary itself: a newcomer's first commands.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use jisr::tls::identity::agency_identity;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+
+/// Environment that points the sample config at a temp dir.
+fn jisr(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jisr"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("JISR_TLS__DEV_PKI_DIR", dir.join("pki"))
+        .env("JISR_TLS__CA_CERT", dir.join("pki/ca.pem"))
+        .env("JISR_TLS__SERVER_CERT", dir.join("pki/server.pem"))
+        .env("JISR_TLS__SERVER_KEY", dir.join("pki/server.key"))
+        .env(
+            "JISR_DATABASE__URL",
+            format!("sqlite://{}/db/jisr.db", dir.display()),
+        )
+        .env("JISR_LISTEN_ADDR", "127.0.0.1:0")
+        .env("JISR_LOG", "info")
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+#[test]
+fn certs_init_issues_one_agency_certificate_per_registered_agency() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = jisr(dir.path()).args(["certs", "init"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = jisr::config::Config::parse(
+        std::path::Path::new("config/jisr.toml"),
+        include_str!("../../config/jisr.toml"),
+        Vec::new(),
+    )
+    .unwrap();
+    for agency in &config.agencies {
+        let pem =
+            std::fs::read(dir.path().join(format!("pki/agencies/{}.pem", agency.id))).unwrap();
+        let der = CertificateDer::from_pem_slice(&pem).unwrap();
+        let id = agency_identity(&der, &config.trust_domain, |_| true).unwrap();
+        assert_eq!(id.agency_id, agency.id);
+        let key =
+            std::fs::read_to_string(dir.path().join(format!("pki/agencies/{}.key", agency.id)))
+                .unwrap();
+        assert!(key.contains("PRIVATE KEY"));
+    }
+    // It will not silently replace an existing CA.
+    let again = jisr(dir.path()).args(["certs", "init"]).output().unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+}
+
+#[test]
+fn serve_on_a_fresh_checkout_creates_the_pki_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = jisr(dir.path())
+        .arg("serve")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut created, mut listening) = (false, false);
+    while Instant::now() < deadline && !(created && listening) {
+        let Some(Ok(line)) = lines.next() else { break };
+        created |= line.contains("created a development PKI");
+        listening |= line.contains("gateway listening");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        created && listening,
+        "created={created} listening={listening}"
+    );
+    assert!(dir.path().join("pki/agencies/housing.pem").exists());
+    assert!(
+        dir.path().join("db/jisr.db").exists(),
+        "the SQLite file and its directory are created"
+    );
+}
+
+#[test]
+fn a_bad_setting_stops_the_start_naming_key_value_and_expectation() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = jisr(dir.path())
+        .args(["config", "check"])
+        .env("JISR_DATABASE__MAX_CONNECTIONS", "lots")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("database.max_connections")
+            && err.contains("lots")
+            && err.contains("JISR_DATABASE__MAX_CONNECTIONS"),
+        "{err}"
+    );
+    let ok = jisr(dir.path()).args(["config", "check"]).output().unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("9 agencies"));
+}
