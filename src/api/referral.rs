@@ -187,8 +187,7 @@ impl ReferralApi {
         v.request_id("request_id", &req.request_id);
         let Some(r) = &req.referral else {
             v.add("referral", "is required");
-            v.finish()?;
-            unreachable!("finish fails with a violation");
+            return Err(v.into_error());
         };
         if r.to_agency.is_empty() {
             v.add(
@@ -426,12 +425,13 @@ impl ReferralApi {
             "is required when reason_code is OTHER: say what the reason is",
         );
         v.finish()?;
-        let (Some(to), reason, outcome) = (
-            status,
-            reason.unwrap_or_default(),
-            outcome.unwrap_or_default(),
-        ) else {
-            unreachable!("status was validated")
+        let (reason, outcome) = (reason.unwrap_or_default(), outcome.unwrap_or_default());
+        let Some(to) = status else {
+            // Not reached: a missing status is a violation, so finish() returned above.
+            return Err(ApiError::Invalid(vec![tonic_types::FieldViolation::new(
+                "status",
+                "is required",
+            )]));
         };
         let hash = Sha256::digest(req.encode_to_vec()).to_vec();
 

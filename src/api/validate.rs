@@ -25,6 +25,11 @@ impl Violations {
         }
     }
 
+    /// The violations so far as an error (for a request too broken to check further).
+    pub fn into_error(self) -> ApiError {
+        ApiError::Invalid(self.0)
+    }
+
     pub fn finish(self) -> Result<(), ApiError> {
         if self.0.is_empty() {
             Ok(())

@@ -155,6 +155,22 @@ pub fn submit(request_id: &str, referral: Referral) -> SubmitReferralRequest {
     }
 }
 
+/// Submits a referral that must be accepted and returns its id.
+pub async fn submitted_id(
+    client: &mut ReferralServiceClient<Channel>,
+    request_id: &str,
+    referral: Referral,
+) -> String {
+    client
+        .submit_referral(submit(request_id, referral))
+        .await
+        .expect("submit")
+        .into_inner()
+        .referral
+        .expect("referral in the answer")
+        .id
+}
+
 pub fn update(
     referral_id: &str,
     request_id: &str,

@@ -188,14 +188,7 @@ async fn a_third_agency_can_neither_read_nor_update_nor_list_nor_watch() {
     let gw = env.start().await;
     let mut sender = env.client(&gw, "social-services").await;
     let mut third = env.client(&gw, "police").await;
-    let id = sender
-        .submit_referral(submit("r", referral_to("housing")))
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap()
-        .id;
+    let id = submitted_id(&mut sender, "r", referral_to("housing")).await;
 
     let err = third
         .get_referral(GetReferralRequest {
@@ -251,14 +244,7 @@ async fn disallowed_transitions_are_failed_precondition_naming_the_current_statu
     let gw = env.start().await;
     let mut sender = env.client(&gw, "social-services").await;
     let mut recipient = env.client(&gw, "housing").await;
-    let id = sender
-        .submit_referral(submit("r", referral_to("housing")))
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap()
-        .id;
+    let id = submitted_id(&mut sender, "r", referral_to("housing")).await;
     recipient
         .update_referral_status(update(&id, "a", ReferralStatus::Accepted))
         .await
@@ -433,14 +419,7 @@ async fn invalid_input_names_every_bad_field() {
     );
 
     // Status updates: reason codes and outcomes.
-    let id = sender
-        .submit_referral(submit("ok", referral_to("housing")))
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap()
-        .id;
+    let id = submitted_id(&mut sender, "ok", referral_to("housing")).await;
     let mut recipient = env.client(&gw, "housing").await;
     let cases = [
         (update(&id, "rej", ReferralStatus::Rejected), "reason_code"),
@@ -489,16 +468,7 @@ async fn list_filters_and_pages_with_stable_tokens() {
             r.category = ReferralCategory::FinancialHardship as i32;
             r.priority = ReferralPriority::Routine as i32;
         }
-        ids.push(
-            social
-                .submit_referral(submit(&format!("s{i}"), r))
-                .await
-                .unwrap()
-                .into_inner()
-                .referral
-                .unwrap()
-                .id,
-        );
+        ids.push(submitted_id(&mut social, &format!("s{i}"), r).await);
     }
     // One the other way round.
     housing
@@ -638,14 +608,7 @@ async fn watch_resumes_after_a_cursor_across_a_restart_with_no_gap_and_no_duplic
         .await
         .unwrap()
         .into_inner();
-    let a = social
-        .submit_referral(submit("a", referral_to("housing")))
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap()
-        .id;
+    let a = submitted_id(&mut social, "a", referral_to("housing")).await;
     let first = next_event(&mut stream).await;
     assert_eq!(
         (first.referral_id.as_str(), first.r#type()),
@@ -663,14 +626,7 @@ async fn watch_resumes_after_a_cursor_across_a_restart_with_no_gap_and_no_duplic
     let cursor = second.cursor.clone();
 
     // More happens while the watcher is away, then the gateway restarts.
-    let b = social
-        .submit_referral(submit("b", referral_to("housing")))
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap()
-        .id;
+    let b = submitted_id(&mut social, "b", referral_to("housing")).await;
     housing
         .update_referral_status(update(&a, "prog", ReferralStatus::InProgress))
         .await
@@ -725,14 +681,7 @@ async fn watch_resumes_after_a_cursor_across_a_restart_with_no_gap_and_no_duplic
         .unwrap()
         .into_inner();
     let mut social = env.client(&gw, "social-services").await;
-    let d = social
-        .submit_referral(submit("d", referral_to("housing")))
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap()
-        .id;
+    let d = submitted_id(&mut social, "d", referral_to("housing")).await;
     assert_eq!(next_event(&mut fresh).await.referral_id, d);
     let err = housing
         .watch_referral_events(WatchReferralEventsRequest {
