@@ -33,6 +33,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// The agency registry.
     #[serde(default)]
     pub agencies: Vec<AgencyConfig>,
@@ -88,11 +90,42 @@ impl Default for LimitsConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Ed25519 private key (PKCS#8 PEM) that signs this node's checkpoints; the
+    /// development PKI creates it, with its published verifier key beside it (.pub).
+    #[serde(default = "default_signing_key")]
+    pub signing_key: PathBuf,
+    /// Sign a checkpoint after this many entries...
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// ...or this many milliseconds after the first entry it does not cover.
+    #[serde(default = "default_checkpoint_interval_ms")]
+    pub checkpoint_interval_ms: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            signing_key: default_signing_key(),
+            checkpoint_every: default_checkpoint_every(),
+            checkpoint_interval_ms: default_checkpoint_interval_ms(),
+        }
+    }
+}
+
+/// The role that may call AuditService.
+pub const ROLE_AUDITOR: &str = "auditor";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AgencyConfig {
     /// Stable id, the last segment of the agency's SPIFFE id: lowercase letters, digits, '-'.
     pub id: String,
     pub name_en: String,
     pub name_ar: String,
+    /// Roles beyond exchanging cases: "auditor" may read the audit trail.
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 fn default_node_id() -> String {
@@ -106,6 +139,15 @@ fn default_server_names() -> Vec<String> {
 }
 fn default_handshake_timeout() -> u64 {
     10
+}
+fn default_signing_key() -> PathBuf {
+    PathBuf::from("certs/dev/audit-signing.key")
+}
+fn default_checkpoint_every() -> u64 {
+    1000
+}
+fn default_checkpoint_interval_ms() -> u64 {
+    1000
 }
 fn default_max_connections() -> u32 {
     8
@@ -259,6 +301,14 @@ impl Config {
                 "at least 1",
             ));
         }
+        if self.audit.checkpoint_every == 0 || self.audit.checkpoint_interval_ms == 0 {
+            let (k, v) = if self.audit.checkpoint_every == 0 {
+                ("audit.checkpoint_every", "0")
+            } else {
+                ("audit.checkpoint_interval_ms", "0")
+            };
+            return Err(invalid(k.into(), v, "at least 1"));
+        }
         if self.limits.max_connections == 0 {
             return Err(invalid("limits.max_connections".into(), "0", "at least 1"));
         }
@@ -271,6 +321,15 @@ impl Config {
             if !seen.insert(agency.id.as_str()) {
                 return Err(invalid(key("id"), &agency.id, "an id no other agency has"));
             }
+            for (j, role) in agency.roles.iter().enumerate() {
+                if role != ROLE_AUDITOR {
+                    return Err(invalid(
+                        key(&format!("roles[{j}]")),
+                        role,
+                        "a known role: \"auditor\"",
+                    ));
+                }
+            }
             for (field, value) in [("name_en", &agency.name_en), ("name_ar", &agency.name_ar)] {
                 if value.trim().is_empty() {
                     return Err(invalid(key(field), value, "a non-empty name"));
@@ -278,6 +337,17 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Whether the agency holds `role`.
+    pub fn has_role(&self, agency: &str, role: &str) -> bool {
+        self.agency(agency)
+            .is_some_and(|a| a.roles.iter().any(|r| r == role))
+    }
+
+    /// The name of this node's audit log in checkpoints (C2SP origin and key name).
+    pub fn audit_origin(&self) -> String {
+        format!("{}/jisr/{}", self.trust_domain, self.node_id)
     }
 
     pub fn agency(&self, id: &str) -> Option<&AgencyConfig> {

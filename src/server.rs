@@ -12,10 +12,11 @@ use tokio_rustls::TlsAcceptor;
 use tonic::transport::Server;
 
 use crate::api::referral::ReferralApi;
+use crate::audit::layer::AuditLayer;
 use crate::config::Config;
 use crate::pb;
 use crate::pb::v1::referral_service_server::ReferralServiceServer;
-use crate::store::Store;
+use crate::store::{LogSettings, Store};
 use crate::tls::listener::{self, ListenerSettings, TlsStats};
 use crate::tls::{self, Registry};
 
@@ -34,7 +35,13 @@ impl Gateway {
         let registry = Registry::of(config);
         let tls_config =
             tls::server_config(config, registry.clone()).context("TLS configuration")?;
-        let store = Store::connect(&config.database)
+        let log = LogSettings {
+            log_id: config.node_id.clone(),
+            signer: Arc::new(crate::audit::load_signer(config).context("audit signing key")?),
+            checkpoint_every: config.audit.checkpoint_every,
+            checkpoint_interval: Duration::from_millis(config.audit.checkpoint_interval_ms),
+        };
+        let store = Store::connect(&config.database, log)
             .await
             .context("opening the database")?;
         let tcp = TcpListener::bind(config.listen_addr)
@@ -66,6 +73,8 @@ impl Gateway {
 
         let router = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            // Every call, on every service, ends in the audit layer.
+            .layer(AuditLayer::new(store.clone()))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(ReferralServiceServer::new(referrals));

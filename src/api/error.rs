@@ -34,6 +34,17 @@ pub enum ApiError {
     Store(#[from] StoreError),
 }
 
+impl ApiError {
+    /// The status for the caller, after noting an access refusal in the call's audit
+    /// entry (with the rule that refused).
+    pub fn refuse(self, audit: &crate::audit::context::AuditContext) -> Status {
+        if let ApiError::NotParty { kind, .. } = &self {
+            audit.deny(&format!("{kind}.party"));
+        }
+        Status::from(self)
+    }
+}
+
 fn describe_violations(v: &[FieldViolation]) -> String {
     v.iter()
         .map(|f| format!("{}: {}", f.field, f.description))

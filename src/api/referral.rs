@@ -56,9 +56,10 @@ impl ReferralService for ReferralApi {
         request: Request<SubmitReferralRequest>,
     ) -> Result<Response<SubmitReferralResponse>, Status> {
         let caller = auth::caller(&request)?;
-        Ok(Response::new(
-            self.submit(&caller, request.into_inner()).await?,
-        ))
+        let result = self.submit(&caller, request.into_inner()).await;
+        result
+            .map(Response::new)
+            .map_err(|e| e.refuse(&caller.audit))
     }
 
     async fn get_referral(
@@ -66,9 +67,10 @@ impl ReferralService for ReferralApi {
         request: Request<GetReferralRequest>,
     ) -> Result<Response<GetReferralResponse>, Status> {
         let caller = auth::caller(&request)?;
-        Ok(Response::new(
-            self.get(&caller, request.into_inner()).await?,
-        ))
+        let result = self.get(&caller, request.into_inner()).await;
+        result
+            .map(Response::new)
+            .map_err(|e| e.refuse(&caller.audit))
     }
 
     async fn list_referrals(
@@ -76,9 +78,10 @@ impl ReferralService for ReferralApi {
         request: Request<ListReferralsRequest>,
     ) -> Result<Response<ListReferralsResponse>, Status> {
         let caller = auth::caller(&request)?;
-        Ok(Response::new(
-            self.list(&caller, request.into_inner()).await?,
-        ))
+        let result = self.list(&caller, request.into_inner()).await;
+        result
+            .map(Response::new)
+            .map_err(|e| e.refuse(&caller.audit))
     }
 
     async fn update_referral_status(
@@ -86,9 +89,10 @@ impl ReferralService for ReferralApi {
         request: Request<UpdateReferralStatusRequest>,
     ) -> Result<Response<UpdateReferralStatusResponse>, Status> {
         let caller = auth::caller(&request)?;
-        Ok(Response::new(
-            self.update(&caller, request.into_inner()).await?,
-        ))
+        let result = self.update(&caller, request.into_inner()).await;
+        result
+            .map(Response::new)
+            .map_err(|e| e.refuse(&caller.audit))
     }
 
     type WatchReferralEventsStream = EventStream;
@@ -98,9 +102,10 @@ impl ReferralService for ReferralApi {
         request: Request<WatchReferralEventsRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let caller = auth::caller(&request)?;
-        Ok(Response::new(
-            self.watch(&caller, request.into_inner()).await?,
-        ))
+        let result = self.watch(&caller, request.into_inner()).await;
+        result
+            .map(Response::new)
+            .map_err(|e| e.refuse(&caller.audit))
     }
 }
 
@@ -116,63 +121,80 @@ impl ReferralApi {
         // fields (a spoofed from_agency, say) were dropped above and do not count.
         let hash = Sha256::digest(referral.encode_to_vec()).to_vec();
 
-        let mut tx = self.store.begin_write().await?;
-        if let Some(prev) = tx
-            .idempotent_record(caller.agency(), &req.request_id)
-            .await?
-        {
-            return replay(prev, SUBMIT, &hash, &req.request_id);
+        caller.audit.set_target("", &referral.to_agency);
+        let agency = caller.agency().to_string();
+        let trace_id = caller.trace_id.clone();
+        let request_id = req.request_id;
+        let (response, receipt) = self
+            .store
+            .write(Some(caller.audit.entry(0)), move |tx| {
+                Box::pin(async move {
+                    if let Some(prev) = tx.idempotent_record(&agency, &request_id).await? {
+                        return replay::<SubmitReferralResponse>(prev, SUBMIT, &hash, &request_id);
+                    }
+                    referral.id = ulid::Ulid::new().to_string();
+                    referral.request_id = request_id.clone();
+                    referral.from_agency = agency.clone();
+                    referral.status = ReferralStatus::Submitted as i32;
+                    referral.created_at = Some(timestamp(now));
+                    referral.trace_id = trace_id;
+                    let row = ReferralRow {
+                        id: referral.id.clone(),
+                        from_agency: referral.from_agency.clone(),
+                        to_agency: referral.to_agency.clone(),
+                        request_id: referral.request_id.clone(),
+                        service_code: referral.service_code.clone(),
+                        category: referral.category().as_str_name().to_string(),
+                        priority: referral.priority().as_str_name().to_string(),
+                        status: ReferralStatus::Submitted.as_str_name().to_string(),
+                        due_at: None,
+                        created_at: now,
+                        updated_at: now,
+                        body: referral.encode_to_vec(),
+                    };
+                    tx.insert_referral(&row).await?;
+                    tx.insert_event(&NewEvent {
+                        referral_id: &row.id,
+                        from_agency: &row.from_agency,
+                        to_agency: &row.to_agency,
+                        event_type: ReferralEventType::Submitted.as_str_name(),
+                        status: &row.status,
+                        actor_agency: &agency,
+                        reason_code: StatusReason::Unspecified.as_str_name(),
+                        note: "",
+                        outcome: ReferralOutcome::Unspecified.as_str_name(),
+                        occurred_at: now,
+                    })
+                    .await?;
+                    if let Some(entry) = tx.audit() {
+                        entry.target_ids.push(row.id.clone());
+                    }
+                    let receipt = tx.audit_receipt()?;
+                    let history = tx.referral_history(&row.id).await?;
+                    let response = SubmitReferralResponse {
+                        referral: Some(to_proto(&row, &history, now)?),
+                        audit_receipt: Some(receipt_proto(&receipt)),
+                    };
+                    tx.record_idempotent(
+                        &agency,
+                        &request_id,
+                        SUBMIT,
+                        &hash,
+                        &response.encode_to_vec(),
+                        now,
+                    )
+                    .await?;
+                    Ok(response)
+                })
+            })
+            .await?;
+        if let Some(r) = &response.referral {
+            caller.audit.set_target(&r.id, &r.to_agency);
         }
-        referral.id = ulid::Ulid::new().to_string();
-        referral.request_id = req.request_id.clone();
-        referral.from_agency = caller.agency().to_string();
-        referral.status = ReferralStatus::Submitted as i32;
-        referral.created_at = Some(timestamp(now));
-        referral.trace_id = caller.trace_id.clone();
-        let row = ReferralRow {
-            id: referral.id.clone(),
-            from_agency: referral.from_agency.clone(),
-            to_agency: referral.to_agency.clone(),
-            request_id: referral.request_id.clone(),
-            service_code: referral.service_code.clone(),
-            category: referral.category().as_str_name().to_string(),
-            priority: referral.priority().as_str_name().to_string(),
-            status: ReferralStatus::Submitted.as_str_name().to_string(),
-            due_at: None,
-            created_at: now,
-            updated_at: now,
-            body: referral.encode_to_vec(),
-        };
-        tx.insert_referral(&row).await?;
-        tx.insert_event(&NewEvent {
-            referral_id: &row.id,
-            from_agency: &row.from_agency,
-            to_agency: &row.to_agency,
-            event_type: ReferralEventType::Submitted.as_str_name(),
-            status: &row.status,
-            actor_agency: caller.agency(),
-            reason_code: StatusReason::Unspecified.as_str_name(),
-            note: "",
-            outcome: ReferralOutcome::Unspecified.as_str_name(),
-            occurred_at: now,
-        })
-        .await?;
-        let history = tx.referral_history(&row.id).await?;
-        let response = SubmitReferralResponse {
-            referral: Some(to_proto(&row, &history, now)?),
-            audit_receipt: None,
-        };
-        tx.record_idempotent(
-            caller.agency(),
-            &req.request_id,
-            SUBMIT,
-            &hash,
-            &response.encode_to_vec(),
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        tracing::info!(referral_id = %row.id, from = %row.from_agency, to = %row.to_agency, "referral submitted");
+        if receipt.is_some() {
+            caller.audit.mark_recorded();
+            tracing::info!(from = %caller.agency(), to = %response.referral.as_ref().map_or("", |r| r.to_agency.as_str()), "referral submitted");
+        }
         Ok(response)
     }
 
@@ -256,7 +278,11 @@ impl ReferralApi {
         let mut v = Violations::default();
         v.ulid("referral_id", &req.referral_id);
         v.finish()?;
+        caller.audit.set_target(&req.referral_id, "");
         let row = self.visible_referral(caller, &req.referral_id).await?;
+        caller
+            .audit
+            .set_target(&row.id, counterpart(&row, caller.agency()));
         let history = self
             .store
             .referral_history(std::slice::from_ref(&row.id))
@@ -436,62 +462,84 @@ impl ReferralApi {
         let hash = Sha256::digest(req.encode_to_vec()).to_vec();
 
         let now = now_ms();
-        let mut tx = self.store.begin_write().await?;
-        if let Some(prev) = tx
-            .idempotent_record(caller.agency(), &req.request_id)
-            .await?
-        {
-            return replay(prev, UPDATE, &hash, &req.request_id);
+        caller.audit.set_target(&req.referral_id, "");
+        let agency = caller.agency().to_string();
+        let (response, receipt) = self
+            .store
+            .write(Some(caller.audit.entry(0)), move |tx| {
+                Box::pin(async move {
+                    if let Some(prev) = tx.idempotent_record(&agency, &req.request_id).await? {
+                        return replay::<UpdateReferralStatusResponse>(
+                            prev,
+                            UPDATE,
+                            &hash,
+                            &req.request_id,
+                        );
+                    }
+                    let mut row = tx
+                        .referral(&req.referral_id)
+                        .await?
+                        .ok_or_else(|| not_found(&req.referral_id))?;
+                    let actor = if row.from_agency == agency {
+                        Actor::Sender
+                    } else if row.to_agency == agency {
+                        Actor::Recipient
+                    } else {
+                        return Err(not_party(&req.referral_id));
+                    };
+                    if let Some(entry) = tx.audit() {
+                        entry.recipient_agency = counterpart(&row, &agency).to_string();
+                    }
+                    check_transition(parse_status(&row.status)?, to, actor).map_err(|source| {
+                        ApiError::Transition {
+                            referral_id: row.id.clone(),
+                            source,
+                        }
+                    })?;
+                    row.status = to.as_str_name().to_string();
+                    row.updated_at = now;
+                    tx.set_referral_status(&row.id, &row.status, now).await?;
+                    tx.insert_event(&NewEvent {
+                        referral_id: &row.id,
+                        from_agency: &row.from_agency,
+                        to_agency: &row.to_agency,
+                        event_type: ReferralEventType::StatusChanged.as_str_name(),
+                        status: &row.status,
+                        actor_agency: &agency,
+                        reason_code: reason.as_str_name(),
+                        note: &req.note,
+                        outcome: outcome.as_str_name(),
+                        occurred_at: now,
+                    })
+                    .await?;
+                    let receipt = tx.audit_receipt()?;
+                    let history = tx.referral_history(&row.id).await?;
+                    let response = UpdateReferralStatusResponse {
+                        referral: Some(to_proto(&row, &history, now)?),
+                        audit_receipt: Some(receipt_proto(&receipt)),
+                    };
+                    tx.record_idempotent(
+                        &agency,
+                        &req.request_id,
+                        UPDATE,
+                        &hash,
+                        &response.encode_to_vec(),
+                        now,
+                    )
+                    .await?;
+                    Ok(response)
+                })
+            })
+            .await?;
+        if let Some(r) = &response.referral {
+            caller
+                .audit
+                .set_target(&r.id, counterpart_of(r, caller.agency()));
         }
-        let mut row = tx
-            .referral(&req.referral_id)
-            .await?
-            .ok_or_else(|| not_found(&req.referral_id))?;
-        let actor = if row.from_agency == caller.agency() {
-            Actor::Sender
-        } else if row.to_agency == caller.agency() {
-            Actor::Recipient
-        } else {
-            return Err(not_party(&req.referral_id));
-        };
-        check_transition(parse_status(&row.status)?, to, actor).map_err(|source| {
-            ApiError::Transition {
-                referral_id: row.id.clone(),
-                source,
-            }
-        })?;
-        row.status = to.as_str_name().to_string();
-        row.updated_at = now;
-        tx.set_referral_status(&row.id, &row.status, now).await?;
-        tx.insert_event(&NewEvent {
-            referral_id: &row.id,
-            from_agency: &row.from_agency,
-            to_agency: &row.to_agency,
-            event_type: ReferralEventType::StatusChanged.as_str_name(),
-            status: &row.status,
-            actor_agency: caller.agency(),
-            reason_code: reason.as_str_name(),
-            note: &req.note,
-            outcome: outcome.as_str_name(),
-            occurred_at: now,
-        })
-        .await?;
-        let history = tx.referral_history(&row.id).await?;
-        let response = UpdateReferralStatusResponse {
-            referral: Some(to_proto(&row, &history, now)?),
-            audit_receipt: None,
-        };
-        tx.record_idempotent(
-            caller.agency(),
-            &req.request_id,
-            UPDATE,
-            &hash,
-            &response.encode_to_vec(),
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        tracing::info!(referral_id = %row.id, status = %row.status, by = %caller.agency(), "referral status changed");
+        if receipt.is_some() {
+            caller.audit.mark_recorded();
+            tracing::info!(status = ?response.referral.as_ref().map(|r| r.status()), by = %caller.agency(), "referral status changed");
+        }
         Ok(response)
     }
 
@@ -562,6 +610,31 @@ impl ReferralApi {
             }
         });
         Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+}
+
+/// The other agency of a referral, seen from `agency`.
+fn counterpart<'a>(row: &'a ReferralRow, agency: &str) -> &'a str {
+    if row.from_agency == agency {
+        &row.to_agency
+    } else {
+        &row.from_agency
+    }
+}
+
+fn counterpart_of<'a>(r: &'a Referral, agency: &str) -> &'a str {
+    if r.from_agency == agency {
+        &r.to_agency
+    } else {
+        &r.from_agency
+    }
+}
+
+pub fn receipt_proto(r: &crate::store::Receipt) -> AuditReceipt {
+    AuditReceipt {
+        log_id: r.log_id.clone(),
+        leaf_index: r.leaf_index,
+        leaf_hash: r.leaf_hash.to_vec(),
     }
 }
 

@@ -24,7 +24,7 @@ pub fn not_built_yet(rpc: &str, issue: u32) -> Status {
 }
 
 /// Adds the contract's services that later issues build.
-pub fn add_services(router: Router) -> Router {
+pub fn add_services<L>(router: Router<L>) -> Router<L> {
     router
         .add_service(InformationRequestServiceServer::new(NotBuilt))
         .add_service(DocumentServiceServer::new(NotBuilt))
@@ -42,7 +42,8 @@ macro_rules! not_built {
         #[tonic::async_trait]
         impl $trait for NotBuilt {
             $(
-                async fn $method(&self, _: Request<$req>) -> Result<Response<$resp>, Status> {
+                async fn $method(&self, request: Request<$req>) -> Result<Response<$resp>, Status> {
+                    crate::auth::caller(&request)?; // records the request in the audit entry
                     Err(not_built_yet(concat!($service, "/", $rpc), $issue))
                 }
             )*

@@ -5,15 +5,18 @@ use std::sync::Arc;
 
 use tonic::{Request, Status};
 
+use crate::audit::context::AuditContext;
 use crate::tls::identity::AgencyIdentity;
 use crate::tls::listener::ConnInfo;
 
 /// The authenticated caller of one RPC.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Caller {
     pub identity: Arc<AgencyIdentity>,
     /// W3C trace id: from the caller's `traceparent` header, or new.
     pub trace_id: String,
+    /// This call's audit entry in the making (see `audit::layer`).
+    pub audit: Arc<AuditContext>,
 }
 
 impl Caller {
@@ -22,25 +25,36 @@ impl Caller {
     }
 }
 
-pub fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+/// The caller of `request`; also records the request's hash for the audit entry.
+pub fn caller<T: prost::Message>(request: &Request<T>) -> Result<Caller, Status> {
     let info = request.extensions().get::<ConnInfo>().ok_or_else(|| {
         // Only reachable if a listener without client authentication served the call.
         Status::unauthenticated("no verified agency certificate on this connection")
     })?;
-    let trace_id = request
-        .metadata()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(trace_id_of)
-        .unwrap_or_else(new_trace_id);
+    let audit = match request.extensions().get::<Arc<AuditContext>>() {
+        Some(ctx) => ctx.clone(),
+        // Outside the audit layer (not the case in the gateway): a context of its own.
+        None => Arc::new(AuditContext::new(
+            "",
+            Some(info.identity.clone()),
+            request
+                .metadata()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .and_then(trace_id_of)
+                .unwrap_or_else(new_trace_id),
+        )),
+    };
+    audit.set_request(request.get_ref());
     Ok(Caller {
         identity: info.identity.clone(),
-        trace_id,
+        trace_id: audit.trace_id().to_string(),
+        audit,
     })
 }
 
 /// The trace id of a W3C `traceparent` (version 00): `00-<32 hex>-<16 hex>-<2 hex>`.
-fn trace_id_of(traceparent: &str) -> Option<String> {
+pub fn trace_id_of(traceparent: &str) -> Option<String> {
     let parts: Vec<&str> = traceparent.split('-').collect();
     match parts.as_slice() {
         [version, trace, span, flags]
@@ -57,7 +71,7 @@ fn trace_id_of(traceparent: &str) -> Option<String> {
     }
 }
 
-fn new_trace_id() -> String {
+pub fn new_trace_id() -> String {
     format!("{:032x}", ulid::Ulid::new().0)
 }
 

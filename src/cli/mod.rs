@@ -107,6 +107,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 report.dir.display(),
                 report.agencies
             );
+            println!(
+                "audit checkpoint verifier key: {}",
+                report.audit_verifier_key
+            );
             Ok(())
         }
         Command::Config {

@@ -3,12 +3,14 @@
 //! Both backends go through sqlx's `Any` driver, so every query is written once; the
 //! backends differ only in their migrations and in how writers are serialized.
 //!
-//! Writes are serialized so that event sequence numbers are assigned in commit order
-//! (a reader that has seen event N has seen every event before N): SQLite has a single
-//! writer anyway (an in-process queue plus `BEGIN IMMEDIATE`), PostgreSQL takes a
-//! transaction-scoped advisory lock.
+//! Every write goes through one writer task (`writer`: group commit), so event sequence
+//! numbers and audit leaf indexes are assigned in commit order (a reader that has seen
+//! event N has seen every event before N). Across PostgreSQL replicas, batches are
+//! serialized by a transaction-scoped advisory lock.
 
+pub mod audit;
 pub mod referrals;
+pub mod writer;
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -16,12 +18,14 @@ use std::sync::Arc;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{Any, AnyPool, Executor, Transaction};
-use tokio::sync::{watch, Mutex, OwnedMutexGuard};
+use sqlx::{Any, AnyPool, Executor};
+use tokio::sync::watch;
 
+use crate::audit::entry::AuditEntry;
 use crate::config::DatabaseConfig;
 
 pub use referrals::{EventRow, ListFilter, NewEvent, ReferralRow};
+pub use writer::{BoxFuture, LogSettings, Receipt, WriteTx};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -33,6 +37,10 @@ pub enum StoreError {
     Setup(String, String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("the write was not committed: {0}")]
+    Commit(String),
+    #[error("the gateway's writer has stopped")]
+    WriterGone,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,31 +56,103 @@ const PG_WRITE_LOCK: i64 = 0x6a69_7372; // "jisr"
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    sqlite_writer: Arc<Mutex<()>>,
+    writer: writer::WriterHandle,
+    log_id: String,
     /// The newest committed event sequence number this process knows of.
     events: Arc<watch::Sender<i64>>,
 }
 
 impl Store {
-    /// Connects, creating the SQLite file and its directory when missing, and migrates.
-    pub async fn connect(config: &DatabaseConfig) -> Result<Store, StoreError> {
-        sqlx::any::install_default_drivers();
-        let (backend, url) = if let Some(rest) = config.url.strip_prefix("sqlite:") {
-            let path = rest.trim_start_matches("//");
-            let file = path.split('?').next().unwrap_or_default();
-            if let Some(dir) = Path::new(file)
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-            {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::Setup(dir.display().to_string(), e.to_string()))?;
-            }
-            let sep = if path.contains('?') { '&' } else { '?' };
-            (Backend::Sqlite, format!("sqlite://{path}{sep}mode=rwc"))
-        } else {
-            (Backend::Postgres, config.url.clone())
-        };
-        let pool = AnyPoolOptions::new()
+    /// Connects, creating the SQLite file and its directory when missing, migrates, and
+    /// starts the writer of this node's audit log.
+    pub async fn connect(config: &DatabaseConfig, log: LogSettings) -> Result<Store, StoreError> {
+        let (pool, backend) = connect_pool(config).await?;
+        let events = Arc::new(watch::channel(latest_event_seq(&pool).await?).0);
+        let log_id = log.log_id.clone();
+        let writer = writer::start(pool.clone(), backend, log, events.clone()).await?;
+        Ok(Store {
+            pool,
+            backend,
+            writer,
+            log_id,
+            events,
+        })
+    }
+
+    /// Opens the database for reading only (the audit CLI): migrations run, no writer.
+    pub async fn open_pool(config: &DatabaseConfig) -> Result<(AnyPool, Backend), StoreError> {
+        connect_pool(config).await
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Runs `job` in the writer's next batch, with the call's audit entry `draft`; returns
+    /// once the batch has committed (durably), with the entry's receipt if the job sealed
+    /// it (`WriteTx::audit_receipt`).
+    pub async fn write<T, E, F>(
+        &self,
+        draft: Option<AuditEntry>,
+        job: F,
+    ) -> Result<(T, Option<Receipt>), E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: for<'t> FnOnce(&'t mut WriteTx) -> BoxFuture<'t, Result<T, E>> + Send + 'static,
+    {
+        self.writer.write(draft, job).await
+    }
+
+    /// Appends an audit entry on its own; returns once it is durable.
+    pub async fn append_audit(
+        &self,
+        entry: AuditEntry,
+        started: std::time::Instant,
+    ) -> Result<Receipt, StoreError> {
+        self.writer.append(entry, started).await
+    }
+
+    /// This node's audit log id.
+    pub fn log_id(&self) -> &str {
+        &self.log_id
+    }
+
+    /// Wakes up when events are committed by this process (other replicas are polled).
+    pub fn subscribe_events(&self) -> watch::Receiver<i64> {
+        self.events.subscribe()
+    }
+
+    /// Covers the audit log with a final checkpoint, stops the writer, closes the pool.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.pool.close().await;
+    }
+}
+
+/// The pool, with the SQLite file created when missing, WAL on, and migrations applied.
+async fn connect_pool(config: &DatabaseConfig) -> Result<(AnyPool, Backend), StoreError> {
+    sqlx::any::install_default_drivers();
+    let (backend, url) = if let Some(rest) = config.url.strip_prefix("sqlite:") {
+        let path = rest.trim_start_matches("//");
+        let file = path.split('?').next().unwrap_or_default();
+        if let Some(dir) = Path::new(file)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Setup(dir.display().to_string(), e.to_string()))?;
+        }
+        let sep = if path.contains('?') { '&' } else { '?' };
+        (Backend::Sqlite, format!("sqlite://{path}{sep}mode=rwc"))
+    } else {
+        (Backend::Postgres, config.url.clone())
+    };
+    let pool = AnyPoolOptions::new()
             .max_connections(config.max_connections)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
@@ -90,84 +170,13 @@ impl Store {
             .connect(&url)
             .await
             .map_err(|e| StoreError::Setup(redact(&config.url), e.to_string()))?;
-        if backend == Backend::Sqlite {
-            sqlx::query("PRAGMA journal_mode = WAL")
-                .execute(&pool)
-                .await?;
-        }
-        migrator(backend).run(&pool).await?;
-        let latest = latest_event_seq(&pool).await?;
-        Ok(Store {
-            pool,
-            backend,
-            sqlite_writer: Arc::new(Mutex::new(())),
-            events: Arc::new(watch::channel(latest).0),
-        })
+    if backend == Backend::Sqlite {
+        sqlx::query("PRAGMA journal_mode = WAL")
+            .execute(&pool)
+            .await?;
     }
-
-    pub fn backend(&self) -> Backend {
-        self.backend
-    }
-
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
-    }
-
-    /// Starts a write transaction; writers are serialized (see the module docs).
-    pub async fn begin_write(&self) -> Result<WriteTx, StoreError> {
-        let (tx, guard) = match self.backend {
-            Backend::Sqlite => {
-                let guard = self.sqlite_writer.clone().lock_owned().await;
-                (self.pool.begin_with("BEGIN IMMEDIATE").await?, Some(guard))
-            }
-            Backend::Postgres => {
-                let mut tx = self.pool.begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(PG_WRITE_LOCK)
-                    .execute(&mut *tx)
-                    .await?;
-                (tx, None)
-            }
-        };
-        Ok(WriteTx {
-            tx,
-            _guard: guard,
-            events: self.events.clone(),
-            last_event: None,
-        })
-    }
-
-    /// Wakes up when events are committed by this process (other replicas are polled).
-    pub fn subscribe_events(&self) -> watch::Receiver<i64> {
-        self.events.subscribe()
-    }
-
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
-}
-
-/// One write transaction. Dropping it without `commit` rolls back.
-pub struct WriteTx {
-    tx: Transaction<'static, Any>,
-    _guard: Option<OwnedMutexGuard<()>>,
-    events: Arc<watch::Sender<i64>>,
-    last_event: Option<i64>,
-}
-
-impl WriteTx {
-    pub async fn commit(self) -> Result<(), StoreError> {
-        self.tx.commit().await?;
-        if let Some(seq) = self.last_event {
-            self.events
-                .send_modify(|latest| *latest = (*latest).max(seq));
-        }
-        Ok(())
-    }
-
-    fn conn(&mut self) -> &mut sqlx::AnyConnection {
-        &mut self.tx
-    }
+    migrator(backend).run(&pool).await?;
+    Ok((pool, backend))
 }
 
 /// The first response recorded for an idempotency key.
@@ -236,16 +245,30 @@ async fn latest_event_seq<'e>(ex: impl Executor<'e, Database = Any>) -> Result<i
 
 fn migrator(backend: Backend) -> Migrator {
     let sources: &[(i64, &str, &str)] = match backend {
-        Backend::Sqlite => &[(
-            1,
-            "referrals",
-            include_str!("../../migrations/sqlite/0001_referrals.sql"),
-        )],
-        Backend::Postgres => &[(
-            1,
-            "referrals",
-            include_str!("../../migrations/postgres/0001_referrals.sql"),
-        )],
+        Backend::Sqlite => &[
+            (
+                1,
+                "referrals",
+                include_str!("../../migrations/sqlite/0001_referrals.sql"),
+            ),
+            (
+                2,
+                "audit",
+                include_str!("../../migrations/sqlite/0002_audit.sql"),
+            ),
+        ],
+        Backend::Postgres => &[
+            (
+                1,
+                "referrals",
+                include_str!("../../migrations/postgres/0001_referrals.sql"),
+            ),
+            (
+                2,
+                "audit",
+                include_str!("../../migrations/postgres/0002_audit.sql"),
+            ),
+        ],
     };
     Migrator {
         migrations: Cow::Owned(
@@ -263,6 +286,37 @@ fn migrator(backend: Backend) -> Migrator {
                 .collect(),
         ),
         ..Migrator::DEFAULT
+    }
+}
+
+pub(crate) enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// Numbered placeholders ($1, $2, ...) for queries built at run time; both SQLite and
+/// PostgreSQL accept them.
+#[derive(Default)]
+pub(crate) struct SqlBuilder {
+    args: Vec<Arg>,
+}
+
+impl SqlBuilder {
+    pub(crate) fn bind(&mut self, arg: Arg) -> String {
+        self.args.push(arg);
+        format!("${}", self.args.len())
+    }
+
+    pub(crate) fn query(
+        self,
+        sql: &str,
+    ) -> sqlx::query::Query<'_, Any, sqlx::any::AnyArguments<'_>> {
+        self.args
+            .into_iter()
+            .fold(sqlx::query(sql), |q, a| match a {
+                Arg::Text(s) => q.bind(s),
+                Arg::Int(i) => q.bind(i),
+            })
     }
 }
 

@@ -3,7 +3,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{Any, Executor, Row};
 
-use super::{Store, StoreError, WriteTx};
+use super::{Arg, SqlBuilder, Store, StoreError, WriteTx};
 
 /// Statuses no referral leaves; overdue never applies to them.
 const FINAL_STATUSES: [&str; 4] = [
@@ -292,32 +292,4 @@ fn event_row(r: &AnyRow) -> Result<EventRow, StoreError> {
         outcome: r.try_get("outcome")?,
         occurred_at: r.try_get("occurred_at")?,
     })
-}
-
-enum Arg {
-    Text(String),
-    Int(i64),
-}
-
-/// Numbered placeholders ($1, $2, ...) for queries built at run time; both SQLite and
-/// PostgreSQL accept them.
-#[derive(Default)]
-struct SqlBuilder {
-    args: Vec<Arg>,
-}
-
-impl SqlBuilder {
-    fn bind(&mut self, arg: Arg) -> String {
-        self.args.push(arg);
-        format!("${}", self.args.len())
-    }
-
-    fn query(self, sql: &str) -> sqlx::query::Query<'_, Any, sqlx::any::AnyArguments<'_>> {
-        self.args
-            .into_iter()
-            .fold(sqlx::query(sql), |q, a| match a {
-                Arg::Text(s) => q.bind(s),
-                Arg::Int(i) => q.bind(i),
-            })
-    }
 }

@@ -187,6 +187,8 @@ fn name(common_name: &str) -> DistinguishedName {
 pub struct DevPkiReport {
     pub dir: PathBuf,
     pub agencies: usize,
+    /// The published key that verifies audit checkpoints.
+    pub audit_verifier_key: String,
 }
 
 /// True when the CA, server certificate or key the config names is missing.
@@ -200,8 +202,9 @@ pub fn dev_pki_missing(config: &Config) -> bool {
     .any(|p| !p.exists())
 }
 
-/// Creates the development PKI: a CA, the server certificate and one client certificate
-/// per configured agency. Refuses to overwrite an existing CA unless `force`.
+/// Creates the development PKI: a CA, the server certificate, one client certificate per
+/// configured agency, and the Ed25519 key that signs audit checkpoints. Refuses to
+/// overwrite an existing CA unless `force`.
 pub fn init_dev_pki(config: &Config, force: bool) -> Result<DevPkiReport, PkiError> {
     if config.tls.ca_cert.exists() && !force {
         return Err(PkiError::Invalid(format!(
@@ -221,9 +224,12 @@ pub fn init_dev_pki(config: &Config, force: bool) -> Result<DevPkiReport, PkiErr
         write(&cert, &issued.cert_pem)?;
         write_secret(&key, &issued.key_pem)?;
     }
+    let audit_verifier_key = crate::audit::create_signing_key(config, &config.audit.signing_key)
+        .map_err(|e| PkiError::Invalid(e.to_string()))?;
     Ok(DevPkiReport {
         dir: config.tls.dev_pki_dir.clone(),
         agencies: config.agencies.len(),
+        audit_verifier_key,
     })
 }
 

@@ -49,6 +49,10 @@ impl TestEnv {
             ("JISR_TLS__SERVER_KEY", p("server.key")),
             ("JISR_TLS__DEV_PKI", "false".to_string()),
             ("JISR_DATABASE__URL", url),
+            ("JISR_AUDIT__SIGNING_KEY", p("audit-signing.key")),
+            // Small, so tests see checkpoints without writing thousands of entries.
+            ("JISR_AUDIT__CHECKPOINT_EVERY", "5".to_string()),
+            ("JISR_AUDIT__CHECKPOINT_INTERVAL_MS", "200".to_string()),
         ];
         let config = Config::parse(
             Path::new("config/jisr.toml"),
@@ -56,6 +60,8 @@ impl TestEnv {
             vars.iter().map(|(k, v)| (k.to_string(), v.clone())),
         )
         .expect("test config");
+        jisr::audit::create_signing_key(&config, &config.audit.signing_key)
+            .expect("audit signing key");
         TestEnv {
             _dir: dir,
             ca,

@@ -1,9 +1,33 @@
 //! The storage suite, run against SQLite and PostgreSQL alike.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use jisr::audit::checkpoint::NoteSigner;
 use jisr::config::DatabaseConfig;
-use jisr::store::{ListFilter, NewEvent, ReferralRow, Store};
+use jisr::store::{
+    BoxFuture, ListFilter, LogSettings, NewEvent, ReferralRow, Store, StoreError, WriteTx,
+};
 
 use crate::common::*;
+
+fn log() -> LogSettings {
+    let key = NoteSigner::generate_pkcs8().unwrap();
+    LogSettings {
+        log_id: "test-node".into(),
+        signer: Arc::new(NoteSigner::from_pkcs8("test.example/jisr/test-node", &key).unwrap()),
+        checkpoint_every: 1000,
+        checkpoint_interval: Duration::from_secs(3600),
+    }
+}
+
+/// Runs `job` through the writer (no audit entry) and returns its result.
+async fn write<T: Send + 'static>(
+    store: &Store,
+    job: impl for<'t> FnOnce(&'t mut WriteTx) -> BoxFuture<'t, Result<T, StoreError>> + Send + 'static,
+) -> Result<T, StoreError> {
+    store.write(None, job).await.map(|(value, _)| value)
+}
 
 /// Runs `suite` on a fresh SQLite file and a fresh PostgreSQL database.
 async fn on_both_backends<F, Fut>(suite: F)
@@ -16,13 +40,17 @@ where
         url: format!("sqlite://{}/nested/dir/t.db", dir.path().display()),
         max_connections: 4,
     };
-    suite(Store::connect(&sqlite).await.expect("sqlite store"), sqlite).await;
+    suite(
+        Store::connect(&sqlite, log()).await.expect("sqlite store"),
+        sqlite,
+    )
+    .await;
     if let Some(db) = postgres_database().await {
         let pg = DatabaseConfig {
             url: db.url.clone(),
             max_connections: 4,
         };
-        let store = Store::connect(&pg).await.expect("postgres store");
+        let store = Store::connect(&pg, log()).await.expect("postgres store");
         suite(store.clone(), pg).await;
         store.close().await;
         db.drop_database().await;
@@ -71,21 +99,24 @@ async fn referrals_events_and_idempotency_keys_round_trip() {
             "REFERRAL_CATEGORY_HOUSING",
         );
         let b = row("01B", "housing", "police", "REFERRAL_CATEGORY_OTHER");
-        let mut tx = store.begin_write().await.unwrap();
-        tx.insert_referral(&a).await.unwrap();
-        tx.insert_referral(&b).await.unwrap();
-        let s1 = tx
-            .insert_event(&event(&a, "REFERRAL_STATUS_SUBMITTED"))
-            .await
-            .unwrap();
-        let s2 = tx
-            .insert_event(&event(&b, "REFERRAL_STATUS_SUBMITTED"))
-            .await
-            .unwrap();
-        tx.record_idempotent("social-services", "k1", "M", &[9; 32], b"resp", 7)
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        let (a2, b2) = (a.clone(), b.clone());
+        let (s1, s2) = write(&store, move |tx| {
+            Box::pin(async move {
+                tx.insert_referral(&a2).await?;
+                tx.insert_referral(&b2).await?;
+                let s1 = tx
+                    .insert_event(&event(&a2, "REFERRAL_STATUS_SUBMITTED"))
+                    .await?;
+                let s2 = tx
+                    .insert_event(&event(&b2, "REFERRAL_STATUS_SUBMITTED"))
+                    .await?;
+                tx.record_idempotent("social-services", "k1", "M", &[9; 32], b"resp", 7)
+                    .await?;
+                Ok((s1, s2))
+            })
+        })
+        .await
+        .unwrap();
         assert!(s2 > s1);
 
         let got = store.referral("01A").await.unwrap().expect("stored");
@@ -93,31 +124,38 @@ async fn referrals_events_and_idempotency_keys_round_trip() {
         assert!(store.referral("nope").await.unwrap().is_none());
 
         // A duplicate idempotency key is refused by the database itself.
-        let mut tx = store.begin_write().await.unwrap();
-        let rec = tx
-            .idempotent_record("social-services", "k1")
-            .await
-            .unwrap()
-            .expect("recorded");
+        let rec = write(&store, |tx| {
+            Box::pin(async move { tx.idempotent_record("social-services", "k1").await })
+        })
+        .await
+        .unwrap()
+        .expect("recorded");
+        let duplicate = write(&store, |tx| {
+            Box::pin(async move {
+                tx.record_idempotent("social-services", "k1", "M", &[0; 32], b"x", 8)
+                    .await
+            })
+        })
+        .await;
+        assert!(matches!(duplicate, Err(StoreError::Db(_))), "{duplicate:?}");
         assert_eq!(
             (rec.method.as_str(), rec.response.as_slice()),
             ("M", b"resp".as_slice())
         );
-        assert!(tx
-            .record_idempotent("social-services", "k1", "M", &[0; 32], b"x", 8)
-            .await
-            .is_err());
-        drop(tx);
 
         // Status update and history.
-        let mut tx = store.begin_write().await.unwrap();
-        tx.set_referral_status("01A", "REFERRAL_STATUS_ACCEPTED", 5)
-            .await
-            .unwrap();
-        tx.insert_event(&event(&a, "REFERRAL_STATUS_ACCEPTED"))
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        let a2 = a.clone();
+        write(&store, move |tx| {
+            Box::pin(async move {
+                tx.set_referral_status("01A", "REFERRAL_STATUS_ACCEPTED", 5)
+                    .await?;
+                tx.insert_event(&event(&a2, "REFERRAL_STATUS_ACCEPTED"))
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+        .unwrap();
         let history = store.referral_history(&["01A".to_string()]).await.unwrap();
         assert_eq!(history.len(), 2);
         assert_eq!(history[1].status, "REFERRAL_STATUS_ACCEPTED");
@@ -228,14 +266,42 @@ async fn referrals_events_and_idempotency_keys_round_trip() {
 async fn uncommitted_writes_vanish_and_concurrent_writers_commit_in_sequence_order() {
     on_both_backends(|store, _| async move {
         let r = row("01C", "charity", "housing", "REFERRAL_CATEGORY_OTHER");
-        let mut tx = store.begin_write().await.unwrap();
-        tx.insert_referral(&r).await.unwrap();
-        drop(tx); // rolled back
-        assert!(store.referral("01C").await.unwrap().is_none());
-
-        let mut tx = store.begin_write().await.unwrap();
-        tx.insert_referral(&r).await.unwrap();
-        tx.commit().await.unwrap();
+        // A failing job is rolled back; the jobs batched with it commit.
+        let writers: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                let mut r = r.clone();
+                r.id = format!("01C{i}");
+                tokio::spawn(async move {
+                    write(&store, move |tx| {
+                        Box::pin(async move {
+                            tx.insert_referral(&r).await?;
+                            if i % 2 == 1 {
+                                return Err(StoreError::Corrupt("refused on purpose".into()));
+                            }
+                            Ok(())
+                        })
+                    })
+                    .await
+                })
+            })
+            .collect();
+        for (i, w) in writers.into_iter().enumerate() {
+            let result = w.await.unwrap();
+            assert_eq!(result.is_ok(), i % 2 == 0, "job {i}");
+            let stored = store.referral(&format!("01C{i}")).await.unwrap();
+            assert_eq!(
+                stored.is_some(),
+                i % 2 == 0,
+                "job {i} stored iff it succeeded"
+            );
+        }
+        let r2 = r.clone();
+        write(&store, move |tx| {
+            Box::pin(async move { tx.insert_referral(&r2).await })
+        })
+        .await
+        .unwrap();
 
         let mut wake = store.subscribe_events();
         let writers: Vec<_> = (0..16)
@@ -243,13 +309,14 @@ async fn uncommitted_writes_vanish_and_concurrent_writers_commit_in_sequence_ord
                 let store = store.clone();
                 let r = r.clone();
                 tokio::spawn(async move {
-                    let mut tx = store.begin_write().await.unwrap();
-                    let seq = tx
-                        .insert_event(&event(&r, "REFERRAL_STATUS_SUBMITTED"))
-                        .await
-                        .unwrap();
-                    tx.commit().await.unwrap();
-                    seq
+                    write(&store, move |tx| {
+                        Box::pin(async move {
+                            tx.insert_event(&event(&r, "REFERRAL_STATUS_SUBMITTED"))
+                                .await
+                        })
+                    })
+                    .await
+                    .unwrap()
                 })
             })
             .collect();
@@ -278,20 +345,27 @@ async fn uncommitted_writes_vanish_and_concurrent_writers_commit_in_sequence_ord
 async fn migrations_are_embedded_and_rerun_safely() {
     on_both_backends(|store, config| async move {
         // Connecting again to the same database applies nothing twice and keeps the data.
-        let mut tx = store.begin_write().await.unwrap();
-        tx.insert_referral(&row("01D", "police", "charity", "REFERRAL_CATEGORY_OTHER"))
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-        let again = Store::connect(&config)
+        write(&store, |tx| {
+            Box::pin(async move {
+                tx.insert_referral(&row("01D", "police", "charity", "REFERRAL_CATEGORY_OTHER"))
+                    .await
+            })
+        })
+        .await
+        .unwrap();
+        let (again, _) = Store::open_pool(&config)
             .await
             .expect("second connect migrates nothing");
         let applied: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM _sqlx_migrations")
-            .fetch_one(again.pool())
+            .fetch_one(&again)
             .await
             .unwrap();
-        assert_eq!(applied.0, 1);
-        assert!(again.referral("01D").await.unwrap().is_some());
+        assert_eq!(applied.0, 2);
+        let (kept,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM referrals WHERE id = '01D'")
+            .fetch_one(&again)
+            .await
+            .unwrap();
+        assert_eq!(kept, 1);
         again.close().await;
     })
     .await;

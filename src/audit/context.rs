@@ -1,0 +1,133 @@
+//! What the gateway knows about one call while it runs, for its audit entry.
+//!
+//! The audit layer creates it for every request and puts it in the request's extensions;
+//! handlers add what they learn (the request's hash, target ids, a refusal and its rule).
+//! A write handler seals the entry inside its own transaction (and marks it recorded);
+//! for every other call the layer appends the entry when the call ends.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use super::entry::{AuditEntry, Decision};
+use crate::tls::identity::AgencyIdentity;
+
+/// The rule that lets a call through before finer policy exists (issue #7): the caller
+/// presented a valid certificate of a registered agency.
+pub const RULE_REGISTERED_AGENCY: &str = "mtls.registered-agency";
+
+pub struct AuditContext {
+    method: String,
+    started: Instant,
+    trace_id: String,
+    identity: Option<Arc<AgencyIdentity>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    request_sha256: Vec<u8>,
+    target_ids: Vec<String>,
+    recipient_agency: String,
+    denied_by: Option<String>,
+    recorded: bool,
+}
+
+impl AuditContext {
+    pub fn new(
+        method: &str,
+        identity: Option<Arc<AgencyIdentity>>,
+        trace_id: String,
+    ) -> AuditContext {
+        AuditContext {
+            method: method.to_string(),
+            started: Instant::now(),
+            trace_id,
+            identity,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn trace_id(&self) -> &str {
+        &self.trace_id
+    }
+
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Records the SHA-256 of the request message (its protobuf encoding).
+    pub fn set_request<M: prost::Message>(&self, message: &M) {
+        self.state().request_sha256 = Sha256::digest(message.encode_to_vec()).to_vec();
+    }
+
+    /// The call is about `id`, exchanged with `recipient` (the other agency).
+    pub fn set_target(&self, id: &str, recipient: &str) {
+        let mut s = self.state();
+        if !id.is_empty() && !s.target_ids.iter().any(|t| t == id) {
+            s.target_ids.push(id.to_string());
+        }
+        if !recipient.is_empty() {
+            s.recipient_agency = recipient.to_string();
+        }
+    }
+
+    /// The call was refused by `rule`.
+    pub fn deny(&self, rule: &str) {
+        self.state().denied_by = Some(rule.to_string());
+    }
+
+    /// The entry was written by the handler, in its transaction.
+    pub fn mark_recorded(&self) {
+        self.state().recorded = true;
+    }
+
+    pub fn is_recorded(&self) -> bool {
+        self.state().recorded
+    }
+
+    /// The entry as far as it is known; the writer fills in log id, leaf index, time and
+    /// duration.
+    pub fn entry(&self, grpc_code: i32) -> AuditEntry {
+        let s = self.state();
+        let (decision, rule) = match &s.denied_by {
+            Some(rule) => (Decision::Deny, rule.clone()),
+            None => (Decision::Allow, RULE_REGISTERED_AGENCY.to_string()),
+        };
+        AuditEntry {
+            log_id: String::new(),
+            leaf_index: 0,
+            time_ms: 0,
+            trace_id: self.trace_id.clone(),
+            caller_agency: self
+                .identity
+                .as_ref()
+                .map(|i| i.agency_id.clone())
+                .unwrap_or_default(),
+            cert_fingerprint: self
+                .identity
+                .as_ref()
+                .map(|i| i.cert_fingerprint.clone())
+                .unwrap_or_default(),
+            cert_serial: self
+                .identity
+                .as_ref()
+                .map(|i| i.cert_serial.clone())
+                .unwrap_or_default(),
+            officer_subject: String::new(),
+            method: self.method.clone(),
+            target_ids: s.target_ids.clone(),
+            recipient_agency: s.recipient_agency.clone(),
+            decision,
+            rule,
+            grpc_code,
+            duration_us: 0,
+            request_sha256: s.request_sha256.clone(),
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! The audit tower layer: the one place every call ends, where its entry is written.
+//!
+//! It wraps every service of the gateway. For a call the handler did not record itself
+//! (reads, refusals, invalid input, unknown methods, streams) it appends the entry when
+//! the call's gRPC status is known, and holds back the end of the response (the status)
+//! until the entry is durable. A call the client abandons is recorded as CANCELLED.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::Frame;
+use tonic::body::Body;
+use tower::{Layer, Service};
+
+use super::context::AuditContext;
+use crate::store::{BoxFuture, Store};
+use crate::tls::listener::ConnInfo;
+
+#[derive(Clone)]
+pub struct AuditLayer {
+    store: Store,
+}
+
+impl AuditLayer {
+    pub fn new(store: Store) -> AuditLayer {
+        AuditLayer { store }
+    }
+}
+
+impl<S> Layer<S> for AuditLayer {
+    type Service = Audited<S>;
+    fn layer(&self, inner: S) -> Audited<S> {
+        Audited {
+            inner,
+            store: self.store.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Audited<S> {
+    inner: S,
+    store: Store,
+}
+
+impl<S> Service<http::Request<Body>> for Audited<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        let identity = request
+            .extensions()
+            .get::<ConnInfo>()
+            .map(|c| c.identity.clone());
+        let trace_id = request
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::auth::trace_id_of)
+            .unwrap_or_else(crate::auth::new_trace_id);
+        let ctx = Arc::new(AuditContext::new(request.uri().path(), identity, trace_id));
+        request.extensions_mut().insert(ctx.clone());
+        // The service that was polled ready serves this call (tower's clone-and-swap).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let pending = Pending {
+            ctx,
+            store: self.store.clone(),
+        };
+        Box::pin(async move {
+            let response = inner.call(request).await?;
+            let (parts, body) = response.into_parts();
+            // An error answer carries its status in the headers ("trailers-only"): the
+            // call is over, record it before answering.
+            if let Some(code) = grpc_status(&parts.headers) {
+                pending.record(code).await;
+                return Ok(http::Response::from_parts(parts, body));
+            }
+            let body = AuditedBody {
+                inner: body,
+                pending: Some(pending),
+                recording: None,
+                trailers: None,
+            };
+            Ok(http::Response::from_parts(parts, Body::new(body)))
+        })
+    }
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<i32> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+/// A call whose entry is still to be written.
+struct Pending {
+    ctx: Arc<AuditContext>,
+    store: Store,
+}
+
+impl Pending {
+    async fn record(self, code: i32) {
+        if self.ctx.is_recorded() {
+            return;
+        }
+        let entry = self.ctx.entry(code);
+        if let Err(e) = self.store.append_audit(entry, self.ctx.started()).await {
+            tracing::error!(error = %e, trace_id = %self.ctx.trace_id(), "audit entry could not be written");
+        }
+    }
+}
+
+/// The response body, with its trailers held until the entry is durable.
+struct AuditedBody {
+    inner: Body,
+    pending: Option<Pending>,
+    recording: Option<BoxFuture<'static, ()>>,
+    trailers: Option<Result<Frame<Bytes>, tonic::Status>>,
+}
+
+impl http_body::Body for AuditedBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(recording) = this.recording.as_mut() {
+                std::task::ready!(recording.as_mut().poll(cx));
+                this.recording = None;
+                return Poll::Ready(this.trailers.take());
+            }
+            let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
+            let code = match &frame {
+                Some(Ok(f)) => match f.trailers_ref() {
+                    Some(trailers) => grpc_status(trailers).unwrap_or(2),
+                    None => return Poll::Ready(frame),
+                },
+                Some(Err(status)) => status.code() as i32,
+                None => 0,
+            };
+            match this.pending.take() {
+                Some(pending) => {
+                    this.trailers = frame;
+                    this.recording = Some(Box::pin(pending.record(code)));
+                }
+                None => return Poll::Ready(frame),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pending.is_none()
+            && self.recording.is_none()
+            && self.trailers.is_none()
+            && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for AuditedBody {
+    fn drop(&mut self) {
+        // The client went away before the call ended (a closed stream, a reset).
+        if let Some(pending) = self.pending.take() {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(pending.record(tonic::Code::Cancelled as i32));
+            }
+        }
+    }
+}

@@ -1,0 +1,560 @@
+//! Group commit: one writer task per gateway node runs every write and every audit
+//! append, many at a time, in one database transaction and one durable commit.
+//!
+//! Each write job runs inside its own savepoint, so one failing job (a refused status
+//! change, say) is rolled back without touching the others in its batch. No caller hears
+//! back before the batch has committed: nothing is acknowledged before it is durable.
+//!
+//! The writer also owns the node's audit log: it assigns leaf indexes in commit order,
+//! keeps the Merkle tree's frontier, and writes a signed checkpoint every N entries or T
+//! milliseconds, in the same transaction as the entries it covers.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::{Any, AnyPool, Row, Transaction};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{Backend, StoreError, PG_WRITE_LOCK};
+use crate::audit::checkpoint::{Checkpoint, NoteSigner};
+use crate::audit::entry::AuditEntry;
+use crate::audit::merkle::{self, CompactTree, Hash};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Most jobs committed together.
+const MAX_BATCH: usize = 512;
+
+/// Where an audit entry landed: what an agency keeps to have it proven later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub log_id: String,
+    pub leaf_index: u64,
+    pub leaf_hash: Hash,
+}
+
+/// The node's audit log settings.
+#[derive(Clone)]
+pub struct LogSettings {
+    /// The log's id: the gateway node id.
+    pub log_id: String,
+    /// Signs checkpoints; its name is the checkpoint origin.
+    pub signer: Arc<NoteSigner>,
+    /// Write a checkpoint after this many new entries...
+    pub checkpoint_every: u64,
+    /// ...or this long after the first entry it does not cover yet.
+    pub checkpoint_interval: Duration,
+}
+
+/// The state one write job sees: the batch transaction and its own audit entry.
+pub struct WriteTx {
+    tx: Transaction<'static, Any>,
+    pub(super) last_event: Option<i64>,
+    log_id: String,
+    next_leaf: u64,
+    draft: Option<AuditEntry>,
+    started: Instant,
+    finalized: Option<(AuditEntry, Vec<u8>, Hash)>,
+}
+
+impl WriteTx {
+    pub(super) fn conn(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
+
+    /// The call's audit entry, to add what the job learns (targets, recipient).
+    pub fn audit(&mut self) -> Option<&mut AuditEntry> {
+        self.draft.as_mut()
+    }
+
+    /// Seals this job's audit entry (it commits with the job's changes) and returns its
+    /// receipt, to put in the response.
+    pub fn audit_receipt(&mut self) -> Result<Receipt, StoreError> {
+        if let Some((entry, _, hash)) = &self.finalized {
+            return Ok(receipt(entry, hash));
+        }
+        let mut entry = self
+            .draft
+            .take()
+            .ok_or_else(|| StoreError::Corrupt("this write has no audit entry to seal".into()))?;
+        entry.log_id = self.log_id.clone();
+        entry.leaf_index = self.next_leaf;
+        entry.time_ms = super::now_ms();
+        entry.duration_us = self.started.elapsed().as_micros() as u64;
+        let bytes = entry.encode();
+        let hash = merkle::leaf_hash(&bytes);
+        let r = receipt(&entry, &hash);
+        self.finalized = Some((entry, bytes, hash));
+        Ok(r)
+    }
+}
+
+fn receipt(entry: &AuditEntry, hash: &Hash) -> Receipt {
+    Receipt {
+        log_id: entry.log_id.clone(),
+        leaf_index: entry.leaf_index,
+        leaf_hash: *hash,
+    }
+}
+
+type Completion = Box<dyn FnOnce(Result<Option<Receipt>, Arc<StoreError>>) + Send>;
+type JobFn = Box<dyn for<'t> FnOnce(&'t mut WriteTx) -> BoxFuture<'t, (bool, Completion)> + Send>;
+
+/// What the writer's channel carries.
+pub(super) enum Job {
+    Work(Box<Work>),
+    /// Cover every entry with a checkpoint and stop.
+    Close {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// One item of a batch.
+pub(super) enum Work {
+    /// A change with the call's audit entry (sealed by the job, or not at all).
+    Write {
+        draft: Option<AuditEntry>,
+        started: Instant,
+        run: JobFn,
+    },
+    /// An audit entry on its own (reads, refusals, failed writes).
+    Audit {
+        entry: AuditEntry,
+        started: Instant,
+        done: oneshot::Sender<Result<Receipt, Arc<StoreError>>>,
+    },
+}
+
+/// Sends jobs to the writer and waits for their commit.
+#[derive(Clone)]
+pub(super) struct WriterHandle {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl WriterHandle {
+    pub(super) async fn write<T, E, F>(
+        &self,
+        draft: Option<AuditEntry>,
+        job: F,
+    ) -> Result<(T, Option<Receipt>), E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: for<'t> FnOnce(&'t mut WriteTx) -> BoxFuture<'t, Result<T, E>> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let run: JobFn = Box::new(move |wtx: &mut WriteTx| {
+            Box::pin(async move {
+                let result = job(wtx).await;
+                let ok = result.is_ok();
+                let complete: Completion = Box::new(move |commit| {
+                    let outcome = match (commit, result) {
+                        (Ok(receipt), Ok(value)) => Ok((value, receipt)),
+                        (_, Err(e)) => Err(e),
+                        (Err(e), Ok(_)) => Err(E::from(StoreError::Commit(e.to_string()))),
+                    };
+                    let _ = tx.send(outcome);
+                });
+                (ok, complete)
+            })
+        });
+        self.jobs
+            .send(Job::Work(Box::new(Work::Write {
+                draft,
+                started: Instant::now(),
+                run,
+            })))
+            .await
+            .map_err(|_| E::from(StoreError::WriterGone))?;
+        rx.await.map_err(|_| E::from(StoreError::WriterGone))?
+    }
+
+    /// Writes a final checkpoint and stops the writer (gateway shutdown).
+    pub(super) async fn close(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.jobs.send(Job::Close { done }).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    pub(super) async fn append(
+        &self,
+        entry: AuditEntry,
+        started: Instant,
+    ) -> Result<Receipt, StoreError> {
+        let (done, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Work(Box::new(Work::Audit {
+                entry,
+                started,
+                done,
+            })))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await
+            .map_err(|_| StoreError::WriterGone)?
+            .map_err(|e| StoreError::Commit(e.to_string()))
+    }
+}
+
+/// The writer's view of the log between batches.
+struct LogState {
+    settings: LogSettings,
+    tree: CompactTree,
+    checkpointed: u64,
+    /// When the oldest entry not covered by a checkpoint was committed.
+    uncovered_since: Option<Instant>,
+}
+
+/// A checkpoint is due after `checkpoint_every` new entries, or once the oldest entry
+/// not yet covered has waited `checkpoint_interval`.
+fn checkpoint_due(
+    settings: &LogSettings,
+    size: u64,
+    checkpointed: u64,
+    uncovered_since: Option<Instant>,
+    now: Instant,
+) -> bool {
+    size > checkpointed
+        && (size - checkpointed >= settings.checkpoint_every
+            || uncovered_since
+                .is_some_and(|t| now.duration_since(t) >= settings.checkpoint_interval))
+}
+
+/// Loads the log's frontier and starts the writer task.
+pub(super) async fn start(
+    pool: AnyPool,
+    backend: Backend,
+    settings: LogSettings,
+    events: Arc<watch::Sender<i64>>,
+) -> Result<WriterHandle, StoreError> {
+    let rows = sqlx::query(
+        "SELECT leaf_index, leaf_hash FROM audit_entries WHERE log_id = $1 ORDER BY leaf_index",
+    )
+    .bind(&settings.log_id)
+    .fetch_all(&pool)
+    .await?;
+    let mut tree = CompactTree::new();
+    for row in &rows {
+        let index: i64 = row.try_get("leaf_index")?;
+        let hash: Vec<u8> = row.try_get("leaf_hash")?;
+        let hash: Hash = hash
+            .try_into()
+            .map_err(|_| StoreError::Corrupt(format!("audit leaf {index} hash is not 32 bytes")))?;
+        if index as u64 != tree.size() {
+            return Err(StoreError::Corrupt(format!(
+                "audit log {} has no entry {} (next stored is {index}); run `jisr audit verify`",
+                settings.log_id,
+                tree.size()
+            )));
+        }
+        tree.append(hash);
+    }
+    let (checkpointed,): (i64,) = sqlx::query_as(
+        "SELECT COALESCE(MAX(tree_size), 0) FROM audit_checkpoints WHERE log_id = $1",
+    )
+    .bind(&settings.log_id)
+    .fetch_one(&pool)
+    .await?;
+    let state = LogState {
+        uncovered_since: (tree.size() > checkpointed as u64).then(Instant::now),
+        settings,
+        tree,
+        checkpointed: checkpointed as u64,
+    };
+    let (jobs, rx) = mpsc::channel(4096);
+    tokio::spawn(run(pool, backend, state, rx, events));
+    Ok(WriterHandle { jobs })
+}
+
+async fn run(
+    pool: AnyPool,
+    backend: Backend,
+    mut log: LogState,
+    mut jobs: mpsc::Receiver<Job>,
+    events: Arc<watch::Sender<i64>>,
+) {
+    loop {
+        let first = match log.uncovered_since {
+            Some(since) => {
+                let deadline =
+                    tokio::time::Instant::from_std(since + log.settings.checkpoint_interval);
+                tokio::select! {
+                    job = jobs.recv() => job,
+                    _ = tokio::time::sleep_until(deadline) => {
+                        if let Err(e) = commit_batch(&pool, backend, &mut log, Vec::new(), &events).await {
+                            tracing::error!(error = %e, "writing an audit checkpoint failed");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                        continue;
+                    }
+                }
+            }
+            None => jobs.recv().await,
+        };
+        let Some(first) = first else {
+            // Every handle is gone: cover what is left with a checkpoint and stop.
+            if log.tree.size() > log.checkpointed {
+                let _ = commit_batch(&pool, backend, &mut log, Vec::new(), &events).await;
+            }
+            return;
+        };
+        // Take what is queued, up to a batch; a close request ends the batch and the writer.
+        let (mut batch, mut close) = (Vec::new(), None);
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            match job {
+                Job::Work(work) => batch.push(*work),
+                Job::Close { done } => {
+                    close = Some(done);
+                    break;
+                }
+            }
+            if batch.len() < MAX_BATCH {
+                next = jobs.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            if let Err(e) = commit_batch(&pool, backend, &mut log, batch, &events).await {
+                tracing::error!(error = %e, "a write batch failed; its callers were told");
+            }
+        }
+        if let Some(done) = close {
+            if log.tree.size() > log.checkpointed {
+                log.uncovered_since = Some(Instant::now() - log.settings.checkpoint_interval);
+                if let Err(e) = commit_batch(&pool, backend, &mut log, Vec::new(), &events).await {
+                    tracing::error!(error = %e, "the final audit checkpoint failed");
+                }
+            }
+            let _ = done.send(());
+            return;
+        }
+    }
+}
+
+async fn begin(pool: &AnyPool, backend: Backend) -> Result<Transaction<'static, Any>, StoreError> {
+    Ok(match backend {
+        Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+        Backend::Postgres => {
+            let mut tx = pool.begin().await?;
+            // Replicas sharing the database serialize their batches, so event sequence
+            // numbers follow commit order across the whole deployment.
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(PG_WRITE_LOCK)
+                .execute(&mut *tx)
+                .await?;
+            tx
+        }
+    })
+}
+
+/// Runs a batch in one transaction and commits it, then answers every job in it.
+async fn commit_batch(
+    pool: &AnyPool,
+    backend: Backend,
+    log: &mut LogState,
+    batch: Vec<Work>,
+    events: &watch::Sender<i64>,
+) -> Result<(), Arc<StoreError>> {
+    let mut completions: Vec<(Completion, Option<usize>)> = Vec::with_capacity(batch.len());
+    let mut appended: Vec<(AuditEntry, Vec<u8>, Hash)> = Vec::new();
+    let mut w = match begin(pool, backend).await {
+        Ok(tx) => WriteTx {
+            tx,
+            last_event: None,
+            log_id: log.settings.log_id.clone(),
+            next_leaf: log.tree.size(),
+            draft: None,
+            started: Instant::now(),
+            finalized: None,
+        },
+        Err(e) => {
+            let e = Arc::new(e);
+            fail_all(batch, &e);
+            return Err(e);
+        }
+    };
+    let outcome: Result<(), StoreError> = async {
+        for job in batch {
+            w.next_leaf = log.tree.size() + appended.len() as u64;
+            match job {
+                Work::Write {
+                    draft,
+                    started,
+                    run,
+                } => {
+                    w.draft = draft;
+                    w.started = started;
+                    w.finalized = None;
+                    sqlx::query("SAVEPOINT job").execute(w.conn()).await?;
+                    let events_before = w.last_event;
+                    let (ok, complete) = run(&mut w).await;
+                    // Recorded first, so a failure below reaches this caller as an error.
+                    let at = if ok {
+                        w.finalized.take().map(|f| {
+                            appended.push(f);
+                            appended.len() - 1
+                        })
+                    } else {
+                        None
+                    };
+                    completions.push((complete, at));
+                    if ok {
+                        sqlx::query("RELEASE SAVEPOINT job")
+                            .execute(w.conn())
+                            .await?;
+                    } else {
+                        sqlx::query("ROLLBACK TO SAVEPOINT job")
+                            .execute(w.conn())
+                            .await?;
+                        sqlx::query("RELEASE SAVEPOINT job")
+                            .execute(w.conn())
+                            .await?;
+                        w.last_event = events_before;
+                    }
+                }
+                Work::Audit {
+                    mut entry,
+                    started,
+                    done,
+                } => {
+                    entry.log_id = log.settings.log_id.clone();
+                    entry.leaf_index = w.next_leaf;
+                    entry.time_ms = super::now_ms();
+                    entry.duration_us = started.elapsed().as_micros() as u64;
+                    let bytes = entry.encode();
+                    let hash = merkle::leaf_hash(&bytes);
+                    appended.push((entry, bytes, hash));
+                    let at = appended.len() - 1;
+                    let complete: Completion = Box::new(move |r| {
+                        let _ = done.send(r.and_then(|receipt| {
+                            receipt.ok_or_else(|| Arc::new(StoreError::WriterGone))
+                        }));
+                    });
+                    completions.push((complete, Some(at)));
+                }
+            }
+        }
+        for (entry, bytes, hash) in &appended {
+            insert_entry(w.conn(), entry, bytes, hash).await?;
+        }
+        Ok(())
+    }
+    .await;
+
+    // The tree after this batch; a checkpoint, when due, commits with the entries.
+    let mut tree = log.tree.clone();
+    for (_, _, hash) in &appended {
+        tree.append(*hash);
+    }
+    let now = Instant::now();
+    let uncovered_since = log
+        .uncovered_since
+        .or((!appended.is_empty()).then_some(now));
+    let due = checkpoint_due(
+        &log.settings,
+        tree.size(),
+        log.checkpointed,
+        uncovered_since,
+        now,
+    );
+    let outcome = match outcome {
+        Ok(()) if due => insert_checkpoint(w.conn(), &log.settings, &tree).await,
+        other => other,
+    };
+    let last_event = w.last_event;
+    let result = match outcome {
+        Ok(()) => w.tx.commit().await.map_err(StoreError::from),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => {
+            log.tree = tree;
+            if due {
+                log.checkpointed = log.tree.size();
+                log.uncovered_since = None;
+            } else {
+                log.uncovered_since = uncovered_since;
+            }
+            if let Some(seq) = last_event {
+                events.send_modify(|latest| *latest = (*latest).max(seq));
+            }
+            for (complete, at) in completions {
+                complete(Ok(at.map(|i| receipt(&appended[i].0, &appended[i].2))));
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let e = Arc::new(e);
+            for (complete, _) in completions {
+                complete(Err(e.clone()));
+            }
+            Err(e)
+        }
+    }
+}
+
+fn fail_all(batch: Vec<Work>, e: &Arc<StoreError>) {
+    for work in batch {
+        match work {
+            Work::Audit { done, .. } => {
+                let _ = done.send(Err(e.clone()));
+            }
+            // Dropping the job drops its result sender: the caller sees WriterGone.
+            Work::Write { .. } => {}
+        }
+    }
+}
+
+async fn insert_entry(
+    conn: &mut sqlx::AnyConnection,
+    entry: &AuditEntry,
+    bytes: &[u8],
+    hash: &Hash,
+) -> Result<(), StoreError> {
+    let targets = if entry.target_ids.is_empty() {
+        String::new()
+    } else {
+        format!(" {} ", entry.target_ids.join(" "))
+    };
+    sqlx::query(
+        "INSERT INTO audit_entries (log_id, leaf_index, time_ms, caller_agency, method, decision, targets, entry, leaf_hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&entry.log_id)
+    .bind(entry.leaf_index as i64)
+    .bind(entry.time_ms)
+    .bind(&entry.caller_agency)
+    .bind(&entry.method)
+    .bind(entry.decision.as_str())
+    .bind(targets)
+    .bind(bytes.to_vec())
+    .bind(hash.to_vec())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn insert_checkpoint(
+    conn: &mut sqlx::AnyConnection,
+    settings: &LogSettings,
+    tree: &CompactTree,
+) -> Result<(), StoreError> {
+    let checkpoint = Checkpoint {
+        origin: settings.signer.name().to_string(),
+        tree_size: tree.size(),
+        root_hash: tree.root(),
+    };
+    let note = settings.signer.sign(&checkpoint);
+    sqlx::query("INSERT INTO audit_checkpoints (log_id, tree_size, root_hash, time_ms, note) VALUES ($1, $2, $3, $4, $5)")
+        .bind(&settings.log_id)
+        .bind(checkpoint.tree_size as i64)
+        .bind(checkpoint.root_hash.to_vec())
+        .bind(super::now_ms())
+        .bind(note)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
