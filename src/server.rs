@@ -11,10 +11,12 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tonic::transport::Server;
 
+use crate::api::audit::AuditApi;
 use crate::api::referral::ReferralApi;
 use crate::audit::layer::AuditLayer;
 use crate::config::Config;
 use crate::pb;
+use crate::pb::v1::audit_service_server::AuditServiceServer;
 use crate::pb::v1::referral_service_server::ReferralServiceServer;
 use crate::store::{LogSettings, Store};
 use crate::tls::listener::{self, ListenerSettings, TlsStats};
@@ -66,6 +68,7 @@ impl Gateway {
         health
             .set_serving::<ReferralServiceServer<ReferralApi>>()
             .await;
+        health.set_serving::<AuditServiceServer<AuditApi>>().await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
@@ -77,7 +80,11 @@ impl Gateway {
             .layer(AuditLayer::new(store.clone()))
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(ReferralServiceServer::new(referrals));
+            .add_service(ReferralServiceServer::new(referrals))
+            .add_service(AuditServiceServer::new(AuditApi::new(
+                store.pool().clone(),
+                config,
+            )));
         let router = crate::api::unimplemented::add_services(router);
         let mut stop = shutdown_rx;
         let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {

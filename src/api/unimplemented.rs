@@ -9,7 +9,6 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::pb::adapter_v1::inbox_service_server::{InboxService, InboxServiceServer};
 use crate::pb::adapter_v1::*;
-use crate::pb::v1::audit_service_server::{AuditService, AuditServiceServer};
 use crate::pb::v1::directory_service_server::{DirectoryService, DirectoryServiceServer};
 use crate::pb::v1::document_service_server::{DocumentService, DocumentServiceServer};
 use crate::pb::v1::information_request_service_server::{
@@ -29,7 +28,6 @@ pub fn add_services<L>(router: Router<L>) -> Router<L> {
         .add_service(InformationRequestServiceServer::new(NotBuilt))
         .add_service(DocumentServiceServer::new(NotBuilt))
         .add_service(DirectoryServiceServer::new(NotBuilt))
-        .add_service(AuditServiceServer::new(NotBuilt))
         .add_service(InboxServiceServer::new(NotBuilt))
 }
 
@@ -62,13 +60,6 @@ not_built!(DirectoryService, "jisr.v1.DirectoryService", issue 6, {
     list_agencies(ListAgenciesRequest) -> ListAgenciesResponse = "ListAgencies";
     search_services(SearchServicesRequest) -> SearchServicesResponse = "SearchServices";
     recommend_agency(RecommendAgencyRequest) -> RecommendAgencyResponse = "RecommendAgency";
-});
-
-not_built!(AuditService, "jisr.v1.AuditService", issue 4, {
-    query_audit_events(QueryAuditEventsRequest) -> QueryAuditEventsResponse = "QueryAuditEvents";
-    get_checkpoint(GetCheckpointRequest) -> GetCheckpointResponse = "GetCheckpoint";
-    get_inclusion_proof(GetInclusionProofRequest) -> GetInclusionProofResponse = "GetInclusionProof";
-    get_consistency_proof(GetConsistencyProofRequest) -> GetConsistencyProofResponse = "GetConsistencyProof";
 });
 
 not_built!(InboxService, "jisr.adapter.v1.InboxService", issue 5, {

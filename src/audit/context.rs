@@ -30,7 +30,7 @@ struct State {
     request_sha256: Vec<u8>,
     target_ids: Vec<String>,
     recipient_agency: String,
-    denied_by: Option<String>,
+    decided_by: Option<(Decision, String)>,
     recorded: bool,
 }
 
@@ -79,7 +79,12 @@ impl AuditContext {
 
     /// The call was refused by `rule`.
     pub fn deny(&self, rule: &str) {
-        self.state().denied_by = Some(rule.to_string());
+        self.state().decided_by = Some((Decision::Deny, rule.to_string()));
+    }
+
+    /// The call was let through by `rule` (a finer rule than a registered certificate).
+    pub fn allow(&self, rule: &str) {
+        self.state().decided_by = Some((Decision::Allow, rule.to_string()));
     }
 
     /// The entry was written by the handler, in its transaction.
@@ -95,8 +100,8 @@ impl AuditContext {
     /// duration.
     pub fn entry(&self, grpc_code: i32) -> AuditEntry {
         let s = self.state();
-        let (decision, rule) = match &s.denied_by {
-            Some(rule) => (Decision::Deny, rule.clone()),
+        let (decision, rule) = match &s.decided_by {
+            Some((decision, rule)) => (*decision, rule.clone()),
             None => (Decision::Allow, RULE_REGISTERED_AGENCY.to_string()),
         };
         AuditEntry {

@@ -6,6 +6,7 @@ pub mod context;
 pub mod entry;
 pub mod layer;
 pub mod merkle;
+pub mod verify;
 
 use std::path::Path;
 

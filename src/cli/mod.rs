@@ -1,5 +1,6 @@
 //! The `jisr` command line: one subcommand per job, dispatched from one enum.
 
+mod audit;
 mod bench;
 mod client;
 
@@ -53,6 +54,11 @@ enum Command {
     Client(client::ClientArgs),
     /// Load generator: SubmitReferral over mTLS; prints one JSON line.
     Bench(bench::BenchArgs),
+    /// The audit trail: verify, export, prove.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -129,6 +135,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Client(args) => client::run(&config, args).await,
         Command::Bench(args) => bench::run(&config, args).await,
+        Command::Audit { command } => audit::run(&config, command).await,
     }
 }
 

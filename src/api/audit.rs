@@ -1,0 +1,321 @@
+//! jisr.v1.AuditService: the audit trail, for agencies holding the auditor role.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use sqlx::AnyPool;
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use super::error::{ApiError, ERROR_DOMAIN};
+use super::paging;
+use super::referral::timestamp;
+use super::validate::{timestamp_ms, Violations};
+use crate::audit::entry::{AuditEntry, Decision};
+use crate::audit::merkle::{self, Hash};
+use crate::auth::{self, Caller};
+use crate::config::{Config, ROLE_AUDITOR};
+use crate::pb::v1::audit_service_server::AuditService;
+use crate::pb::v1::*;
+use crate::store::audit::{self as log, AuditFilter, AuditRow, CheckpointRow};
+use crate::store::StoreError;
+
+/// The rule that decides who may read the audit trail.
+pub const RULE_AUDITOR: &str = "audit.auditor-role";
+const DEFAULT_PAGE_SIZE: i32 = 100;
+const MAX_PAGE_SIZE: i32 = 1000;
+
+#[derive(Clone)]
+pub struct AuditApi {
+    pool: AnyPool,
+    log_id: String,
+    auditors: Arc<HashSet<String>>,
+}
+
+impl AuditApi {
+    pub fn new(pool: AnyPool, config: &Config) -> AuditApi {
+        AuditApi {
+            pool,
+            log_id: config.node_id.clone(),
+            auditors: Arc::new(
+                config
+                    .agencies
+                    .iter()
+                    .filter(|a| config.has_role(&a.id, ROLE_AUDITOR))
+                    .map(|a| a.id.clone())
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Only auditors; the decision and its rule go into the call's audit entry.
+    fn authorize<T: prost::Message>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let caller = auth::caller(request)?;
+        if self.auditors.contains(caller.agency()) {
+            caller.audit.allow(RULE_AUDITOR);
+            return Ok(caller);
+        }
+        caller.audit.deny(RULE_AUDITOR);
+        Err(Status::with_error_details(
+            Code::PermissionDenied,
+            format!(
+                "agency {} does not hold the auditor role; only auditors may read the audit trail",
+                caller.agency()
+            ),
+            ErrorDetails::with_error_info(
+                "AUDITOR_ROLE_REQUIRED",
+                ERROR_DOMAIN,
+                std::collections::HashMap::new(),
+            ),
+        ))
+    }
+
+    fn log_id<'a>(&'a self, requested: &'a str) -> &'a str {
+        if requested.is_empty() {
+            &self.log_id
+        } else {
+            requested
+        }
+    }
+
+    async fn latest_checkpoint(&self, log_id: &str) -> Result<CheckpointRow, Status> {
+        log::checkpoint(&self.pool, log_id, None)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "log {log_id:?} has no signed checkpoint yet; one is written shortly after the first entry"
+                ))
+            })
+    }
+
+    /// The requested size, or the latest checkpoint's; never beyond it.
+    async fn proof_size(
+        &self,
+        log_id: &str,
+        requested: u64,
+        field: &str,
+    ) -> Result<(u64, Option<CheckpointRow>), Status> {
+        let latest = self.latest_checkpoint(log_id).await?;
+        if requested == 0 || requested == latest.tree_size {
+            return Ok((latest.tree_size, Some(latest)));
+        }
+        if requested > latest.tree_size {
+            let mut v = Violations::default();
+            v.add(
+                field,
+                format!("{requested} is beyond the latest signed checkpoint ({} entries); ask again later", latest.tree_size),
+            );
+            return Err(v.into_error().into());
+        }
+        let at = log::checkpoint(&self.pool, log_id, Some(requested))
+            .await
+            .map_err(store_error)?;
+        Ok((requested, at))
+    }
+}
+
+fn store_error(e: StoreError) -> Status {
+    Status::from(ApiError::Store(e))
+}
+
+fn checkpoint_proto(log_id: &str, c: &CheckpointRow) -> Checkpoint {
+    Checkpoint {
+        log_id: log_id.to_string(),
+        tree_size: c.tree_size,
+        root_hash: c.root_hash.clone(),
+        timestamp: Some(timestamp(c.time_ms)),
+        signed_note: c.note.clone(),
+    }
+}
+
+/// An audit row as the API shows it.
+pub fn event_proto(row: &AuditRow) -> Result<AuditEvent, StoreError> {
+    let e = AuditEntry::decode(&row.entry)
+        .map_err(|err| StoreError::Corrupt(format!("audit entry {}: {err}", row.leaf_index)))?;
+    Ok(AuditEvent {
+        log_id: e.log_id.clone(),
+        leaf_index: e.leaf_index,
+        time: Some(timestamp(e.time_ms)),
+        gateway_node: e.log_id,
+        trace_id: e.trace_id,
+        caller_agency: e.caller_agency,
+        cert_fingerprint_sha256: hex::decode(&e.cert_fingerprint).unwrap_or_default(),
+        cert_serial: e.cert_serial,
+        officer_subject: e.officer_subject,
+        method: e.method,
+        target_ids: e.target_ids,
+        recipient_agency: e.recipient_agency,
+        decision: match e.decision {
+            Decision::Allow => AuditDecision::Allow,
+            Decision::Deny => AuditDecision::Deny,
+        } as i32,
+        rule: e.rule,
+        grpc_status_code: e.grpc_code,
+        duration_micros: e.duration_us,
+        request_sha256: e.request_sha256,
+        leaf_hash: row.leaf_hash.clone(),
+    })
+}
+
+fn hashes(proof: Vec<Hash>) -> Vec<Vec<u8>> {
+    proof.into_iter().map(|h| h.to_vec()).collect()
+}
+
+#[tonic::async_trait]
+impl AuditService for AuditApi {
+    async fn query_audit_events(
+        &self,
+        request: Request<QueryAuditEventsRequest>,
+    ) -> Result<Response<QueryAuditEventsResponse>, Status> {
+        self.authorize(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        let decision =
+            v.enum_value::<AuditDecision>("decision", req.decision, false, "an AuditDecision");
+        v.check(
+            (0..=MAX_PAGE_SIZE).contains(&req.page_size),
+            "page_size",
+            format!("must be between 0 and {MAX_PAGE_SIZE}"),
+        );
+        let since = req.start_time.as_ref().map(timestamp_ms);
+        let until = req.end_time.as_ref().map(timestamp_ms);
+        v.check(
+            since != Some(None),
+            "start_time",
+            "is not a valid timestamp",
+        );
+        v.check(until != Some(None), "end_time", "is not a valid timestamp");
+        let fingerprint = format!(
+            "{:?}|{:?}|{}|{}|{}|{}",
+            since, until, req.agency, req.method, req.decision, req.target_id
+        );
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            let after =
+                paging::decode(&req.page_token, &fingerprint).and_then(|k| k.parse::<u64>().ok());
+            v.check(
+                after.is_some(),
+                "page_token",
+                "is not a token this query returned for these filters",
+            );
+            after
+        };
+        v.finish().map_err(Status::from)?;
+        let limit = if req.page_size == 0 {
+            DEFAULT_PAGE_SIZE
+        } else {
+            req.page_size
+        };
+        let non_empty = |s: String| (!s.is_empty()).then_some(s);
+        let filter = AuditFilter {
+            log_id: self.log_id.clone(),
+            since_ms: since.flatten(),
+            until_ms: until.flatten(),
+            agency: non_empty(req.agency),
+            method: non_empty(req.method),
+            decision: decision.and_then(|d| match d {
+                AuditDecision::Allow => Some(Decision::Allow.as_str().to_string()),
+                AuditDecision::Deny => Some(Decision::Deny.as_str().to_string()),
+                AuditDecision::Unspecified => None,
+            }),
+            target_id: non_empty(req.target_id),
+            after_index: after,
+            limit: i64::from(limit) + 1,
+        };
+        let mut rows = log::query_entries(&self.pool, &filter)
+            .await
+            .map_err(store_error)?;
+        let next_page_token = if rows.len() > limit as usize {
+            rows.truncate(limit as usize);
+            rows.last()
+                .map(|r| paging::encode(&r.leaf_index.to_string(), &fingerprint))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let events = rows
+            .iter()
+            .map(event_proto)
+            .collect::<Result<_, _>>()
+            .map_err(store_error)?;
+        Ok(Response::new(QueryAuditEventsResponse {
+            events,
+            next_page_token,
+        }))
+    }
+
+    async fn get_checkpoint(
+        &self,
+        request: Request<GetCheckpointRequest>,
+    ) -> Result<Response<GetCheckpointResponse>, Status> {
+        self.authorize(&request)?;
+        let log_id = self.log_id(&request.get_ref().log_id).to_string();
+        let latest = self.latest_checkpoint(&log_id).await?;
+        Ok(Response::new(GetCheckpointResponse {
+            checkpoint: Some(checkpoint_proto(&log_id, &latest)),
+        }))
+    }
+
+    async fn get_inclusion_proof(
+        &self,
+        request: Request<GetInclusionProofRequest>,
+    ) -> Result<Response<GetInclusionProofResponse>, Status> {
+        let caller = self.authorize(&request)?;
+        let req = request.into_inner();
+        let log_id = self.log_id(&req.log_id).to_string();
+        caller
+            .audit
+            .set_target(&format!("{log_id}#{}", req.leaf_index), "");
+        let (size, checkpoint) = self.proof_size(&log_id, req.tree_size, "tree_size").await?;
+        if req.leaf_index >= size {
+            return Err(Status::failed_precondition(format!(
+                "entry {} is not covered by a signed checkpoint of {size} entries yet; ask again shortly",
+                req.leaf_index
+            )));
+        }
+        let leaves = log::leaf_hashes(&self.pool, &log_id, size)
+            .await
+            .map_err(store_error)?;
+        let proof = merkle::inclusion_proof(&leaves, req.leaf_index)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(GetInclusionProofResponse {
+            leaf_index: req.leaf_index,
+            tree_size: size,
+            leaf_hash: leaves[req.leaf_index as usize].to_vec(),
+            hashes: hashes(proof),
+            checkpoint: checkpoint.map(|c| checkpoint_proto(&log_id, &c)),
+        }))
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        request: Request<GetConsistencyProofRequest>,
+    ) -> Result<Response<GetConsistencyProofResponse>, Status> {
+        self.authorize(&request)?;
+        let req = request.into_inner();
+        let log_id = self.log_id(&req.log_id).to_string();
+        let (second, checkpoint) = self
+            .proof_size(&log_id, req.second_tree_size, "second_tree_size")
+            .await?;
+        let mut v = Violations::default();
+        v.check(
+            (1..=second).contains(&req.first_tree_size),
+            "first_tree_size",
+            format!("must be between 1 and the second tree size ({second})"),
+        );
+        v.finish().map_err(Status::from)?;
+        let leaves = log::leaf_hashes(&self.pool, &log_id, second)
+            .await
+            .map_err(store_error)?;
+        let proof = merkle::consistency_proof(&leaves, req.first_tree_size)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(GetConsistencyProofResponse {
+            first_tree_size: req.first_tree_size,
+            second_tree_size: second,
+            hashes: hashes(proof),
+            checkpoint: checkpoint.map(|c| checkpoint_proto(&log_id, &c)),
+        }))
+    }
+}

@@ -1,0 +1,321 @@
+//! `jisr audit verify`: recompute everything and name the first thing that does not match.
+//!
+//! For each log: every entry is decoded, its position and leaf hash recomputed and its
+//! query columns compared with the signed bytes; the Merkle root at every checkpoint's
+//! size is recomputed in one pass over the leaves and compared with the checkpoint's
+//! signed note, whose Ed25519 signature is checked; consecutive checkpoints must grow,
+//! and a consistency proof between the first and the latest checkpoint is checked.
+//! Entries no checkpoint covers after a grace period, and a log smaller than (or
+//! different from) a checkpoint the security team kept earlier, are reported too.
+
+use std::io::{IsTerminal, Write};
+
+use sqlx::AnyPool;
+
+use super::checkpoint::NoteVerifier;
+use super::entry::AuditEntry;
+use super::merkle::{self, CompactTree, Hash};
+use crate::store::audit::{self as log, AuditFilter};
+use crate::store::StoreError;
+
+const CHUNK: i64 = 20_000;
+
+pub struct VerifyOptions {
+    /// Only this log (default: every log in the database).
+    pub log_id: Option<String>,
+    /// The published verifier key of the checkpoint signer.
+    pub verifier_key: String,
+    /// A signed checkpoint kept from an earlier verification (rollback detection).
+    pub trusted_note: Option<String>,
+    /// Entries newer than this (ms) may still be waiting for their checkpoint.
+    pub grace_ms: i64,
+    /// Draw a progress bar on a terminal.
+    pub progress: bool,
+}
+
+#[derive(Debug)]
+pub struct LogReport {
+    pub log_id: String,
+    pub entries: u64,
+    pub checkpoints: usize,
+    pub latest_checkpoint: u64,
+    pub root: Hash,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("log {log_id}: entry {index}: {problem}")]
+    Entry {
+        log_id: String,
+        index: u64,
+        problem: String,
+    },
+    #[error("log {log_id}: checkpoint of {size} entries: {problem}")]
+    Checkpoint {
+        log_id: String,
+        size: u64,
+        problem: String,
+    },
+    #[error("the verifier key is not usable: {0}")]
+    Key(String),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+pub async fn verify(pool: &AnyPool, opts: &VerifyOptions) -> Result<Vec<LogReport>, VerifyError> {
+    let verifier =
+        NoteVerifier::parse(&opts.verifier_key).map_err(|e| VerifyError::Key(e.to_string()))?;
+    let logs = match &opts.log_id {
+        Some(id) => vec![id.clone()],
+        None => log::log_ids(pool).await?,
+    };
+    let mut reports = Vec::new();
+    for log_id in logs {
+        reports.push(verify_log(pool, &log_id, &verifier, opts).await?);
+    }
+    Ok(reports)
+}
+
+async fn verify_log(
+    pool: &AnyPool,
+    log_id: &str,
+    verifier: &NoteVerifier,
+    opts: &VerifyOptions,
+) -> Result<LogReport, VerifyError> {
+    let entry_err = |index: u64, problem: String| VerifyError::Entry {
+        log_id: log_id.to_string(),
+        index,
+        problem,
+    };
+    let cp_err = |size: u64, problem: String| VerifyError::Checkpoint {
+        log_id: log_id.to_string(),
+        size,
+        problem,
+    };
+    let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM audit_entries WHERE log_id = $1")
+        .bind(log_id)
+        .fetch_one(pool)
+        .await
+        .map_err(StoreError::from)?;
+    let mut bar = Progress::new(opts.progress, log_id, total as u64);
+
+    // Entries, in order.
+    let mut leaves: Vec<Hash> = Vec::with_capacity(total as usize);
+    let mut times: Vec<i64> = Vec::with_capacity(total as usize);
+    let mut after = None;
+    loop {
+        let filter = AuditFilter {
+            log_id: log_id.to_string(),
+            after_index: after,
+            limit: CHUNK,
+            ..AuditFilter::default()
+        };
+        let rows = log::query_entries(pool, &filter).await?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in &rows {
+            let expected = leaves.len() as u64;
+            if row.leaf_index != expected {
+                return Err(entry_err(
+                    expected,
+                    format!("is missing (the next stored entry is {})", row.leaf_index),
+                ));
+            }
+            let entry = AuditEntry::decode(&row.entry)
+                .map_err(|e| entry_err(expected, format!("cannot be decoded: {e}")))?;
+            if entry.leaf_index != expected || entry.log_id != log_id {
+                return Err(entry_err(
+                    expected,
+                    format!(
+                        "holds the signed content of entry {} of log {} (entries were swapped or moved)",
+                        entry.leaf_index, entry.log_id
+                    ),
+                ));
+            }
+            let hash = merkle::leaf_hash(&row.entry);
+            if row.leaf_hash.as_slice() != hash.as_slice() {
+                return Err(entry_err(
+                    expected,
+                    "its stored leaf hash does not match its content (the entry was changed)"
+                        .into(),
+                ));
+            }
+            let targets = if entry.target_ids.is_empty() {
+                String::new()
+            } else {
+                format!(" {} ", entry.target_ids.join(" "))
+            };
+            for (column, stored, signed) in [
+                (
+                    "time_ms",
+                    row.time_ms.to_string(),
+                    entry.time_ms.to_string(),
+                ),
+                (
+                    "caller_agency",
+                    row.caller_agency.clone(),
+                    entry.caller_agency.clone(),
+                ),
+                ("method", row.method.clone(), entry.method.clone()),
+                (
+                    "decision",
+                    row.decision.clone(),
+                    entry.decision.as_str().to_string(),
+                ),
+                ("targets", row.targets.clone(), targets),
+            ] {
+                if stored != signed {
+                    return Err(entry_err(
+                        expected,
+                        format!("column {column} says {stored:?} but the logged entry says {signed:?} (the row was changed)"),
+                    ));
+                }
+            }
+            leaves.push(hash);
+            times.push(entry.time_ms);
+        }
+        after = rows.last().map(|r| r.leaf_index);
+        bar.set(leaves.len() as u64);
+    }
+    bar.finish();
+    let n = leaves.len() as u64;
+
+    // Checkpoints: signatures, rows, and roots recomputed in one pass.
+    let checkpoints = log::checkpoints(pool, log_id).await?;
+    let mut tree = CompactTree::new();
+    let mut previous: Option<(u64, Hash)> = None;
+    let mut first: Option<(u64, Hash)> = None;
+    for c in &checkpoints {
+        let signed = verifier
+            .verify(&c.note)
+            .map_err(|e| cp_err(c.tree_size, format!("its signature does not verify: {e}")))?;
+        if signed.tree_size != c.tree_size || signed.root_hash.as_slice() != c.root_hash.as_slice()
+        {
+            return Err(cp_err(
+                c.tree_size,
+                format!(
+                    "its row does not match its signed note (which is for {} entries)",
+                    signed.tree_size
+                ),
+            ));
+        }
+        if signed.tree_size > n {
+            return Err(cp_err(
+                c.tree_size,
+                format!(
+                    "it covers {} entries but the log holds only {n}: entries were removed",
+                    signed.tree_size
+                ),
+            ));
+        }
+        while tree.size() < signed.tree_size {
+            tree.append(leaves[tree.size() as usize]);
+        }
+        if tree.root() != signed.root_hash {
+            return Err(cp_err(
+                c.tree_size,
+                "the entries it covers no longer hash to its signed root (an entry was changed, removed or inserted)".into(),
+            ));
+        }
+        if let Some((size, _)) = previous {
+            if signed.tree_size <= size {
+                return Err(cp_err(
+                    c.tree_size,
+                    format!("it does not grow the log past the previous checkpoint ({size})"),
+                ));
+            }
+        }
+        first.get_or_insert((signed.tree_size, signed.root_hash));
+        previous = Some((signed.tree_size, signed.root_hash));
+    }
+    let latest = previous.map_or(0, |(size, _)| size);
+    if let (Some((first_size, first_root)), Some((last_size, last_root))) = (first, previous) {
+        let proof = merkle::consistency_proof(&leaves[..last_size as usize], first_size)
+            .map_err(|e| cp_err(last_size, format!("no consistency proof: {e}")))?;
+        merkle::verify_consistency(first_size, last_size, &first_root, &last_root, &proof)
+            .map_err(|e| {
+                cp_err(
+                    last_size,
+                    format!("is not consistent with the first checkpoint: {e}"),
+                )
+            })?;
+    }
+
+    // Entries no checkpoint covers, past the grace period.
+    let cutoff = crate::store::now_ms() - opts.grace_ms;
+    if let Some(i) = (latest..n).find(|i| times[*i as usize] < cutoff) {
+        return Err(entry_err(
+            i,
+            format!(
+                "is not covered by any signed checkpoint (the latest covers {latest}): it was appended out of band, \
+                 or the gateway stopped before signing"
+            ),
+        ));
+    }
+
+    // A checkpoint kept from earlier: the log must still contain exactly what it signed.
+    if let Some(note) = &opts.trusted_note {
+        let trusted = verifier.verify(note).map_err(|e| {
+            VerifyError::Key(format!("the trusted checkpoint does not verify: {e}"))
+        })?;
+        if trusted.tree_size > n {
+            return Err(cp_err(
+                trusted.tree_size,
+                format!("you trusted a checkpoint of {} entries but the log holds only {n}: it was rolled back", trusted.tree_size),
+            ));
+        }
+        if trusted.tree_size > 0
+            && merkle::root(&leaves[..trusted.tree_size as usize]) != trusted.root_hash
+        {
+            return Err(cp_err(
+                trusted.tree_size,
+                "the log no longer matches the checkpoint you trusted: it was rewritten".into(),
+            ));
+        }
+    }
+    Ok(LogReport {
+        log_id: log_id.to_string(),
+        entries: n,
+        checkpoints: checkpoints.len(),
+        latest_checkpoint: latest,
+        root: merkle::root(&leaves),
+    })
+}
+
+/// A progress bar on stderr, drawn only on a terminal.
+struct Progress {
+    on: bool,
+    label: String,
+    total: u64,
+}
+
+impl Progress {
+    fn new(wanted: bool, label: &str, total: u64) -> Progress {
+        Progress {
+            on: wanted && std::io::stderr().is_terminal() && total > 0,
+            label: label.to_string(),
+            total,
+        }
+    }
+    fn set(&mut self, done: u64) {
+        if self.on {
+            let width = 40;
+            let filled = (done * width / self.total.max(1)) as usize;
+            eprint!(
+                "\r{} [{}{}] {done}/{} ({}%)",
+                self.label,
+                "#".repeat(filled),
+                " ".repeat(width as usize - filled.min(width as usize)),
+                self.total,
+                done * 100 / self.total.max(1)
+            );
+            let _ = std::io::stderr().flush();
+        }
+    }
+    fn finish(&mut self) {
+        if self.on {
+            eprintln!();
+        }
+    }
+}
