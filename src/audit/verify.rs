@@ -44,13 +44,13 @@ pub struct LogReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
-    #[error("log {log_id}: entry {index}: {problem}")]
+    #[error("log {log_id}: entry {index} {problem}")]
     Entry {
         log_id: String,
         index: u64,
         problem: String,
     },
-    #[error("log {log_id}: checkpoint of {size} entries: {problem}")]
+    #[error("log {log_id}: the checkpoint of {size} entries {problem}")]
     Checkpoint {
         log_id: String,
         size: u64,
@@ -137,7 +137,7 @@ async fn verify_log(
             if row.leaf_hash.as_slice() != hash.as_slice() {
                 return Err(entry_err(
                     expected,
-                    "its stored leaf hash does not match its content (the entry was changed)"
+                    "has a stored leaf hash that does not match its content (the entry was changed)"
                         .into(),
                 ));
             }
@@ -168,7 +168,7 @@ async fn verify_log(
                 if stored != signed {
                     return Err(entry_err(
                         expected,
-                        format!("column {column} says {stored:?} but the logged entry says {signed:?} (the row was changed)"),
+                        format!("has column {column} = {stored:?} but its logged content says {signed:?} (the row was changed)"),
                     ));
                 }
             }
@@ -187,9 +187,12 @@ async fn verify_log(
     let mut previous: Option<(u64, Hash)> = None;
     let mut first: Option<(u64, Hash)> = None;
     for c in &checkpoints {
-        let signed = verifier
-            .verify(&c.note)
-            .map_err(|e| cp_err(c.tree_size, format!("its signature does not verify: {e}")))?;
+        let signed = verifier.verify(&c.note).map_err(|e| {
+            cp_err(
+                c.tree_size,
+                format!("has a signature that does not verify: {e}"),
+            )
+        })?;
         if signed.tree_size != c.tree_size || signed.root_hash.as_slice() != c.root_hash.as_slice()
         {
             return Err(cp_err(
@@ -215,14 +218,14 @@ async fn verify_log(
         if tree.root() != signed.root_hash {
             return Err(cp_err(
                 c.tree_size,
-                "the entries it covers no longer hash to its signed root (an entry was changed, removed or inserted)".into(),
+                "does not match the entries it covers: they no longer hash to its signed root (an entry was changed, removed or inserted)".into(),
             ));
         }
         if let Some((size, _)) = previous {
             if signed.tree_size <= size {
                 return Err(cp_err(
                     c.tree_size,
-                    format!("it does not grow the log past the previous checkpoint ({size})"),
+                    format!("does not grow the log past the previous checkpoint ({size})"),
                 ));
             }
         }
@@ -231,8 +234,13 @@ async fn verify_log(
     }
     let latest = previous.map_or(0, |(size, _)| size);
     if let (Some((first_size, first_root)), Some((last_size, last_root))) = (first, previous) {
-        let proof = merkle::consistency_proof(&leaves[..last_size as usize], first_size)
-            .map_err(|e| cp_err(last_size, format!("no consistency proof: {e}")))?;
+        let proof =
+            merkle::consistency_proof(&leaves[..last_size as usize], first_size).map_err(|e| {
+                cp_err(
+                    last_size,
+                    format!("has no consistency proof from the first checkpoint: {e}"),
+                )
+            })?;
         merkle::verify_consistency(first_size, last_size, &first_root, &last_root, &proof)
             .map_err(|e| {
                 cp_err(
@@ -262,7 +270,7 @@ async fn verify_log(
         if trusted.tree_size > n {
             return Err(cp_err(
                 trusted.tree_size,
-                format!("you trusted a checkpoint of {} entries but the log holds only {n}: it was rolled back", trusted.tree_size),
+                format!("that you trusted is longer than the log, which holds only {n}: the log was rolled back"),
             ));
         }
         if trusted.tree_size > 0
@@ -270,7 +278,7 @@ async fn verify_log(
         {
             return Err(cp_err(
                 trusted.tree_size,
-                "the log no longer matches the checkpoint you trusted: it was rewritten".into(),
+                "that you trusted no longer matches the log: it was rewritten".into(),
             ));
         }
     }

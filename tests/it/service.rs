@@ -68,11 +68,12 @@ async fn health_reflection_and_unbuilt_rpcs_answer_over_mtls() {
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
     assert!(err.message().contains("issue #6"), "{}", err.message());
-    use jisr::pb::v1::audit_service_client::AuditServiceClient;
-    let err = AuditServiceClient::new(channel)
-        .get_checkpoint(jisr::pb::v1::GetCheckpointRequest::default())
+    use jisr::pb::adapter_v1::inbox_service_client::InboxServiceClient;
+    let err = InboxServiceClient::new(channel)
+        .pull_deliveries(jisr::pb::adapter_v1::PullDeliveriesRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
+    assert!(err.message().contains("issue #5"), "{}", err.message());
     gw.shutdown().await.unwrap();
 }
