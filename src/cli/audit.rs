@@ -62,6 +62,19 @@ pub enum AuditCommand {
     },
     /// Print the published verifier key of this node's checkpoints.
     Key,
+    /// Benchmark: append N synthetic entries through the group-commit writer with C
+    /// concurrent appenders into a separate benchmark database (never the gateway's),
+    /// then print one JSON line. The log is kept, with its verifier key beside it, so
+    /// `jisr audit verify` can be timed on it.
+    Bench {
+        #[arg(long, default_value_t = 100_000)]
+        entries: u64,
+        #[arg(long, default_value_t = 64)]
+        concurrency: u64,
+        /// Benchmark database, replaced if it is an SQLite file.
+        #[arg(long, default_value = "sqlite://data/audit-bench.db")]
+        database: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -71,6 +84,14 @@ pub enum ExportFormat {
 }
 
 pub async fn run(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
+    if let AuditCommand::Bench {
+        entries,
+        concurrency,
+        database,
+    } = command
+    {
+        return bench(config, entries, concurrency, database).await;
+    }
     let (pool, _) = Store::open_pool(&config.database).await?;
     match command {
         AuditCommand::Verify {
@@ -214,7 +235,96 @@ pub async fn run(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
             println!("{}", verifier_key(config, None)?);
             Ok(())
         }
+        AuditCommand::Bench { .. } => unreachable!("handled above"),
     }
+}
+
+async fn bench(config: &Config, entries: u64, concurrency: u64, url: String) -> anyhow::Result<()> {
+    use crate::audit::checkpoint::NoteSigner;
+    use crate::config::DatabaseConfig;
+    use crate::store::LogSettings;
+    anyhow::ensure!(
+        entries > 0 && concurrency > 0,
+        "entries and concurrency must be positive"
+    );
+    let file = url
+        .strip_prefix("sqlite://")
+        .map(|f| f.split('?').next().unwrap_or(f).to_string());
+    if let Some(file) = &file {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{file}{suffix}"));
+        }
+    }
+    let pkcs8 = NoteSigner::generate_pkcs8()?;
+    let signer = NoteSigner::from_pkcs8("bench.jisr/audit", &pkcs8)?;
+    let key_file = format!("{}.pub", file.as_deref().unwrap_or("data/audit-bench"));
+    if let Some(dir) = std::path::Path::new(&key_file).parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&key_file, format!("{}\n", signer.verifier_key()))?;
+    let store = Store::connect(
+        &DatabaseConfig {
+            url: url.clone(),
+            max_connections: 4,
+        },
+        LogSettings {
+            log_id: "bench".into(),
+            signer: std::sync::Arc::new(signer),
+            checkpoint_every: config.audit.checkpoint_every,
+            checkpoint_interval: std::time::Duration::from_millis(
+                config.audit.checkpoint_interval_ms,
+            ),
+        },
+    )
+    .await?;
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let store = store.clone();
+        let count = entries / concurrency + u64::from(worker < entries % concurrency);
+        tasks.push(tokio::spawn(async move {
+            for i in 0..count {
+                let entry = AuditEntry {
+                    log_id: String::new(),
+                    leaf_index: 0,
+                    time_ms: 0,
+                    trace_id: format!("{:032x}", (worker << 40) | i),
+                    caller_agency: "social-services".into(),
+                    cert_fingerprint: "ab".repeat(32),
+                    cert_serial: "7c7880da3aa6bc8a2b79439fd3779aefe1cb9c9d".into(),
+                    officer_subject: String::new(),
+                    method: "/jisr.v1.ReferralService/SubmitReferral".into(),
+                    target_ids: vec![ulid::Ulid::new().to_string()],
+                    recipient_agency: "housing".into(),
+                    decision: Decision::Allow,
+                    rule: "mtls.registered-agency".into(),
+                    grpc_code: 0,
+                    duration_us: 0,
+                    request_sha256: vec![0x5a; 32],
+                };
+                store.append_audit(entry, std::time::Instant::now()).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    store.close().await;
+    println!(
+        "{}",
+        json!({
+            "bench": "audit-append",
+            "database": crate::store::redact(&url),
+            "entries": entries,
+            "concurrency": concurrency,
+            "seconds": (seconds * 1000.0).round() / 1000.0,
+            "entries_per_s": (entries as f64 / seconds).round(),
+            "verifier_key_file": key_file,
+        })
+    );
+    Ok(())
 }
 
 /// The verifier key: given, read from a file, or the published one beside the signing key.
