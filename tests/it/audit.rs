@@ -574,3 +574,72 @@ async fn verify_names_every_kind_of_tampering() {
         .to_string();
     assert!(err.contains("rolled back"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_cli_verifies_exports_and_proves_and_fails_loudly_on_tampering() {
+    let (env, pool, _) = stopped_log().await;
+    let jisr = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_jisr"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("JISR_DATABASE__URL", &env.config.database.url)
+            .env("JISR_AUDIT__SIGNING_KEY", &env.config.audit.signing_key)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = jisr(&["audit", "verify", "--grace-ms", "0"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("log jisr-1: OK — 12 entries"), "{stdout}");
+
+    let out = jisr(&["audit", "export", "--format", "jsonl"]);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 12);
+    assert_eq!(
+        lines[0]["method"],
+        "/jisr.v1.ReferralService/SubmitReferral"
+    );
+    assert_eq!(lines[1]["caller_agency"], "housing");
+    let out = jisr(&[
+        "audit",
+        "export",
+        "--format",
+        "ocsf",
+        "--since",
+        "2000-01-01T00:00:00Z",
+    ]);
+    let first: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (first["class_uid"].as_i64(), first["activity_id"].as_i64()),
+        (Some(6003), Some(1))
+    );
+    assert_eq!(first["api"]["operation"], "SubmitReferral");
+    let out = jisr(&["audit", "export", "--until", "2000-01-01T00:00:00Z"]);
+    assert!(out.stdout.is_empty(), "nothing before 2000");
+
+    let out = jisr(&["audit", "proof", "--leaf", "7"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let proof: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (proof["leaf_index"].as_u64(), proof["verified"].as_bool()),
+        (Some(7), Some(true))
+    );
+
+    exec(&pool, "DELETE FROM audit_entries WHERE leaf_index = 9").await;
+    let out = jisr(&["audit", "verify", "--grace-ms", "0"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("entry 9 is missing"), "{stderr}");
+}
