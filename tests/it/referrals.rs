@@ -744,6 +744,51 @@ async fn the_whole_flow_works_on_postgresql() {
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     drop(stream);
+    // The audit trail on PostgreSQL: an auditor proves the receipt, and after shutdown (final
+    // checkpoint) the whole log verifies.
+    let receipt = first.audit_receipt.clone().unwrap();
+    let mut auditor = jisr::pb::v1::audit_service_client::AuditServiceClient::new(
+        env.channel(&gw, &env.agency_cert("digital")).await.unwrap(),
+    );
+    let proof = loop {
+        match auditor
+            .get_inclusion_proof(GetInclusionProofRequest {
+                log_id: String::new(),
+                leaf_index: receipt.leaf_index,
+                tree_size: 0,
+            })
+            .await
+        {
+            Ok(p) => break p.into_inner(),
+            Err(e) => {
+                assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(proof.leaf_hash, receipt.leaf_hash);
     gw.shutdown().await.unwrap();
+    let (pool, _) = jisr::store::Store::open_pool(&env.config.database)
+        .await
+        .unwrap();
+    let key = std::fs::read_to_string(jisr::audit::verifier_key_path(
+        &env.config.audit.signing_key,
+    ))
+    .unwrap();
+    let reports = jisr::audit::verify::verify(
+        &pool,
+        &jisr::audit::verify::VerifyOptions {
+            log_id: None,
+            verifier_key: key.trim().to_string(),
+            trusted_note: None,
+            grace_ms: 0,
+            progress: false,
+        },
+    )
+    .await
+    .expect("the PostgreSQL audit log verifies");
+    // submit, its retry, two updates, at least one proof call (watch and retries vary).
+    assert!(reports[0].entries >= 5, "{reports:?}");
+    pool.close().await;
     db.drop_database().await;
 }
