@@ -35,6 +35,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
     /// The agency registry.
     #[serde(default)]
     pub agencies: Vec<AgencyConfig>,
@@ -126,6 +128,84 @@ pub struct AgencyConfig {
     /// Roles beyond exchanging cases: "auditor" may read the audit trail.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// How the gateway delivers to this agency (default: the agency pulls from its inbox).
+    #[serde(default)]
+    pub adapter: AdapterConfig,
+}
+
+/// An agency's delivery adapter, chosen by `kind`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum AdapterConfig {
+    /// The agency calls jisr.adapter.v1.InboxService to pull and acknowledge deliveries.
+    #[default]
+    Inbox,
+    /// The gateway calls the agency's jisr.adapter.v1.AgencyEndpointService over mTLS.
+    Grpc {
+        /// e.g. "https://housing.example.gov:8443"
+        endpoint: String,
+        /// The name the agency's server certificate must carry (default: the endpoint's host).
+        #[serde(default)]
+        server_name: Option<String>,
+        /// CA bundle for the agency's server certificate (default: tls.ca_cert).
+        #[serde(default)]
+        ca_cert: Option<PathBuf>,
+    },
+}
+
+impl AdapterConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AdapterConfig::Inbox => "inbox",
+            AdapterConfig::Grpc { .. } => "grpc",
+        }
+    }
+}
+
+/// Delivery to agencies: retries, limits, dead letters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// The gateway's own client certificate for calling agencies (created with the dev PKI).
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// Give up (dead letter) after this many attempts...
+    pub max_attempts: u32,
+    /// ...or this long after the delivery was created.
+    pub max_age_secs: u64,
+    /// Backoff before retry n: min(initial * 2^(n-1), max), with jitter.
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// One attempt's deadline.
+    pub timeout_ms: u64,
+    /// Deliveries in flight to one agency at once.
+    pub per_agency_concurrency: usize,
+    /// Consecutive failures that open an agency's circuit breaker, and how long it stays open.
+    pub breaker_failures: u32,
+    pub breaker_cooldown_ms: u64,
+    /// An inbox delivery not acknowledged this long after it was pulled is offered again.
+    pub visibility_timeout_ms: u64,
+    /// How often the dispatcher looks for due retries when nothing wakes it.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            client_cert: PathBuf::from("certs/dev/gateway-client.pem"),
+            client_key: PathBuf::from("certs/dev/gateway-client.key"),
+            max_attempts: 10,
+            max_age_secs: 86_400,
+            initial_backoff_ms: 200,
+            max_backoff_ms: 60_000,
+            timeout_ms: 10_000,
+            per_agency_concurrency: 8,
+            breaker_failures: 5,
+            breaker_cooldown_ms: 10_000,
+            visibility_timeout_ms: 30_000,
+            poll_interval_ms: 500,
+        }
+    }
 }
 
 fn default_node_id() -> String {
@@ -309,6 +389,22 @@ impl Config {
             };
             return Err(invalid(k.into(), v, "at least 1"));
         }
+        let d = &self.delivery;
+        for (key, value) in [
+            ("delivery.max_attempts", u64::from(d.max_attempts)),
+            ("delivery.timeout_ms", d.timeout_ms),
+            (
+                "delivery.per_agency_concurrency",
+                d.per_agency_concurrency as u64,
+            ),
+            ("delivery.breaker_failures", u64::from(d.breaker_failures)),
+            ("delivery.visibility_timeout_ms", d.visibility_timeout_ms),
+            ("delivery.poll_interval_ms", d.poll_interval_ms),
+        ] {
+            if value == 0 {
+                return Err(invalid(key.into(), "0", "at least 1"));
+            }
+        }
         if self.limits.max_connections == 0 {
             return Err(invalid("limits.max_connections".into(), "0", "at least 1"));
         }
@@ -327,6 +423,15 @@ impl Config {
                         key(&format!("roles[{j}]")),
                         role,
                         "a known role: \"auditor\"",
+                    ));
+                }
+            }
+            if let AdapterConfig::Grpc { endpoint, .. } = &agency.adapter {
+                if !endpoint.starts_with("https://") {
+                    return Err(invalid(
+                        key("adapter.endpoint"),
+                        endpoint,
+                        "an https:// URL of the agency's endpoint",
                     ));
                 }
             }

@@ -5,11 +5,13 @@
 //! errors) → `domain` (lifecycle rules) → `store` (one transaction) → reply.
 #![forbid(unsafe_code)]
 
+pub mod adapters;
 pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod domain;
 pub mod server;
 pub mod store;

@@ -12,10 +12,13 @@ use tokio_rustls::TlsAcceptor;
 use tonic::transport::Server;
 
 use crate::api::audit::AuditApi;
+use crate::api::inbox::InboxApi;
 use crate::api::referral::ReferralApi;
 use crate::audit::layer::AuditLayer;
 use crate::config::Config;
+use crate::delivery::dispatcher::Dispatcher;
 use crate::pb;
+use crate::pb::adapter_v1::inbox_service_server::InboxServiceServer;
 use crate::pb::v1::audit_service_server::AuditServiceServer;
 use crate::pb::v1::referral_service_server::ReferralServiceServer;
 use crate::store::{LogSettings, Store};
@@ -29,6 +32,7 @@ pub struct Gateway {
     pub store: Store,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
+    dispatcher: JoinHandle<()>,
 }
 
 impl Gateway {
@@ -84,7 +88,17 @@ impl Gateway {
             .add_service(AuditServiceServer::new(AuditApi::new(
                 store.pool().clone(),
                 config,
+            )))
+            .add_service(InboxServiceServer::new(InboxApi::new(
+                store.clone(),
+                config,
             )));
+        let dispatcher = Dispatcher::new(
+            store.clone(),
+            crate::adapters::build(config)?,
+            config.delivery.clone(),
+        )
+        .spawn(shutdown_rx.clone());
         let router = crate::api::unimplemented::add_services(router);
         let mut stop = shutdown_rx;
         let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
@@ -97,6 +111,7 @@ impl Gateway {
             store,
             shutdown,
             task,
+            dispatcher,
         })
     }
 
@@ -104,6 +119,7 @@ impl Gateway {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
         let result = self.task.await;
+        let _ = self.dispatcher.await;
         self.store.close().await;
         result??;
         Ok(())

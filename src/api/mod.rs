@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod error;
+pub mod inbox;
 mod paging;
 pub mod referral;
 pub mod unimplemented;

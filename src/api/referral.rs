@@ -16,9 +16,11 @@ use super::error::ApiError;
 use super::paging;
 use super::validate::Violations;
 use crate::auth::{self, Caller};
+use crate::delivery::payload;
 use crate::domain::referral::{check_transition, is_final, Actor};
 use crate::pb::v1::referral_service_server::ReferralService;
 use crate::pb::v1::*;
+use crate::store::outbox::NewDelivery;
 use crate::store::{now_ms, EventRow, ListFilter, NewEvent, ReferralRow, Store, StoreError};
 use crate::tls::Registry;
 
@@ -171,8 +173,21 @@ impl ReferralApi {
                     }
                     let receipt = tx.audit_receipt()?;
                     let history = tx.referral_history(&row.id).await?;
+                    let delivered = to_proto(&row, &history, now)?;
+                    // The recipient's copy, delivered through its adapter (same transaction).
+                    tx.enqueue(
+                        &NewDelivery {
+                            agency: &row.to_agency,
+                            kind: payload::KIND_REFERRAL,
+                            subject_id: &row.id,
+                            payload: payload::referral(&delivered),
+                            traceparent: &traceparent(&delivered.trace_id),
+                        },
+                        now,
+                    )
+                    .await?;
                     let response = SubmitReferralResponse {
-                        referral: Some(to_proto(&row, &history, now)?),
+                        referral: Some(delivered),
                         audit_receipt: Some(receipt_proto(&receipt)),
                     };
                     tx.record_idempotent(
@@ -515,8 +530,27 @@ impl ReferralApi {
                     .await?;
                     let receipt = tx.audit_receipt()?;
                     let history = tx.referral_history(&row.id).await?;
+                    let referral = to_proto(&row, &history, now)?;
+                    // The other party is told, through its adapter (same transaction).
+                    if let Some(change) = referral.status_history.last() {
+                        tx.enqueue(
+                            &NewDelivery {
+                                agency: counterpart(&row, &agency),
+                                kind: payload::KIND_STATUS_UPDATE,
+                                subject_id: &row.id,
+                                payload: payload::referral_status(
+                                    &row.id,
+                                    change.clone(),
+                                    referral.overdue,
+                                ),
+                                traceparent: &traceparent(&referral.trace_id),
+                            },
+                            now,
+                        )
+                        .await?;
+                    }
                     let response = UpdateReferralStatusResponse {
-                        referral: Some(to_proto(&row, &history, now)?),
+                        referral: Some(referral),
                         audit_receipt: Some(receipt_proto(&receipt)),
                     };
                     tx.record_idempotent(
@@ -637,6 +671,12 @@ pub fn receipt_proto(r: &crate::store::Receipt) -> AuditReceipt {
         leaf_index: r.leaf_index,
         leaf_hash: r.leaf_hash.to_vec(),
     }
+}
+
+/// A W3C traceparent continuing the exchange's trace (a new span id each time).
+fn traceparent(trace_id: &str) -> String {
+    let span = ulid::Ulid::new().0 as u64;
+    format!("00-{trace_id}-{span:016x}-01")
 }
 
 fn not_found(id: &str) -> ApiError {

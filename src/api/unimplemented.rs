@@ -7,8 +7,6 @@ use tokio_stream::Stream;
 use tonic::transport::server::Router;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::pb::adapter_v1::inbox_service_server::{InboxService, InboxServiceServer};
-use crate::pb::adapter_v1::*;
 use crate::pb::v1::directory_service_server::{DirectoryService, DirectoryServiceServer};
 use crate::pb::v1::document_service_server::{DocumentService, DocumentServiceServer};
 use crate::pb::v1::information_request_service_server::{
@@ -28,7 +26,6 @@ pub fn add_services<L>(router: Router<L>) -> Router<L> {
         .add_service(InformationRequestServiceServer::new(NotBuilt))
         .add_service(DocumentServiceServer::new(NotBuilt))
         .add_service(DirectoryServiceServer::new(NotBuilt))
-        .add_service(InboxServiceServer::new(NotBuilt))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -60,11 +57,6 @@ not_built!(DirectoryService, "jisr.v1.DirectoryService", issue 6, {
     list_agencies(ListAgenciesRequest) -> ListAgenciesResponse = "ListAgencies";
     search_services(SearchServicesRequest) -> SearchServicesResponse = "SearchServices";
     recommend_agency(RecommendAgencyRequest) -> RecommendAgencyResponse = "RecommendAgency";
-});
-
-not_built!(InboxService, "jisr.adapter.v1.InboxService", issue 5, {
-    pull_deliveries(PullDeliveriesRequest) -> PullDeliveriesResponse = "PullDeliveries";
-    ack_delivery(AckDeliveryRequest) -> AckDeliveryResponse = "AckDelivery";
 });
 
 type DownloadStream = Pin<Box<dyn Stream<Item = Result<DownloadDocumentResponse, Status>> + Send>>;

@@ -9,6 +9,7 @@
 //! serialized by a transaction-scoped advisory lock.
 
 pub mod audit;
+pub mod outbox;
 pub mod referrals;
 pub mod writer;
 
@@ -60,6 +61,8 @@ pub struct Store {
     log_id: String,
     /// The newest committed event sequence number this process knows of.
     events: Arc<watch::Sender<i64>>,
+    /// Counts commits that enqueued or rescheduled a delivery.
+    outbox: Arc<watch::Sender<u64>>,
 }
 
 impl Store {
@@ -69,13 +72,16 @@ impl Store {
         let (pool, backend) = connect_pool(config).await?;
         let events = Arc::new(watch::channel(latest_event_seq(&pool).await?).0);
         let log_id = log.log_id.clone();
-        let writer = writer::start(pool.clone(), backend, log, events.clone()).await?;
+        let outbox = Arc::new(watch::channel(0u64).0);
+        let writer =
+            writer::start(pool.clone(), backend, log, events.clone(), outbox.clone()).await?;
         Ok(Store {
             pool,
             backend,
             writer,
             log_id,
             events,
+            outbox,
         })
     }
 
@@ -120,6 +126,12 @@ impl Store {
     /// This node's audit log id.
     pub fn log_id(&self) -> &str {
         &self.log_id
+    }
+
+    /// Changes when a commit enqueued or rescheduled a delivery (the dispatcher and
+    /// long-polling inboxes wait on it).
+    pub fn outbox_changes(&self) -> watch::Receiver<u64> {
+        self.outbox.subscribe()
     }
 
     /// Wakes up when events are committed by this process (other replicas are polled).
@@ -256,6 +268,11 @@ fn migrator(backend: Backend) -> Migrator {
                 "audit",
                 include_str!("../../migrations/sqlite/0002_audit.sql"),
             ),
+            (
+                3,
+                "outbox",
+                include_str!("../../migrations/sqlite/0003_outbox.sql"),
+            ),
         ],
         Backend::Postgres => &[
             (
@@ -267,6 +284,11 @@ fn migrator(backend: Backend) -> Migrator {
                 2,
                 "audit",
                 include_str!("../../migrations/postgres/0002_audit.sql"),
+            ),
+            (
+                3,
+                "outbox",
+                include_str!("../../migrations/postgres/0003_outbox.sql"),
             ),
         ],
     };

@@ -52,6 +52,8 @@ pub struct LogSettings {
 pub struct WriteTx {
     tx: Transaction<'static, Any>,
     pub(super) last_event: Option<i64>,
+    /// A job enqueued or rescheduled a delivery: wake the dispatcher after commit.
+    pub(super) outbox_changed: bool,
     log_id: String,
     next_leaf: u64,
     draft: Option<AuditEntry>,
@@ -229,6 +231,7 @@ pub(super) async fn start(
     backend: Backend,
     settings: LogSettings,
     events: Arc<watch::Sender<i64>>,
+    outbox: Arc<watch::Sender<u64>>,
 ) -> Result<WriterHandle, StoreError> {
     let rows = sqlx::query(
         "SELECT leaf_index, leaf_hash FROM audit_entries WHERE log_id = $1 ORDER BY leaf_index",
@@ -265,7 +268,7 @@ pub(super) async fn start(
         checkpointed: checkpointed as u64,
     };
     let (jobs, rx) = mpsc::channel(4096);
-    tokio::spawn(run(pool, backend, state, rx, events));
+    tokio::spawn(run(pool, backend, state, rx, events, outbox));
     Ok(WriterHandle { jobs })
 }
 
@@ -275,6 +278,7 @@ async fn run(
     mut log: LogState,
     mut jobs: mpsc::Receiver<Job>,
     events: Arc<watch::Sender<i64>>,
+    outbox: Arc<watch::Sender<u64>>,
 ) {
     loop {
         let first = match log.uncovered_since {
@@ -284,7 +288,7 @@ async fn run(
                 tokio::select! {
                     job = jobs.recv() => job,
                     _ = tokio::time::sleep_until(deadline) => {
-                        if let Err(e) = commit_batch(&pool, backend, &mut log, Vec::new(), &events).await {
+                        if let Err(e) = commit_batch(&pool, backend, &mut log, Vec::new(), &events, &outbox).await {
                             tracing::error!(error = %e, "writing an audit checkpoint failed");
                             tokio::time::sleep(Duration::from_millis(500)).await;
                         }
@@ -297,7 +301,7 @@ async fn run(
         let Some(first) = first else {
             // Every handle is gone: cover what is left with a checkpoint and stop.
             if log.tree.size() > log.checkpointed {
-                let _ = commit_batch(&pool, backend, &mut log, Vec::new(), &events).await;
+                let _ = commit_batch(&pool, backend, &mut log, Vec::new(), &events, &outbox).await;
             }
             return;
         };
@@ -317,14 +321,16 @@ async fn run(
             }
         }
         if !batch.is_empty() {
-            if let Err(e) = commit_batch(&pool, backend, &mut log, batch, &events).await {
+            if let Err(e) = commit_batch(&pool, backend, &mut log, batch, &events, &outbox).await {
                 tracing::error!(error = %e, "a write batch failed; its callers were told");
             }
         }
         if let Some(done) = close {
             if log.tree.size() > log.checkpointed {
                 log.uncovered_since = Some(Instant::now() - log.settings.checkpoint_interval);
-                if let Err(e) = commit_batch(&pool, backend, &mut log, Vec::new(), &events).await {
+                if let Err(e) =
+                    commit_batch(&pool, backend, &mut log, Vec::new(), &events, &outbox).await
+                {
                     tracing::error!(error = %e, "the final audit checkpoint failed");
                 }
             }
@@ -357,6 +363,7 @@ async fn commit_batch(
     log: &mut LogState,
     batch: Vec<Work>,
     events: &watch::Sender<i64>,
+    outbox: &watch::Sender<u64>,
 ) -> Result<(), Arc<StoreError>> {
     let mut completions: Vec<(Completion, Option<usize>)> = Vec::with_capacity(batch.len());
     let mut appended: Vec<(AuditEntry, Vec<u8>, Hash)> = Vec::new();
@@ -364,6 +371,7 @@ async fn commit_batch(
         Ok(tx) => WriteTx {
             tx,
             last_event: None,
+            outbox_changed: false,
             log_id: log.settings.log_id.clone(),
             next_leaf: log.tree.size(),
             draft: None,
@@ -389,7 +397,7 @@ async fn commit_batch(
                     w.started = started;
                     w.finalized = None;
                     sqlx::query("SAVEPOINT job").execute(w.conn()).await?;
-                    let events_before = w.last_event;
+                    let (events_before, outbox_before) = (w.last_event, w.outbox_changed);
                     let (ok, complete) = run(&mut w).await;
                     // Recorded first, so a failure below reaches this caller as an error.
                     let at = if ok {
@@ -413,6 +421,7 @@ async fn commit_batch(
                             .execute(w.conn())
                             .await?;
                         w.last_event = events_before;
+                        w.outbox_changed = outbox_before;
                     }
                 }
                 Work::Audit {
@@ -464,7 +473,7 @@ async fn commit_batch(
         Ok(()) if due => insert_checkpoint(w.conn(), &log.settings, &tree).await,
         other => other,
     };
-    let last_event = w.last_event;
+    let (last_event, outbox_changed) = (w.last_event, w.outbox_changed);
     let result = match outcome {
         Ok(()) => w.tx.commit().await.map_err(StoreError::from),
         Err(e) => Err(e),
@@ -480,6 +489,9 @@ async fn commit_batch(
             }
             if let Some(seq) = last_event {
                 events.send_modify(|latest| *latest = (*latest).max(seq));
+            }
+            if outbox_changed {
+                outbox.send_modify(|n| *n += 1);
             }
             for (complete, at) in completions {
                 complete(Ok(at.map(|i| receipt(&appended[i].0, &appended[i].2))));

@@ -224,6 +224,16 @@ pub fn init_dev_pki(config: &Config, force: bool) -> Result<DevPkiReport, PkiErr
         write(&cert, &issued.cert_pem)?;
         write_secret(&key, &issued.key_pem)?;
     }
+    // The gateway's own identity when it calls agencies (the grpc and rest adapters).
+    let mut gateway = LeafSpec::agency(&config.trust_domain, "unused");
+    gateway.common_name = format!("jisr gateway {}", config.node_id);
+    gateway.uris = vec![format!(
+        "spiffe://{}/gateway/{}",
+        config.trust_domain, config.node_id
+    )];
+    let issued = ca.issue(&gateway)?;
+    write(&config.delivery.client_cert, &issued.cert_pem)?;
+    write_secret(&config.delivery.client_key, &issued.key_pem)?;
     let audit_verifier_key = crate::audit::create_signing_key(config, &config.audit.signing_key)
         .map_err(|e| PkiError::Invalid(e.to_string()))?;
     Ok(DevPkiReport {

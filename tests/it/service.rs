@@ -68,12 +68,12 @@ async fn health_reflection_and_unbuilt_rpcs_answer_over_mtls() {
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
     assert!(err.message().contains("issue #6"), "{}", err.message());
-    use jisr::pb::adapter_v1::inbox_service_client::InboxServiceClient;
-    let err = InboxServiceClient::new(channel)
-        .pull_deliveries(jisr::pb::adapter_v1::PullDeliveriesRequest::default())
+    use jisr::pb::v1::information_request_service_client::InformationRequestServiceClient;
+    let err = InformationRequestServiceClient::new(channel)
+        .get_information_request(jisr::pb::v1::GetInformationRequestRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("issue #5"), "{}", err.message());
+    assert!(err.message().contains("issue #6"), "{}", err.message());
     gw.shutdown().await.unwrap();
 }

@@ -360,7 +360,7 @@ async fn migrations_are_embedded_and_rerun_safely() {
             .fetch_one(&again)
             .await
             .unwrap();
-        assert_eq!(applied.0, 2);
+        assert_eq!(applied.0, 3);
         let (kept,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM referrals WHERE id = '01D'")
             .fetch_one(&again)
             .await

@@ -1,0 +1,20 @@
+-- The transactional outbox: every message an agency must receive, written in the same
+-- transaction as the change that caused it, then delivered by the dispatcher (or pulled).
+CREATE TABLE outbox (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    delivery_id     TEXT NOT NULL UNIQUE,   -- stable across attempts; receivers de-duplicate on it
+    agency          TEXT NOT NULL,          -- the receiving agency
+    kind            TEXT NOT NULL,          -- referral | status_update
+    subject_id      TEXT NOT NULL,          -- the referral: its deliveries to one agency go in order
+    payload         BLOB NOT NULL,          -- jisr.adapter.v1.Delivery (payload only)
+    traceparent     TEXT NOT NULL,
+    state           TEXT NOT NULL,          -- pending | leased | delivered | dead
+    attempts        INTEGER NOT NULL,
+    next_attempt_at BIGINT NOT NULL,        -- unix ms; for leased rows, when the lease ends
+    created_at      BIGINT NOT NULL,
+    updated_at      BIGINT NOT NULL,
+    last_error      TEXT NOT NULL,
+    receipt_id      TEXT NOT NULL
+);
+CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
+CREATE INDEX outbox_by_subject ON outbox (subject_id, agency, seq);

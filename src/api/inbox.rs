@@ -1,0 +1,197 @@
+//! jisr.adapter.v1.InboxService: agencies that accept no inbound connection pull their
+//! deliveries and acknowledge each. A delivery not acknowledged within the visibility
+//! timeout is offered again (at least once); acknowledging is idempotent.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use super::error::ApiError;
+use super::referral::{receipt_proto, timestamp};
+use super::validate::Violations;
+use crate::auth;
+use crate::config::{AdapterConfig, Config};
+use crate::delivery::effects;
+use crate::pb::adapter_v1::inbox_service_server::InboxService;
+use crate::pb::adapter_v1::*;
+use crate::store::outbox::{OutboxRow, DEAD, DELIVERED};
+use crate::store::{now_ms, Store, StoreError};
+
+const DEFAULT_MAX: i32 = 10;
+const MAX: i32 = 100;
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Clone)]
+pub struct InboxApi {
+    store: Store,
+    /// Agencies whose adapter is `inbox`.
+    pullers: Arc<HashSet<String>>,
+    visibility_ms: i64,
+}
+
+impl InboxApi {
+    pub fn new(store: Store, config: &Config) -> InboxApi {
+        InboxApi {
+            store,
+            pullers: Arc::new(
+                config
+                    .agencies
+                    .iter()
+                    .filter(|a| matches!(a.adapter, AdapterConfig::Inbox))
+                    .map(|a| a.id.clone())
+                    .collect(),
+            ),
+            visibility_ms: config.delivery.visibility_timeout_ms as i64,
+        }
+    }
+}
+
+fn to_delivery(row: &OutboxRow) -> Result<Delivery, StoreError> {
+    let mut d = Delivery::decode(row.payload.as_slice())
+        .map_err(|e| StoreError::Corrupt(format!("delivery {}: {e}", row.delivery_id)))?;
+    d.metadata = Some(DeliveryMetadata {
+        delivery_id: row.delivery_id.clone(),
+        attempt: row.attempts as u32,
+        created_at: Some(timestamp(row.created_at)),
+        traceparent: row.traceparent.clone(),
+    });
+    d.visibility_deadline = Some(timestamp(row.next_attempt_at));
+    Ok(d)
+}
+
+#[tonic::async_trait]
+impl InboxService for InboxApi {
+    async fn pull_deliveries(
+        &self,
+        request: Request<PullDeliveriesRequest>,
+    ) -> Result<Response<PullDeliveriesResponse>, Status> {
+        let caller = auth::caller(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        v.check(
+            (0..=MAX).contains(&req.max_deliveries),
+            "max_deliveries",
+            format!("must be between 0 and {MAX} (0 means {DEFAULT_MAX})"),
+        );
+        let wait = match &req.wait {
+            None => Duration::ZERO,
+            Some(w) if w.seconds >= 0 && (0..1_000_000_000).contains(&w.nanos) => {
+                Duration::new(w.seconds as u64, w.nanos as u32).min(MAX_WAIT)
+            }
+            Some(_) => {
+                v.add("wait", "must be a non-negative duration");
+                Duration::ZERO
+            }
+        };
+        v.finish().map_err(|e| e.refuse(&caller.audit))?;
+        if !self.pullers.contains(caller.agency()) {
+            return Err(Status::failed_precondition(format!(
+                "deliveries to {} are pushed to its endpoint by its adapter; only agencies with adapter kind \"inbox\" pull",
+                caller.agency()
+            )));
+        }
+        let max = i64::from(if req.max_deliveries == 0 {
+            DEFAULT_MAX
+        } else {
+            req.max_deliveries
+        });
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut changes = self.store.outbox_changes();
+        loop {
+            changes.borrow_and_update();
+            let agency = vec![caller.agency().to_string()];
+            let visibility = self.visibility_ms;
+            let (rows, _) = self
+                .store
+                .write(None, move |tx| {
+                    Box::pin(async move {
+                        let now = now_ms();
+                        tx.lease_due(Some(&agency), now, now + visibility, max)
+                            .await
+                    })
+                })
+                .await
+                .map_err(|e| ApiError::Store(e).refuse(&caller.audit))?;
+            if !rows.is_empty() || tokio::time::Instant::now() >= deadline {
+                let deliveries = rows
+                    .iter()
+                    .map(to_delivery)
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| ApiError::Store(e).refuse(&caller.audit))?;
+                return Ok(Response::new(PullDeliveriesResponse { deliveries }));
+            }
+            // Long poll: wake on a new delivery, or look again when a lease may have ended.
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+
+    async fn ack_delivery(
+        &self,
+        request: Request<AckDeliveryRequest>,
+    ) -> Result<Response<AckDeliveryResponse>, Status> {
+        let caller = auth::caller(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        v.ulid("delivery_id", &req.delivery_id);
+        let outcome = v.enum_value::<AckOutcome>(
+            "outcome",
+            req.outcome,
+            true,
+            "ACCEPTED or REJECTED_PERMANENT",
+        );
+        v.max_len("receipt_id", &req.receipt_id, 200);
+        v.max_len("error_message", &req.error_message, 2000);
+        v.finish().map_err(|e| e.refuse(&caller.audit))?;
+        let Some(outcome) = outcome else {
+            return Err(Status::invalid_argument("outcome is required"));
+        };
+        caller.audit.set_target(&req.delivery_id, "");
+        let agency = caller.agency().to_string();
+        let result = self
+            .store
+            .write(Some(caller.audit.entry(0)), move |tx| {
+                Box::pin(async move {
+                    let now = now_ms();
+                    let row = tx
+                        .delivery(&req.delivery_id)
+                        .await?
+                        .filter(|r| r.agency == agency)
+                        .ok_or_else(|| ApiError::NotFound {
+                            kind: "delivery",
+                            id: req.delivery_id.clone(),
+                        })?;
+                    // Acknowledged before (a retried ack): nothing changes.
+                    if row.state != DELIVERED && row.state != DEAD {
+                        if outcome == AckOutcome::Accepted {
+                            tx.mark_delivered(&row.delivery_id, &req.receipt_id, now)
+                                .await?;
+                            effects::delivered(tx, &row, now).await?;
+                        } else {
+                            let error = format!("rejected by {agency}: {}", req.error_message);
+                            tx.mark_dead(&row.delivery_id, &error, now).await?;
+                            effects::given_up(tx, &row, &error, now).await?;
+                        }
+                    }
+                    let receipt = tx.audit_receipt()?;
+                    Ok::<_, ApiError>(AckDeliveryResponse {
+                        audit_receipt: Some(receipt_proto(&receipt)),
+                    })
+                })
+            })
+            .await;
+        match result {
+            Ok((response, _)) => {
+                caller.audit.mark_recorded();
+                Ok(Response::new(response))
+            }
+            Err(e) => Err(e.refuse(&caller.audit)),
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! Drains the outbox: leases due deliveries of agencies that take pushes, delivers each
+//! through the agency's adapter, and records the outcome, with a per-agency concurrency
+//! limit and circuit breaker. A lease outlives one attempt's deadline, so a delivery whose
+//! gateway died mid-attempt is offered again when its lease ends (at least once).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+use super::{backoff, effects, Adapter, DeliveryError, OutboundDelivery};
+use crate::config::DeliveryConfig;
+use crate::pb::adapter_v1::{Delivery, DeliveryMetadata};
+use crate::store::outbox::OutboxRow;
+use crate::store::{now_ms, Store, StoreError};
+
+/// Agencies whose deliveries are pushed, with their adapters.
+pub type Adapters = HashMap<String, Arc<dyn Adapter>>;
+
+pub struct Dispatcher {
+    store: Store,
+    adapters: Arc<Adapters>,
+    settings: DeliveryConfig,
+    limits: HashMap<String, Arc<Semaphore>>,
+    breakers: Arc<Mutex<HashMap<String, Breaker>>>,
+}
+
+/// Opens after `threshold` consecutive failures; after `cooldown` lets one attempt
+/// through (half-open), which closes it on success.
+#[derive(Debug, Default)]
+struct Breaker {
+    failures: u32,
+    open_until: Option<Instant>,
+}
+
+impl Breaker {
+    fn allows(&self, now: Instant) -> bool {
+        self.open_until.is_none_or(|t| now >= t)
+    }
+}
+
+impl Dispatcher {
+    pub fn new(store: Store, adapters: Adapters, settings: DeliveryConfig) -> Dispatcher {
+        let limits = adapters
+            .keys()
+            .map(|a| {
+                (
+                    a.clone(),
+                    Arc::new(Semaphore::new(settings.per_agency_concurrency)),
+                )
+            })
+            .collect();
+        Dispatcher {
+            store,
+            adapters: Arc::new(adapters),
+            settings,
+            limits,
+            breakers: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Runs until `shutdown` turns true; attempts in flight finish or keep their lease.
+    pub fn spawn(self, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        let mut wake = self.store.outbox_changes();
+        let this = Arc::new(self);
+        tokio::spawn(async move {
+            loop {
+                if *shutdown.borrow_and_update() {
+                    return;
+                }
+                wake.borrow_and_update();
+                if let Err(e) = this.clone().dispatch_due().await {
+                    tracing::error!(error = %e, "dispatching deliveries failed; retrying");
+                }
+                tokio::select! {
+                    _ = wake.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(this.settings.poll_interval_ms)) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        })
+    }
+
+    /// Leases what agencies can take now and starts delivering it.
+    async fn dispatch_due(self: Arc<Self>) -> Result<(), StoreError> {
+        let now = Instant::now();
+        let ready: Vec<String> = {
+            let breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+            self.limits
+                .iter()
+                .filter(|(agency, limit)| {
+                    limit.available_permits() > 0
+                        && breakers.get(*agency).is_none_or(|b| b.allows(now))
+                })
+                .map(|(agency, _)| agency.clone())
+                .collect()
+        };
+        if ready.is_empty() {
+            return Ok(());
+        }
+        let lease_ms = self.settings.timeout_ms as i64 * 2 + 1000;
+        let limit = (ready.len() * self.settings.per_agency_concurrency) as i64;
+        let (rows, _) = self
+            .store
+            .write(None, move |tx| {
+                Box::pin(async move {
+                    let at = now_ms();
+                    tx.lease_due(Some(&ready), at, at + lease_ms, limit).await
+                })
+            })
+            .await?;
+        for row in rows {
+            let permit = self
+                .limits
+                .get(&row.agency)
+                .and_then(|l| l.clone().try_acquire_owned().ok());
+            let this = self.clone();
+            tokio::spawn(async move {
+                // Without a permit (more was due than the limit), the lease simply runs out
+                // later; with one, deliver now.
+                let Some(_permit) = permit else {
+                    let _ = this
+                        .record(
+                            &row,
+                            Err(DeliveryError::Retryable("per-agency limit reached".into())),
+                        )
+                        .await;
+                    return;
+                };
+                let outcome = this.attempt(&row).await;
+                if let Err(e) = this.record(&row, outcome).await {
+                    tracing::error!(delivery_id = %row.delivery_id, error = %e, "recording a delivery outcome failed; its lease will expire and it will be retried");
+                }
+            });
+        }
+        Ok(())
+    }
+
+    async fn attempt(&self, row: &OutboxRow) -> Result<String, DeliveryError> {
+        let Some(adapter) = self.adapters.get(&row.agency) else {
+            return Err(DeliveryError::Permanent(format!(
+                "no push adapter for agency {}",
+                row.agency
+            )));
+        };
+        let mut message = Delivery::decode(row.payload.as_slice()).map_err(|e| {
+            DeliveryError::Permanent(format!("stored payload cannot be decoded: {e}"))
+        })?;
+        message.metadata = Some(DeliveryMetadata {
+            delivery_id: row.delivery_id.clone(),
+            attempt: row.attempts as u32,
+            created_at: Some(crate::api::referral::timestamp(row.created_at)),
+            traceparent: row.traceparent.clone(),
+        });
+        let outbound = OutboundDelivery {
+            delivery_id: row.delivery_id.clone(),
+            agency: row.agency.clone(),
+            attempt: row.attempts as u32,
+            message,
+        };
+        match tokio::time::timeout(
+            Duration::from_millis(self.settings.timeout_ms),
+            adapter.deliver(&outbound),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(DeliveryError::Retryable(format!(
+                "no answer within {} ms",
+                self.settings.timeout_ms
+            ))),
+        }
+    }
+
+    /// Records an attempt's outcome (and its effects) in one transaction.
+    async fn record(
+        &self,
+        row: &OutboxRow,
+        outcome: Result<String, DeliveryError>,
+    ) -> Result<(), StoreError> {
+        self.note_breaker(&row.agency, &outcome);
+        let s = &self.settings;
+        let age_ms = now_ms() - row.created_at;
+        let decision = match outcome {
+            Ok(receipt) => Fate::Delivered(receipt),
+            Err(DeliveryError::Permanent(e)) => Fate::Dead(format!("refused: {e}")),
+            Err(DeliveryError::Retryable(e)) if row.attempts >= i64::from(s.max_attempts) => {
+                Fate::Dead(format!("gave up after {} attempts: {e}", row.attempts))
+            }
+            Err(DeliveryError::Retryable(e)) if age_ms >= s.max_age_secs as i64 * 1000 => {
+                Fate::Dead(format!("gave up after {} s: {e}", age_ms / 1000))
+            }
+            Err(DeliveryError::Retryable(e)) => {
+                let delay = backoff(
+                    row.attempts as u32,
+                    Duration::from_millis(s.initial_backoff_ms),
+                    Duration::from_millis(s.max_backoff_ms),
+                );
+                Fate::Retry(e, delay.as_millis() as i64)
+            }
+        };
+        match &decision {
+            Fate::Delivered(_) => {
+                tracing::debug!(delivery_id = %row.delivery_id, agency = %row.agency, "delivered")
+            }
+            Fate::Retry(e, delay) => {
+                tracing::info!(delivery_id = %row.delivery_id, agency = %row.agency, attempt = row.attempts, retry_in_ms = delay, error = %e, "delivery failed; will retry")
+            }
+            Fate::Dead(e) => {
+                tracing::warn!(delivery_id = %row.delivery_id, agency = %row.agency, error = %e, "delivery dead-lettered")
+            }
+        }
+        let row = row.clone();
+        self.store
+            .write(None, move |tx| {
+                Box::pin(async move {
+                    let now = now_ms();
+                    // Only while our lease holds: after it ended, another attempt owns it.
+                    let current = tx.delivery(&row.delivery_id).await?;
+                    if current.is_none_or(|c| {
+                        c.state != crate::store::outbox::LEASED || c.attempts != row.attempts
+                    }) {
+                        return Ok(());
+                    }
+                    match decision {
+                        Fate::Delivered(receipt) => {
+                            tx.mark_delivered(&row.delivery_id, &receipt, now).await?;
+                            effects::delivered(tx, &row, now).await
+                        }
+                        Fate::Retry(e, delay) => {
+                            tx.reschedule(&row.delivery_id, &e, now + delay, now).await
+                        }
+                        Fate::Dead(e) => {
+                            tx.mark_dead(&row.delivery_id, &e, now).await?;
+                            effects::given_up(tx, &row, &e, now).await
+                        }
+                    }
+                })
+            })
+            .await
+            .map(|_| ())
+    }
+
+    fn note_breaker(&self, agency: &str, outcome: &Result<String, DeliveryError>) {
+        let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        let b = breakers.entry(agency.to_string()).or_default();
+        match outcome {
+            // An answer, even a refusal, shows the agency's system is up.
+            Ok(_) | Err(DeliveryError::Permanent(_)) => *b = Breaker::default(),
+            Err(DeliveryError::Retryable(_)) => {
+                b.failures += 1;
+                if b.failures >= self.settings.breaker_failures {
+                    b.open_until = Some(
+                        Instant::now() + Duration::from_millis(self.settings.breaker_cooldown_ms),
+                    );
+                    tracing::warn!(%agency, failures = b.failures, "circuit breaker open");
+                }
+            }
+        }
+    }
+}
+
+enum Fate {
+    Delivered(String),
+    Retry(String, i64),
+    Dead(String),
+}

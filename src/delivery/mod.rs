@@ -1,0 +1,94 @@
+//! Durable delivery to agencies: the outbox (written in the same transaction as the change
+//! that caused it), the dispatcher that drains it through each agency's adapter, and what a
+//! delivery's fate does to the exchange (DELIVERED, FAILED, the sender told).
+//!
+//! At least once, with a stable `delivery_id` the receiver de-duplicates on; deliveries of
+//! one exchange to one agency arrive in order. See docs/adapters.md.
+
+pub mod dispatcher;
+pub mod effects;
+pub mod payload;
+
+use std::time::Duration;
+
+use crate::pb::adapter_v1::Delivery;
+use crate::store::BoxFuture;
+
+/// What an adapter is asked to deliver.
+#[derive(Debug, Clone)]
+pub struct OutboundDelivery {
+    pub delivery_id: String,
+    /// The receiving agency.
+    pub agency: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// The message, with its metadata (delivery id, attempt, created_at, traceparent) set.
+    pub message: Delivery,
+}
+
+/// How a delivery failed, which decides what happens next.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    /// Worth trying again later: the agency is down, slow, overloaded, or answered 5xx.
+    #[error("retryable: {0}")]
+    Retryable(String),
+    /// Trying again cannot help: the agency refused the message (4xx, INVALID_ARGUMENT...).
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+/// The agency's own reference for a delivered message.
+pub type AgencyReceipt = String;
+
+/// One way of reaching an agency's system. See docs/adapters.md for writing one.
+pub trait Adapter: Send + Sync {
+    /// The `kind` in the config that selects this adapter.
+    fn kind(&self) -> &'static str;
+    /// Delivers one message. Must be idempotent on `delivery_id` at the receiver.
+    fn deliver<'a>(
+        &'a self,
+        delivery: &'a OutboundDelivery,
+    ) -> BoxFuture<'a, Result<AgencyReceipt, DeliveryError>>;
+    /// Whether the agency's system can be reached now.
+    fn health(&self) -> BoxFuture<'_, Result<(), DeliveryError>>;
+}
+
+/// Delay before attempt `attempt + 1`: exponential, capped, with "equal jitter" (half fixed,
+/// half random) so retries of many deliveries do not synchronize.
+pub fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
+    let exp = initial.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+    let capped = exp.min(max);
+    let half = capped / 2;
+    half + half.mul_f64(random_unit())
+}
+
+/// A uniform number in [0, 1) from the system's secure random source.
+fn random_unit() -> f64 {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 8];
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_with_jitter_and_a_cap() {
+        let (i, m) = (Duration::from_millis(100), Duration::from_secs(5));
+        for attempt in 1..=12u32 {
+            let full = (i * 2u32.pow(attempt - 1)).min(m);
+            for _ in 0..20 {
+                let d = backoff(attempt, i, m);
+                assert!(
+                    d >= full / 2 && d <= full,
+                    "attempt {attempt}: {d:?} outside [{:?}, {full:?}]",
+                    full / 2
+                );
+            }
+        }
+        let samples: std::collections::HashSet<_> = (0..20).map(|_| backoff(3, i, m)).collect();
+        assert!(samples.len() > 10, "jitter varies the delay");
+    }
+}

@@ -1,0 +1,239 @@
+//! The outbox: deliveries waiting for, leased to, or done with their receiving agency.
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
+
+use super::{Arg, SqlBuilder, StoreError, WriteTx};
+
+pub const PENDING: &str = "pending";
+pub const LEASED: &str = "leased";
+pub const DELIVERED: &str = "delivered";
+pub const DEAD: &str = "dead";
+
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub seq: i64,
+    pub delivery_id: String,
+    pub agency: String,
+    pub kind: String,
+    pub subject_id: String,
+    pub payload: Vec<u8>,
+    pub traceparent: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_error: String,
+    pub receipt_id: String,
+}
+
+/// A message to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewDelivery<'a> {
+    pub agency: &'a str,
+    pub kind: &'a str,
+    pub subject_id: &'a str,
+    pub payload: Vec<u8>,
+    pub traceparent: &'a str,
+}
+
+const COLUMNS: &str =
+    "seq, delivery_id, agency, kind, subject_id, payload, traceparent, state, attempts, \
+     next_attempt_at, created_at, updated_at, last_error, receipt_id";
+
+impl WriteTx {
+    /// Enqueues a delivery and returns its delivery id.
+    pub async fn enqueue(&mut self, d: &NewDelivery<'_>, now: i64) -> Result<String, StoreError> {
+        let id = ulid::Ulid::new().to_string();
+        sqlx::query(
+            "INSERT INTO outbox (delivery_id, agency, kind, subject_id, payload, traceparent, state, attempts, \
+             next_attempt_at, created_at, updated_at, last_error, receipt_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7, $7, '', '')",
+        )
+        .bind(&id)
+        .bind(d.agency)
+        .bind(d.kind)
+        .bind(d.subject_id)
+        .bind(d.payload.clone())
+        .bind(d.traceparent)
+        .bind(now)
+        .execute(self.conn())
+        .await?;
+        self.outbox_changed = true;
+        Ok(id)
+    }
+
+    /// Leases up to `limit` due deliveries of these agencies (all when None) until
+    /// `lease_until`, oldest first, never two of one subject for one agency at once, and
+    /// never one whose earlier sibling is still undelivered.
+    pub async fn lease_due(
+        &mut self,
+        agencies: Option<&[String]>,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let mut q = SqlBuilder::default();
+        let now_p = q.bind(Arg::Int(now));
+        let mut sql = format!(
+            "SELECT {COLUMNS} FROM outbox o WHERE o.state IN ('pending', 'leased') AND o.next_attempt_at <= {now_p} \
+             AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.subject_id = o.subject_id AND p.agency = o.agency \
+             AND p.seq < o.seq AND p.state IN ('pending', 'leased'))"
+        );
+        if let Some(agencies) = agencies {
+            if agencies.is_empty() {
+                return Ok(Vec::new());
+            }
+            let list: Vec<_> = agencies
+                .iter()
+                .map(|a| q.bind(Arg::Text(a.clone())))
+                .collect();
+            sql += &format!(" AND o.agency IN ({})", list.join(", "));
+        }
+        sql += &format!(" ORDER BY o.seq LIMIT {}", q.bind(Arg::Int(limit)));
+        let rows = q.query(&sql).fetch_all(self.conn()).await?;
+        let mut leased = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut r = outbox_row(row)?;
+            sqlx::query(
+                "UPDATE outbox SET state = 'leased', attempts = attempts + 1, next_attempt_at = $1, updated_at = $2 \
+                 WHERE seq = $3",
+            )
+            .bind(lease_until)
+            .bind(now)
+            .bind(r.seq)
+            .execute(self.conn())
+            .await?;
+            r.state = LEASED.into();
+            r.attempts += 1;
+            r.next_attempt_at = lease_until;
+            leased.push(r);
+        }
+        Ok(leased)
+    }
+
+    pub async fn delivery(&mut self, delivery_id: &str) -> Result<Option<OutboxRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM outbox WHERE delivery_id = $1"
+        ))
+        .bind(delivery_id)
+        .fetch_optional(self.conn())
+        .await?;
+        row.as_ref().map(outbox_row).transpose()
+    }
+
+    pub async fn mark_delivered(
+        &mut self,
+        delivery_id: &str,
+        receipt_id: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET state = 'delivered', receipt_id = $1, last_error = '', updated_at = $2 WHERE delivery_id = $3",
+        )
+        .bind(receipt_id)
+        .bind(now)
+        .bind(delivery_id)
+        .execute(self.conn())
+        .await?;
+        Ok(())
+    }
+
+    /// Back to pending, to be tried again at `next_attempt_at`.
+    pub async fn reschedule(
+        &mut self,
+        delivery_id: &str,
+        error: &str,
+        next_attempt_at: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET state = 'pending', last_error = $1, next_attempt_at = $2, updated_at = $3 WHERE delivery_id = $4",
+        )
+        .bind(error)
+        .bind(next_attempt_at)
+        .bind(now)
+        .bind(delivery_id)
+        .execute(self.conn())
+        .await?;
+        self.outbox_changed = true;
+        Ok(())
+    }
+
+    pub async fn mark_dead(
+        &mut self,
+        delivery_id: &str,
+        error: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET state = 'dead', last_error = $1, updated_at = $2 WHERE delivery_id = $3")
+            .bind(error)
+            .bind(now)
+            .bind(delivery_id)
+            .execute(self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Dead (or given) deliveries back to pending, due now, with their attempts reset.
+    pub async fn requeue(&mut self, delivery_ids: &[String], now: i64) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for id in delivery_ids {
+            n += sqlx::query(
+                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = $1, updated_at = $1, \
+                 created_at = $1 WHERE delivery_id = $2 AND state IN ('dead', 'delivered')",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(self.conn())
+            .await?
+            .rows_affected();
+        }
+        self.outbox_changed = true;
+        Ok(n)
+    }
+}
+
+/// Deliveries in these states (all when empty), oldest first.
+pub async fn list(
+    pool: &AnyPool,
+    states: &[&str],
+    agency: Option<&str>,
+    limit: i64,
+) -> Result<Vec<OutboxRow>, StoreError> {
+    let mut q = SqlBuilder::default();
+    let mut sql = format!("SELECT {COLUMNS} FROM outbox WHERE 1 = 1");
+    if !states.is_empty() {
+        let list: Vec<_> = states
+            .iter()
+            .map(|s| q.bind(Arg::Text(s.to_string())))
+            .collect();
+        sql += &format!(" AND state IN ({})", list.join(", "));
+    }
+    if let Some(a) = agency {
+        sql += &format!(" AND agency = {}", q.bind(Arg::Text(a.to_string())));
+    }
+    sql += &format!(" ORDER BY seq LIMIT {}", q.bind(Arg::Int(limit)));
+    let rows = q.query(&sql).fetch_all(pool).await?;
+    rows.iter().map(outbox_row).collect()
+}
+
+fn outbox_row(r: &AnyRow) -> Result<OutboxRow, StoreError> {
+    Ok(OutboxRow {
+        seq: r.try_get("seq")?,
+        delivery_id: r.try_get("delivery_id")?,
+        agency: r.try_get("agency")?,
+        kind: r.try_get("kind")?,
+        subject_id: r.try_get("subject_id")?,
+        payload: r.try_get("payload")?,
+        traceparent: r.try_get("traceparent")?,
+        state: r.try_get("state")?,
+        attempts: r.try_get("attempts")?,
+        next_attempt_at: r.try_get("next_attempt_at")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        last_error: r.try_get("last_error")?,
+        receipt_id: r.try_get("receipt_id")?,
+    })
+}
