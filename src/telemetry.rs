@@ -13,3 +13,15 @@ pub fn init() {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+/// Logs into the test harness's captured output (shown only for failing tests).
+pub fn init_for_tests() {
+    let filter = std::env::var("JISR_LOG")
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new("jisr=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}

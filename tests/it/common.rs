@@ -62,6 +62,20 @@ impl TestEnv {
         .expect("test config");
         jisr::audit::create_signing_key(&config, &config.audit.signing_key)
             .expect("audit signing key");
+        // The gateway's own client certificate, for adapters that call agencies.
+        let mut gateway = LeafSpec::agency(TRUST_DOMAIN, "unused");
+        gateway.uris = vec![format!("spiffe://{TRUST_DOMAIN}/gateway/test")];
+        let issued = ca.issue(&gateway).expect("gateway client cert");
+        let mut config = config;
+        config.delivery.client_cert = dir.path().join("gateway-client.pem");
+        config.delivery.client_key = dir.path().join("gateway-client.key");
+        write(&config.delivery.client_cert, &issued.cert_pem);
+        write(&config.delivery.client_key, &issued.key_pem);
+        // Quick retries, so tests see them.
+        config.delivery.initial_backoff_ms = 20;
+        config.delivery.max_backoff_ms = 200;
+        config.delivery.poll_interval_ms = 50;
+        config.delivery.timeout_ms = 2000;
         TestEnv {
             _dir: dir,
             ca,
@@ -70,6 +84,8 @@ impl TestEnv {
     }
 
     pub async fn start(&self) -> Gateway {
+        // Gateway logs, shown by the test harness when a test fails (JISR_LOG to filter).
+        jisr::telemetry::init_for_tests();
         Gateway::start(&self.config).await.expect("gateway starts")
     }
 

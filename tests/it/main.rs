@@ -4,6 +4,7 @@
 mod audit;
 mod cli;
 mod common;
+mod delivery;
 mod referrals;
 mod service;
 mod store;

@@ -1,0 +1,511 @@
+//! Delivery to agencies over the wire: a real mock agency system (a tonic
+//! AgencyEndpointService server with its own TLS that checks the gateway's certificate),
+//! and inbox agencies pulling over mTLS.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jisr::config::AdapterConfig;
+use jisr::pb::adapter_v1::agency_endpoint_service_server::{
+    AgencyEndpointService, AgencyEndpointServiceServer,
+};
+use jisr::pb::adapter_v1::inbox_service_client::InboxServiceClient;
+use jisr::pb::adapter_v1::*;
+use jisr::pb::v1::*;
+use jisr::server::Gateway;
+use jisr::tls::pki::LeafSpec;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::{Code, Request, Response, Status};
+
+use crate::common::*;
+
+/// What the mock agency system received and acted on.
+#[derive(Default)]
+pub struct Received {
+    /// Every delivery id acted on, once (de-duplicated, as a real receiver must).
+    pub acted: Mutex<Vec<(String, String)>>,
+    seen: Mutex<HashSet<String>>,
+    pub duplicates: AtomicU32,
+    pub calls: AtomicU32,
+    pub down: AtomicBool,
+    pub refuse: AtomicBool,
+}
+
+#[derive(Clone)]
+struct MockAgency(Arc<Received>);
+
+impl MockAgency {
+    fn take(&self, metadata: Option<DeliveryMetadata>, what: String) -> Result<String, Status> {
+        self.0.calls.fetch_add(1, Ordering::SeqCst);
+        if self.0.down.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("agency system down for maintenance"));
+        }
+        if self.0.refuse.load(Ordering::SeqCst) {
+            return Err(Status::invalid_argument(
+                "our system does not accept this case type",
+            ));
+        }
+        let id = metadata.map(|m| m.delivery_id).unwrap_or_default();
+        if id.is_empty() {
+            return Err(Status::invalid_argument("no delivery id"));
+        }
+        if !self.0.seen.lock().unwrap().insert(id.clone()) {
+            self.0.duplicates.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.0.acted.lock().unwrap().push((id.clone(), what));
+        }
+        Ok(format!("agency-receipt-{id}"))
+    }
+}
+
+#[tonic::async_trait]
+impl AgencyEndpointService for MockAgency {
+    async fn deliver_referral(
+        &self,
+        r: Request<DeliverReferralRequest>,
+    ) -> Result<Response<DeliverReferralResponse>, Status> {
+        let r = r.into_inner();
+        let what = format!("referral {}", r.referral.map(|x| x.id).unwrap_or_default());
+        let receipt_id = self.take(r.metadata, what)?;
+        Ok(Response::new(DeliverReferralResponse {
+            receipt_id,
+            duplicate: false,
+        }))
+    }
+    async fn deliver_information_request(
+        &self,
+        _: Request<DeliverInformationRequestRequest>,
+    ) -> Result<Response<DeliverInformationRequestResponse>, Status> {
+        Err(Status::unimplemented("not in this mock"))
+    }
+    async fn deliver_information_response(
+        &self,
+        _: Request<DeliverInformationResponseRequest>,
+    ) -> Result<Response<DeliverInformationResponseResponse>, Status> {
+        Err(Status::unimplemented("not in this mock"))
+    }
+    async fn deliver_status_update(
+        &self,
+        r: Request<DeliverStatusUpdateRequest>,
+    ) -> Result<Response<DeliverStatusUpdateResponse>, Status> {
+        let r = r.into_inner();
+        let what = match r.status_update.and_then(|u| u.target) {
+            Some(status_update::Target::Referral(u)) => {
+                format!(
+                    "status {} {:?}",
+                    u.referral_id,
+                    u.change.map(|c| c.status()).unwrap_or_default()
+                )
+            }
+            _ => "status ?".into(),
+        };
+        let receipt_id = self.take(r.metadata, what)?;
+        Ok(Response::new(DeliverStatusUpdateResponse {
+            receipt_id,
+            duplicate: false,
+        }))
+    }
+}
+
+/// Starts a mock agency system with a server certificate from the test CA that requires
+/// a client certificate from the same CA (the gateway's).
+pub async fn mock_agency(env: &TestEnv) -> (SocketAddr, Arc<Received>) {
+    let received = Arc::new(Received::default());
+    let server = env
+        .ca
+        .issue(&LeafSpec::server(&["localhost".to_string()]))
+        .unwrap();
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(&server.cert_pem, &server.key_pem))
+        .client_ca_root(Certificate::from_pem(env.ca.cert_pem()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let svc = AgencyEndpointServiceServer::new(MockAgency(received.clone()));
+    tokio::spawn(
+        Server::builder()
+            .tls_config(tls)
+            .unwrap()
+            .add_service(svc)
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    (addr, received)
+}
+
+/// `agency` is reached through the grpc adapter at `addr`.
+fn push_to(env: &mut TestEnv, agency: &str, addr: SocketAddr) {
+    let a = env
+        .config
+        .agencies
+        .iter_mut()
+        .find(|a| a.id == agency)
+        .unwrap();
+    a.adapter = AdapterConfig::Grpc {
+        endpoint: format!("https://{addr}"),
+        server_name: Some("localhost".into()),
+        ca_cert: None,
+    };
+}
+
+async fn status_of(env: &TestEnv, gw: &Gateway, id: &str) -> ReferralStatus {
+    env.client(gw, "social-services")
+        .await
+        .get_referral(GetReferralRequest {
+            referral_id: id.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap()
+        .status()
+}
+
+async fn wait_status(env: &TestEnv, gw: &Gateway, id: &str, want: ReferralStatus) {
+    for _ in 0..200 {
+        if status_of(env, gw, id).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "referral {id} never became {want:?} (is {:?})",
+        status_of(env, gw, id).await
+    );
+}
+
+async fn inbox(
+    env: &TestEnv,
+    gw: &Gateway,
+    agency: &str,
+) -> InboxServiceClient<tonic::transport::Channel> {
+    InboxServiceClient::new(env.channel(gw, &env.agency_cert(agency)).await.unwrap())
+}
+
+async fn pull(
+    client: &mut InboxServiceClient<tonic::transport::Channel>,
+    wait_ms: i32,
+) -> Vec<Delivery> {
+    client
+        .pull_deliveries(PullDeliveriesRequest {
+            max_deliveries: 10,
+            wait: Some(prost_types::Duration {
+                seconds: i64::from(wait_ms / 1000),
+                nanos: (wait_ms % 1000) * 1_000_000,
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .deliveries
+}
+
+fn status_in(d: &Delivery) -> Option<(String, ReferralStatus)> {
+    match &d.payload {
+        Some(delivery::Payload::StatusUpdate(StatusUpdate {
+            target: Some(status_update::Target::Referral(u)),
+        })) => Some((u.referral_id.clone(), u.change.as_ref()?.status())),
+        _ => None,
+    }
+}
+
+async fn ack(
+    client: &mut InboxServiceClient<tonic::transport::Channel>,
+    d: &Delivery,
+) -> AckDeliveryResponse {
+    client
+        .ack_delivery(AckDeliveryRequest {
+            delivery_id: d.metadata.as_ref().unwrap().delivery_id.clone(),
+            outcome: AckOutcome::Accepted as i32,
+            receipt_id: "ours-1".into(),
+            error_message: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loop_closes_between_a_grpc_agency_and_an_inbox_agency() {
+    let mut env = TestEnv::sqlite();
+    let (addr, housing_system) = mock_agency(&env).await;
+    push_to(&mut env, "housing", addr);
+    let gw = env.start().await;
+    let mut social = env.client(&gw, "social-services").await;
+    let mut watch = social
+        .watch_referral_events(WatchReferralEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+
+    let id = submitted_id(&mut social, "loop", referral_to("housing")).await;
+    wait_status(&env, &gw, &id, ReferralStatus::Delivered).await;
+    let acted = housing_system.acted.lock().unwrap().clone();
+    assert_eq!(acted.len(), 1);
+    assert_eq!(acted[0].1, format!("referral {id}"));
+
+    // The sender (an inbox agency) is told it was delivered, through its inbox...
+    let mut social_inbox = inbox(&env, &gw, "social-services").await;
+    let got = pull(&mut social_inbox, 2000).await;
+    assert_eq!(
+        got.iter().filter_map(status_in).collect::<Vec<_>>(),
+        vec![(id.clone(), ReferralStatus::Delivered)]
+    );
+    let receipt = ack(&mut social_inbox, &got[0])
+        .await
+        .audit_receipt
+        .expect("an ack is audited with a receipt");
+    assert!(!receipt.leaf_hash.is_empty());
+    // ...and on its watch.
+    let mut statuses = Vec::new();
+    while statuses.len() < 2 {
+        let e = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio_stream::StreamExt::next(&mut watch),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .event
+        .unwrap();
+        statuses.push((e.status(), e.change.unwrap().actor_agency));
+    }
+    assert_eq!(statuses[1], (ReferralStatus::Delivered, "jisr".to_string()));
+
+    // The recipient acts; each change reaches the sender's inbox, in order.
+    let mut housing = env.client(&gw, "housing").await;
+    housing
+        .update_referral_status(update(&id, "a", ReferralStatus::Accepted))
+        .await
+        .unwrap();
+    housing
+        .update_referral_status(update(&id, "p", ReferralStatus::InProgress))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        for d in pull(&mut social_inbox, 500).await {
+            seen.extend(status_in(&d));
+            ack(&mut social_inbox, &d).await;
+        }
+        if seen.len() >= 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (id.clone(), ReferralStatus::Accepted),
+            (id.clone(), ReferralStatus::InProgress)
+        ]
+    );
+
+    // The sender withdraws: the recipient's system hears it through its adapter.
+    let mut w = update(&id, "w", ReferralStatus::Withdrawn);
+    w.reason_code = StatusReason::NoLongerNeeded as i32;
+    social.update_referral_status(w).await.unwrap();
+    eventually("the withdrawal reaches the recipient's system", || {
+        housing_system
+            .acted
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, what)| what.contains("status") && what.contains("Withdrawn"))
+    })
+    .await;
+    gw.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agency_down_for_a_while_loses_nothing_and_gets_everything_in_order() {
+    let mut env = TestEnv::sqlite();
+    let (addr, housing_system) = mock_agency(&env).await;
+    push_to(&mut env, "housing", addr);
+    env.config.delivery.max_attempts = 1000;
+    env.config.delivery.breaker_failures = 3;
+    env.config.delivery.breaker_cooldown_ms = 100;
+    housing_system.down.store(true, Ordering::SeqCst);
+    let gw = env.start().await;
+    let mut social = env.client(&gw, "social-services").await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(submitted_id(&mut social, &format!("d{i}"), referral_to("housing")).await);
+    }
+    // The sender withdraws one while the agency is down: it must arrive after its referral.
+    let mut w = update(&ids[2], "w", ReferralStatus::Withdrawn);
+    w.reason_code = StatusReason::SentInError as i32;
+    social.update_referral_status(w).await.unwrap();
+    eventually("attempts were made while down", || {
+        housing_system.calls.load(Ordering::SeqCst) >= 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(housing_system.acted.lock().unwrap().is_empty());
+    assert_eq!(
+        status_of(&env, &gw, &ids[0]).await,
+        ReferralStatus::Submitted,
+        "not delivered while down"
+    );
+
+    housing_system.down.store(false, Ordering::SeqCst);
+    eventually("everything arrives after recovery", || {
+        housing_system.acted.lock().unwrap().len() == 6
+    })
+    .await;
+    let acted: Vec<String> = housing_system
+        .acted
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, w)| w.clone())
+        .collect();
+    for id in &ids {
+        assert!(
+            acted.contains(&format!("referral {id}")),
+            "{id} missing from {acted:?}"
+        );
+    }
+    let referral_at = acted
+        .iter()
+        .position(|w| w == &format!("referral {}", ids[2]))
+        .unwrap();
+    let withdrawal_at = acted
+        .iter()
+        .position(|w| w.starts_with(&format!("status {}", ids[2])))
+        .unwrap();
+    assert!(
+        referral_at < withdrawal_at,
+        "a referral's deliveries arrive in order: {acted:?}"
+    );
+    for id in [&ids[0], &ids[1], &ids[3], &ids[4]] {
+        wait_status(&env, &gw, id, ReferralStatus::Delivered).await;
+    }
+    gw.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_or_undeliverable_referral_fails_and_the_sender_is_told() {
+    let mut env = TestEnv::sqlite();
+    let (addr, housing_system) = mock_agency(&env).await;
+    push_to(&mut env, "housing", addr);
+    env.config.delivery.max_attempts = 3;
+    env.config.delivery.breaker_failures = 100;
+    let gw = env.start().await;
+    let mut social = env.client(&gw, "social-services").await;
+    let mut social_inbox = inbox(&env, &gw, "social-services").await;
+
+    // A permanent refusal (INVALID_ARGUMENT) is not retried.
+    housing_system.refuse.store(true, Ordering::SeqCst);
+    let refused = submitted_id(&mut social, "refused", referral_to("housing")).await;
+    wait_status(&env, &gw, &refused, ReferralStatus::Failed).await;
+    assert_eq!(
+        housing_system.calls.load(Ordering::SeqCst),
+        1,
+        "a permanent error is not retried"
+    );
+    let r = social
+        .get_referral(GetReferralRequest {
+            referral_id: refused.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap();
+    let last = r.status_history.last().unwrap();
+    assert_eq!(last.actor_agency, "jisr");
+    assert!(
+        last.note.contains("does not accept this case type"),
+        "{}",
+        last.note
+    );
+
+    // Retryable errors, until the attempts run out.
+    housing_system.refuse.store(false, Ordering::SeqCst);
+    housing_system.down.store(true, Ordering::SeqCst);
+    let calls_before = housing_system.calls.load(Ordering::SeqCst);
+    let unreachable = submitted_id(&mut social, "down", referral_to("housing")).await;
+    wait_status(&env, &gw, &unreachable, ReferralStatus::Failed).await;
+    assert_eq!(
+        housing_system.calls.load(Ordering::SeqCst) - calls_before,
+        3,
+        "max_attempts attempts"
+    );
+
+    let mut told = Vec::new();
+    for _ in 0..10 {
+        told.extend(
+            pull(&mut social_inbox, 500)
+                .await
+                .iter()
+                .filter_map(status_in),
+        );
+        if told.len() >= 2 {
+            break;
+        }
+    }
+    assert!(
+        told.contains(&(refused.clone(), ReferralStatus::Failed)),
+        "{told:?}"
+    );
+    assert!(
+        told.contains(&(unreachable.clone(), ReferralStatus::Failed)),
+        "{told:?}"
+    );
+    gw.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unacknowledged_inbox_delivery_is_offered_again_and_acks_are_idempotent_and_private() {
+    let mut env = TestEnv::sqlite();
+    env.config.delivery.visibility_timeout_ms = 300;
+    let gw = env.start().await;
+    let mut social = env.client(&gw, "social-services").await;
+    let id = submitted_id(&mut social, "inbox", referral_to("housing")).await;
+
+    let mut housing = inbox(&env, &gw, "housing").await;
+    let first = pull(&mut housing, 2000).await;
+    assert_eq!(first.len(), 1);
+    let meta = first[0].metadata.clone().unwrap();
+    assert_eq!(meta.attempt, 1);
+    assert!(matches!(&first[0].payload, Some(delivery::Payload::Referral(r)) if r.id == id));
+    assert!(
+        pull(&mut housing, 0).await.is_empty(),
+        "invisible while leased"
+    );
+
+    // Not acknowledged in time: offered again, same delivery id, next attempt.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let again = pull(&mut housing, 2000).await;
+    assert_eq!(again.len(), 1);
+    let meta2 = again[0].metadata.clone().unwrap();
+    assert_eq!(
+        (meta2.delivery_id.as_str(), meta2.attempt),
+        (meta.delivery_id.as_str(), 2)
+    );
+
+    // Someone else's delivery is not found; acks are idempotent; then it is DELIVERED.
+    let mut police = inbox(&env, &gw, "police").await;
+    let err = police
+        .ack_delivery(AckDeliveryRequest {
+            delivery_id: meta.delivery_id.clone(),
+            outcome: AckOutcome::Accepted as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    ack(&mut housing, &again[0]).await;
+    ack(&mut housing, &again[0]).await;
+    wait_status(&env, &gw, &id, ReferralStatus::Delivered).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        pull(&mut housing, 0).await.is_empty(),
+        "an acknowledged delivery is not offered again"
+    );
+    gw.shutdown().await.unwrap();
+}
