@@ -3,6 +3,7 @@
 //! `build` (docs/adapters.md walks through it).
 
 pub mod grpc;
+pub mod testkit;
 
 use std::sync::Arc;
 
