@@ -3,6 +3,7 @@
 mod audit;
 mod bench;
 mod client;
+mod outbox;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +59,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: audit::AuditCommand,
+    },
+    /// Deliveries to agencies: list, retry dead ones, replay delivered ones.
+    Outbox {
+        #[command(subcommand)]
+        command: outbox::OutboxCommand,
     },
 }
 
@@ -136,6 +142,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Client(args) => client::run(&config, args).await,
         Command::Bench(args) => bench::run(&config, args).await,
         Command::Audit { command } => audit::run(&config, command).await,
+        Command::Outbox { command } => outbox::run(&config, command).await,
     }
 }
 

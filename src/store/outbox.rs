@@ -175,24 +175,32 @@ impl WriteTx {
             .await?;
         Ok(())
     }
+}
 
-    /// Dead (or given) deliveries back to pending, due now, with their attempts reset.
-    pub async fn requeue(&mut self, delivery_ids: &[String], now: i64) -> Result<u64, StoreError> {
-        let mut n = 0;
-        for id in delivery_ids {
-            n += sqlx::query(
-                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = $1, updated_at = $1, \
-                 created_at = $1 WHERE delivery_id = $2 AND state IN ('dead', 'delivered')",
-            )
-            .bind(now)
-            .bind(id)
-            .execute(self.conn())
-            .await?
-            .rows_affected();
-        }
-        self.outbox_changed = true;
-        Ok(n)
+/// Deliveries back to pending, due now, with their attempts and age reset (`jisr outbox
+/// retry|replay`); only those in one of `from_states`. Returns how many moved. Runs outside
+/// the gateway's writer (another process), so the gateway picks them up on its next poll.
+pub async fn requeue(
+    pool: &AnyPool,
+    delivery_ids: &[String],
+    from_states: &[&str],
+    now: i64,
+) -> Result<u64, StoreError> {
+    let mut tx = pool.begin().await?;
+    let mut n = 0;
+    for id in delivery_ids {
+        let mut q = SqlBuilder::default();
+        let sql = format!(
+            "UPDATE outbox SET state = 'pending', attempts = 0, last_error = '', next_attempt_at = {now}, \
+             updated_at = {now}, created_at = {now} WHERE delivery_id = {id} AND state IN ({states})",
+            now = q.bind(Arg::Int(now)),
+            id = q.bind(Arg::Text(id.clone())),
+            states = from_states.iter().map(|s| q.bind(Arg::Text(s.to_string()))).collect::<Vec<_>>().join(", "),
+        );
+        n += q.query(&sql).execute(&mut *tx).await?.rows_affected();
     }
+    tx.commit().await?;
+    Ok(n)
 }
 
 /// Deliveries in these states (all when empty), oldest first.

@@ -114,12 +114,12 @@ impl TestEnv {
     }
 
     pub async fn channel(&self, gateway: &Gateway, issued: &Issued) -> anyhow::Result<Channel> {
-        jisr::tls::client::connect(
-            &gateway.addr.to_string(),
-            "localhost",
-            &self.credentials(issued),
-        )
-        .await
+        self.channel_at(&gateway.addr.to_string(), issued).await
+    }
+
+    /// A channel to a gateway at `addr` (one running in another process, say).
+    pub async fn channel_at(&self, addr: &str, issued: &Issued) -> anyhow::Result<Channel> {
+        jisr::tls::client::connect(addr, "localhost", &self.credentials(issued)).await
     }
 }
 

@@ -33,6 +33,26 @@ pub struct Received {
     pub calls: AtomicU32,
     pub down: AtomicBool,
     pub refuse: AtomicBool,
+    pub malformed: AtomicBool,
+    /// Act on deliveries, then never answer (the gateway is killed meanwhile).
+    pub hang: AtomicBool,
+}
+
+impl jisr::adapters::testkit::MockAgency for Received {
+    fn set_behaviour(&self, b: jisr::adapters::testkit::Behaviour) {
+        use jisr::adapters::testkit::Behaviour::*;
+        self.down.store(b == Unavailable, Ordering::SeqCst);
+        self.refuse.store(b == Refuse, Ordering::SeqCst);
+        self.malformed.store(b == Malformed, Ordering::SeqCst);
+    }
+    fn acted(&self) -> Vec<String> {
+        self.acted
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
 }
 
 #[derive(Clone)]
@@ -49,6 +69,12 @@ impl MockAgency {
                 "our system does not accept this case type",
             ));
         }
+        if self.0.malformed.load(Ordering::SeqCst) {
+            // What tonic's client reports for a reply it cannot decode.
+            return Err(Status::internal(
+                "failed to decode Protobuf message: invalid wire type",
+            ));
+        }
         let id = metadata.map(|m| m.delivery_id).unwrap_or_default();
         if id.is_empty() {
             return Err(Status::invalid_argument("no delivery id"));
@@ -58,6 +84,7 @@ impl MockAgency {
         } else {
             self.0.acted.lock().unwrap().push((id.clone(), what));
         }
+
         Ok(format!("agency-receipt-{id}"))
     }
 }
@@ -71,6 +98,10 @@ impl AgencyEndpointService for MockAgency {
         let r = r.into_inner();
         let what = format!("referral {}", r.referral.map(|x| x.id).unwrap_or_default());
         let receipt_id = self.take(r.metadata, what)?;
+        if self.0.hang.load(Ordering::SeqCst) {
+            // Acted on, but the answer never leaves (the gateway dies meanwhile).
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
         Ok(Response::new(DeliverReferralResponse {
             receipt_id,
             duplicate: false,
@@ -507,5 +538,193 @@ async fn an_unacknowledged_inbox_delivery_is_offered_again_and_acks_are_idempote
         pull(&mut housing, 0).await.is_empty(),
         "an acknowledged delivery is not offered again"
     );
+    gw.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_adapter_passes_the_adapter_test_kit() {
+    let mut env = TestEnv::sqlite();
+    let (addr, housing_system) = mock_agency(&env).await;
+    push_to(&mut env, "housing", addr);
+    let adapters = jisr::adapters::build(&env.config).unwrap();
+    let adapter = adapters.get("housing").expect("housing has a push adapter");
+    assert_eq!(adapter.kind(), "grpc");
+    jisr::adapters::testkit::check_adapter(adapter.as_ref(), housing_system.as_ref(), "housing")
+        .await;
+}
+
+/// A free loopback port (bound, read, released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `jisr serve` as its own process, configured like `env` through JISR_ variables.
+fn spawn_gateway(env: &TestEnv, port: u16, agency_addr: SocketAddr) -> std::process::Child {
+    let c = &env.config;
+    let agencies = format!(
+        "[{{id=\"social-services\",name_en=\"Social Services\",name_ar=\"الخدمات\"}},\
+         {{id=\"housing\",name_en=\"Housing\",name_ar=\"الإسكان\",\
+         adapter={{kind=\"grpc\",endpoint=\"https://{agency_addr}\",server_name=\"localhost\"}}}}]"
+    );
+    std::process::Command::new(env!("CARGO_BIN_EXE_jisr"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("serve")
+        .env("JISR_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("JISR_TLS__CA_CERT", &c.tls.ca_cert)
+        .env("JISR_TLS__SERVER_CERT", &c.tls.server_cert)
+        .env("JISR_TLS__SERVER_KEY", &c.tls.server_key)
+        .env("JISR_TLS__DEV_PKI", "false")
+        .env("JISR_DATABASE__URL", &c.database.url)
+        .env("JISR_AUDIT__SIGNING_KEY", &c.audit.signing_key)
+        .env("JISR_DELIVERY__CLIENT_CERT", &c.delivery.client_cert)
+        .env("JISR_DELIVERY__CLIENT_KEY", &c.delivery.client_key)
+        .env("JISR_DELIVERY__TIMEOUT_MS", "1000")
+        .env("JISR_DELIVERY__INITIAL_BACKOFF_MS", "20")
+        .env("JISR_DELIVERY__POLL_INTERVAL_MS", "50")
+        .env("JISR_AGENCIES", agencies)
+        .env("JISR_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn connect_when_up(
+    env: &TestEnv,
+    port: u16,
+    agency: &str,
+) -> jisr::pb::v1::referral_service_client::ReferralServiceClient<tonic::transport::Channel> {
+    for _ in 0..200 {
+        if let Ok(ch) = env
+            .channel_at(&format!("127.0.0.1:{port}"), &env.agency_cert(agency))
+            .await
+        {
+            return jisr::pb::v1::referral_service_client::ReferralServiceClient::new(ch);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the gateway process never came up on port {port}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_mid_delivery_and_restarted_delivers_everything_acted_on_once() {
+    let env = TestEnv::sqlite();
+    let (agency_addr, housing_system) = mock_agency(&env).await;
+    housing_system.hang.store(true, Ordering::SeqCst);
+    let port = free_port();
+    let mut gateway = spawn_gateway(&env, port, agency_addr);
+    let mut social = connect_when_up(&env, port, "social-services").await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(submitted_id(&mut social, &format!("crash-{i}"), referral_to("housing")).await);
+    }
+    eventually(
+        "the agency acted on every delivery (answers still pending)",
+        || housing_system.acted.lock().unwrap().len() == 3,
+    )
+    .await;
+    // Killed mid-delivery: the agency acted, the gateway never heard back.
+    gateway.kill().unwrap();
+    gateway.wait().unwrap();
+    housing_system.hang.store(false, Ordering::SeqCst);
+
+    let mut gateway = spawn_gateway(&env, port, agency_addr);
+    let mut social = connect_when_up(&env, port, "social-services").await;
+    for id in &ids {
+        let mut status = ReferralStatus::Unspecified;
+        for _ in 0..200 {
+            status = social
+                .get_referral(GetReferralRequest {
+                    referral_id: id.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .referral
+                .unwrap()
+                .status();
+            if status == ReferralStatus::Delivered {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(status, ReferralStatus::Delivered, "{id} after the restart");
+    }
+    gateway.kill().unwrap();
+    gateway.wait().unwrap();
+    // Every delivery id was received again after the restart (at least once), and acted on once.
+    let acted: Vec<String> = housing_system
+        .acted
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, w)| w.clone())
+        .collect();
+    assert_eq!(acted.len(), 3, "{acted:?}");
+    for id in &ids {
+        assert_eq!(
+            acted
+                .iter()
+                .filter(|w| **w == format!("referral {id}"))
+                .count(),
+            1,
+            "{id} acted on once"
+        );
+    }
+    assert_eq!(
+        housing_system.duplicates.load(Ordering::SeqCst),
+        3,
+        "each redelivery carried the same delivery id"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_cli_lists_dead_deliveries_and_retries_them() {
+    let mut env = TestEnv::sqlite();
+    let (addr, housing_system) = mock_agency(&env).await;
+    push_to(&mut env, "housing", addr);
+    housing_system.refuse.store(true, Ordering::SeqCst);
+    let gw = env.start().await;
+    let mut social = env.client(&gw, "social-services").await;
+    let id = submitted_id(&mut social, "dead", referral_to("housing")).await;
+    wait_status(&env, &gw, &id, ReferralStatus::Failed).await;
+    let jisr = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_jisr"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("JISR_DATABASE__URL", &env.config.database.url)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = jisr(&["outbox", "list", "--state", "dead"]);
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && listed.contains(&id) && listed.contains("does not accept"),
+        "{listed}"
+    );
+
+    // The agency fixed its side; the operator retries every dead delivery.
+    housing_system.refuse.store(false, Ordering::SeqCst);
+    let out = jisr(&["outbox", "retry", "--all-dead"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 of 1 deliveries requeued"),
+        "{:?}",
+        out
+    );
+    eventually("the retried delivery reaches the agency", || {
+        housing_system
+            .acted
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, w)| *w == format!("referral {id}"))
+    })
+    .await;
+    let out = jisr(&["outbox", "list", "--state", "dead"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(0 shown)"));
     gw.shutdown().await.unwrap();
 }
