@@ -75,6 +75,9 @@ impl Dispatcher {
                 if let Err(e) = this.clone().dispatch_due().await {
                     tracing::error!(error = %e, "dispatching deliveries failed; retrying");
                 }
+                if let Err(e) = this.expire_stale().await {
+                    tracing::error!(error = %e, "dead-lettering stale deliveries failed; retrying");
+                }
                 tokio::select! {
                     _ = wake.changed() => {}
                     _ = tokio::time::sleep(Duration::from_millis(this.settings.poll_interval_ms)) => {}
@@ -137,6 +140,27 @@ impl Dispatcher {
             });
         }
         Ok(())
+    }
+
+    /// Dead-letters deliveries older than `max_age_secs` that are not in flight, whatever
+    /// their adapter (an inbox nobody pulls, an agency behind an open breaker).
+    async fn expire_stale(&self) -> Result<(), StoreError> {
+        let max_age_ms = self.settings.max_age_secs as i64 * 1000;
+        self.store
+            .write(None, move |tx| {
+                Box::pin(async move {
+                    let now = now_ms();
+                    for row in tx.stale(now - max_age_ms, now, 100).await? {
+                        let error = format!("not delivered within {} s", max_age_ms / 1000);
+                        tracing::warn!(delivery_id = %row.delivery_id, agency = %row.agency, "delivery dead-lettered: too old");
+                        tx.mark_dead(&row.delivery_id, &error, now).await?;
+                        effects::given_up(tx, &row, &error, now).await?;
+                    }
+                    Ok::<_, StoreError>(())
+                })
+            })
+            .await
+            .map(|_| ())
     }
 
     async fn attempt(&self, row: &OutboxRow) -> Result<String, DeliveryError> {

@@ -113,6 +113,26 @@ impl WriteTx {
         Ok(leased)
     }
 
+    /// Undelivered deliveries created before `created_before` that nobody holds a lease on
+    /// (never pulled from an inbox, or stuck behind an open breaker): dead-letter candidates.
+    pub async fn stale(
+        &mut self,
+        created_before: i64,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM outbox WHERE state IN ('pending', 'leased') AND created_at < $1 \
+             AND next_attempt_at <= $2 ORDER BY seq LIMIT $3"
+        ))
+        .bind(created_before)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(self.conn())
+        .await?;
+        rows.iter().map(outbox_row).collect()
+    }
+
     pub async fn delivery(&mut self, delivery_id: &str) -> Result<Option<OutboxRow>, StoreError> {
         let row = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM outbox WHERE delivery_id = $1"

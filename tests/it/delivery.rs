@@ -728,3 +728,36 @@ async fn the_outbox_cli_lists_dead_deliveries_and_retries_them() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("(0 shown)"));
     gw.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_nobody_pulls_is_dead_lettered_after_max_age_and_the_sender_is_told() {
+    let mut env = TestEnv::sqlite();
+    env.config.delivery.max_age_secs = 1;
+    let gw = env.start().await;
+    let mut social = env.client(&gw, "social-services").await;
+    let id = submitted_id(&mut social, "old", referral_to("housing")).await; // housing pulls, but never does
+    wait_status(&env, &gw, &id, ReferralStatus::Failed).await;
+    let r = social
+        .get_referral(GetReferralRequest {
+            referral_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap();
+    assert!(r
+        .status_history
+        .last()
+        .unwrap()
+        .note
+        .contains("not delivered within 1 s"));
+    let mut social_inbox = inbox(&env, &gw, "social-services").await;
+    let told: Vec<_> = pull(&mut social_inbox, 2000)
+        .await
+        .iter()
+        .filter_map(status_in)
+        .collect();
+    assert_eq!(told, vec![(id, ReferralStatus::Failed)]);
+    gw.shutdown().await.unwrap();
+}
