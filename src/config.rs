@@ -151,6 +151,81 @@ pub enum AdapterConfig {
         #[serde(default)]
         ca_cert: Option<PathBuf>,
     },
+    /// The gateway POSTs JSON to the agency's HTTPS API (see `adapters::rest`).
+    Rest(Box<RestConfig>),
+}
+
+/// The `rest` adapter: HTTP/JSON POSTs to `url` + the message kind's `path`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestConfig {
+    /// Base URL of the agency's API, https only, e.g. "https://charity.example.ae/api/jisr".
+    pub url: String,
+    /// CA bundle for the agency's server certificate (default: tls.ca_cert).
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+    /// One request's deadline, answer included (default: delivery.timeout_ms).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    pub auth: RestAuth,
+    /// How each kind of message is reshaped for the agency's API.
+    #[serde(default)]
+    pub mapping: RestMappings,
+}
+
+/// How the gateway authenticates to a `rest` agency. Secrets are never in the config
+/// file: it names the environment variables that hold them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RestAuth {
+    /// The gateway's client certificate (delivery.client_cert / client_key).
+    Mtls,
+    /// `Authorization: Bearer <value of token_env>`.
+    Bearer { token_env: String },
+    /// `<header>: <value of key_env>`.
+    ApiKey { header: String, key_env: String },
+}
+
+impl RestAuth {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RestAuth::Mtls => "mtls",
+            RestAuth::Bearer { .. } => "bearer",
+            RestAuth::ApiKey { .. } => "api_key",
+        }
+    }
+}
+
+/// One mapping per message kind; a kind without one is sent as its canonical JSON to `url`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestMappings {
+    #[serde(default)]
+    pub referral: Option<RestMapping>,
+    #[serde(default)]
+    pub status_update: Option<RestMapping>,
+}
+
+/// A declarative reshaping of the canonical JSON, applied in this order: `flatten`,
+/// `rename`, `drop`, `constants`. Paths are dotted object keys ("subject.full_name").
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestMapping {
+    /// Appended to the adapter's `url` (starts with '/'; default: none).
+    #[serde(default)]
+    pub path: String,
+    /// Source path -> target path; moving creates the target's intermediate objects.
+    #[serde(default)]
+    pub rename: BTreeMap<String, String>,
+    /// Objects whose fields are lifted into their parent as `<name>_<field>`.
+    #[serde(default)]
+    pub flatten: Vec<String>,
+    /// Path -> fixed value, set on every message.
+    #[serde(default)]
+    pub constants: BTreeMap<String, serde_json::Value>,
+    /// Paths removed.
+    #[serde(default)]
+    pub drop: Vec<String>,
 }
 
 impl AdapterConfig {
@@ -158,6 +233,7 @@ impl AdapterConfig {
         match self {
             AdapterConfig::Inbox => "inbox",
             AdapterConfig::Grpc { .. } => "grpc",
+            AdapterConfig::Rest(_) => "rest",
         }
     }
 }
@@ -199,7 +275,7 @@ impl Default for DeliveryConfig {
             initial_backoff_ms: 200,
             max_backoff_ms: 60_000,
             timeout_ms: 10_000,
-            per_agency_concurrency: 8,
+            per_agency_concurrency: 32,
             breaker_failures: 5,
             breaker_cooldown_ms: 10_000,
             visibility_timeout_ms: 30_000,
@@ -435,6 +511,9 @@ impl Config {
                     ));
                 }
             }
+            if let AdapterConfig::Rest(rest) = &agency.adapter {
+                validate_rest(rest, &|field| key(&format!("adapter.{field}")))?;
+            }
             for (field, value) in [("name_en", &agency.name_en), ("name_ar", &agency.name_ar)] {
                 if value.trim().is_empty() {
                     return Err(invalid(key(field), value, "a non-empty name"));
@@ -467,6 +546,95 @@ impl Config {
             dir.join(format!("{agency}.key")),
         )
     }
+}
+
+/// The `rest` adapter's settings; `key` names a field under the agency's `adapter`.
+fn validate_rest(rest: &RestConfig, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+    let invalid = |field: &str, value: &str, expected: &str| ConfigError::Invalid {
+        key: key(field),
+        origin: Origin::default(),
+        value: value.to_string(),
+        expected: expected.to_string(),
+    };
+    let https = rest
+        .url
+        .parse::<http::Uri>()
+        .ok()
+        .filter(|u| u.scheme_str() == Some("https") && u.host().is_some_and(|h| !h.is_empty()))
+        .filter(|u| u.query().is_none() && !rest.url.contains('#'));
+    if https.is_none() {
+        return Err(invalid(
+            "url",
+            &rest.url,
+            "an https:// URL of the agency's API, without query or fragment",
+        ));
+    }
+    if rest.timeout_ms == Some(0) {
+        return Err(invalid("timeout_ms", "0", "at least 1"));
+    }
+    match &rest.auth {
+        RestAuth::Mtls => {}
+        RestAuth::Bearer { token_env } => {
+            if !is_env_var_name(token_env) {
+                return Err(invalid("auth.token_env", token_env, ENV_VAR_RULE));
+            }
+        }
+        RestAuth::ApiKey { header, key_env } => {
+            if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                return Err(invalid(
+                    "auth.header",
+                    header,
+                    "an HTTP header name such as X-Api-Key",
+                ));
+            }
+            if !is_env_var_name(key_env) {
+                return Err(invalid("auth.key_env", key_env, ENV_VAR_RULE));
+            }
+        }
+    }
+    for (kind, mapping) in [
+        ("referral", &rest.mapping.referral),
+        ("status_update", &rest.mapping.status_update),
+    ] {
+        let Some(m) = mapping else { continue };
+        let field = |f: &str| format!("mapping.{kind}.{f}");
+        let path_ok = m.path.is_empty()
+            || (m.path.starts_with('/')
+                && !m.path.contains(['?', '#'])
+                && format!("https://x{}", m.path).parse::<http::Uri>().is_ok());
+        if !path_ok {
+            return Err(invalid(
+                &field("path"),
+                &m.path,
+                "a URL path starting with '/', e.g. \"/referrals\"",
+            ));
+        }
+        let paths = m
+            .rename
+            .iter()
+            .flat_map(|(from, to)| [("rename", from), ("rename", to)])
+            .chain(m.flatten.iter().map(|p| ("flatten", p)))
+            .chain(m.constants.keys().map(|p| ("constants", p)))
+            .chain(m.drop.iter().map(|p| ("drop", p)));
+        for (f, p) in paths {
+            if p.split('.').any(str::is_empty) {
+                return Err(invalid(
+                    &field(f),
+                    p,
+                    "a dotted field path such as \"subject.full_name\"",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+const ENV_VAR_RULE: &str = "the name of an environment variable holding the secret: letters, digits and '_', not starting with a digit";
+
+fn is_env_var_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 const SLUG_RULE: &str =
@@ -580,6 +748,83 @@ mod tests {
         assert!(err.contains("many"), "{err}");
         let err = parse(&[("JISR_LISTN_ADDR", "1")]).unwrap_err().to_string();
         assert!(err.contains("listn_addr"), "{err}");
+    }
+
+    /// The sample config with a `rest` adapter for its last agency (charity).
+    fn with_rest(adapter: &str) -> Result<Config, ConfigError> {
+        let text = format!("{SAMPLE}\n[agencies.adapter]\nkind = \"rest\"\n{adapter}");
+        Config::parse(Path::new("x"), &text, Vec::new())
+    }
+
+    #[test]
+    fn a_rest_adapter_parses_with_auth_and_mappings() {
+        let config = with_rest(
+            r#"url = "https://charity.example.ae/api/jisr"
+timeout_ms = 5000
+[agencies.adapter.auth]
+kind = "api_key"
+header = "X-Api-Key"
+key_env = "CHARITY_API_KEY"
+[agencies.adapter.mapping.referral]
+path = "/referrals"
+rename = { "subject.full_name" = "person.name" }
+flatten = ["consent"]
+constants = { "source" = "jisr", "schema.version" = 2 }
+drop = ["attachments"]
+"#,
+        )
+        .unwrap();
+        let AdapterConfig::Rest(rest) = &config.agency("charity").unwrap().adapter else {
+            panic!("not rest")
+        };
+        assert_eq!(rest.timeout_ms, Some(5000));
+        assert_eq!(rest.auth.kind(), "api_key");
+        let m = rest.mapping.referral.as_ref().unwrap();
+        assert_eq!(m.path, "/referrals");
+        assert_eq!(m.constants["schema.version"], serde_json::json!(2));
+        assert!(rest.mapping.status_update.is_none());
+        assert_eq!(config.agency("charity").unwrap().adapter.kind(), "rest");
+    }
+
+    #[test]
+    fn rest_adapter_settings_are_checked() {
+        let err = |adapter: &str| with_rest(adapter).unwrap_err().to_string();
+        let mtls = "[agencies.adapter.auth]\nkind = \"mtls\"\n";
+        let e = err(&format!("url = \"http://charity.example.ae\"\n{mtls}"));
+        assert!(
+            e.contains("agencies[8].adapter.url") && e.contains("http://charity.example.ae"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "url = \"https://c.example.ae\"\ntimeout_ms = 0\n{mtls}"
+        ));
+        assert!(e.contains("adapter.timeout_ms"), "{e}");
+        let e = err("url = \"https://c.example.ae\"\n[agencies.adapter.auth]\nkind = \"bearer\"\ntoken_env = \"NOT-A-VAR\"\n");
+        assert!(
+            e.contains("adapter.auth.token_env") && e.contains("NOT-A-VAR"),
+            "{e}"
+        );
+        let e = err("url = \"https://c.example.ae\"\n[agencies.adapter.auth]\nkind = \"api_key\"\nheader = \"Bad Header\"\nkey_env = \"K\"\n");
+        assert!(e.contains("adapter.auth.header"), "{e}");
+        let e = err(&format!(
+            "url = \"https://c.example.ae\"\n{mtls}[agencies.adapter.mapping.referral]\npath = \"referrals\"\n"
+        ));
+        assert!(e.contains("adapter.mapping.referral.path"), "{e}");
+        let e = err(&format!(
+            "url = \"https://c.example.ae\"\n{mtls}[agencies.adapter.mapping.status_update]\ndrop = [\"a..b\"]\n"
+        ));
+        assert!(
+            e.contains("adapter.mapping.status_update.drop") && e.contains("a..b"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "url = \"https://c.example.ae\"\n{mtls}[agencies.adapter.mapping.information_request]\n"
+        ));
+        assert!(e.contains("information_request"), "{e}");
+        let e = err("url = \"https://c.example.ae\"\n[agencies.adapter.auth]\nkind = \"bearer\"\ntoken = \"s3cret\"\n");
+        assert!(e.contains("token"), "an inline secret is refused: {e}");
+        let e = err("url = \"https://c.example.ae\"\n");
+        assert!(e.contains("auth"), "{e}");
     }
 
     #[test]

@@ -16,5 +16,8 @@ CREATE TABLE outbox (
     last_error      TEXT NOT NULL,
     receipt_id      TEXT NOT NULL
 );
-CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
+-- Only undelivered rows, oldest first per agency: claiming reads the head of this index and
+-- stops, however long the history of delivered rows grows.
+CREATE INDEX outbox_undelivered ON outbox (agency, seq) WHERE state IN ('pending', 'leased');
+CREATE INDEX outbox_undelivered_by_age ON outbox (created_at) WHERE state IN ('pending', 'leased');
 CREATE INDEX outbox_by_subject ON outbox (subject_id, agency, seq);

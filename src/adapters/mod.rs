@@ -3,6 +3,7 @@
 //! `build` (docs/adapters.md walks through it).
 
 pub mod grpc;
+pub mod rest;
 pub mod testkit;
 
 use std::sync::Arc;
@@ -27,6 +28,9 @@ pub fn build(config: &Config) -> anyhow::Result<Adapters> {
                 server_name.as_deref(),
                 ca_cert.as_deref(),
             )?),
+            AdapterConfig::Rest(rest) => {
+                Arc::new(rest::RestAdapter::new(config, &agency.id, rest)?)
+            }
         };
         adapters.insert(agency.id.clone(), adapter);
     }

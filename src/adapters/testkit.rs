@@ -59,12 +59,26 @@ pub fn sample_delivery(delivery_id: &str, agency: &str, referral_id: &str) -> Ou
 /// Runs the kit; panics naming the first expectation the adapter does not meet.
 pub async fn check_adapter(adapter: &dyn Adapter, mock: &dyn MockAgency, agency: &str) {
     let kind = adapter.kind();
-    let first = sample_delivery("01KITDELIVERY0000000000001", agency, "01KITREFERRAL000000000001");
-    let second = sample_delivery("01KITDELIVERY0000000000002", agency, "01KITREFERRAL000000000002");
+    let first = sample_delivery(
+        "01KITDELIVERY0000000000001",
+        agency,
+        "01KITREFERRAL000000000001",
+    );
+    let second = sample_delivery(
+        "01KITDELIVERY0000000000002",
+        agency,
+        "01KITREFERRAL000000000002",
+    );
 
     mock.set_behaviour(Behaviour::Accept);
-    adapter.deliver(&first).await.unwrap_or_else(|e| panic!("{kind}: a delivery to a healthy agency failed: {e}"));
-    adapter.health().await.unwrap_or_else(|e| panic!("{kind}: health of a healthy agency failed: {e}"));
+    adapter
+        .deliver(&first)
+        .await
+        .unwrap_or_else(|e| panic!("{kind}: a delivery to a healthy agency failed: {e}"));
+    adapter
+        .health()
+        .await
+        .unwrap_or_else(|e| panic!("{kind}: health of a healthy agency failed: {e}"));
 
     // A retry of the same delivery (its answer was lost, say) carries the same id: the
     // agency acts once.
@@ -73,15 +87,34 @@ pub async fn check_adapter(adapter: &dyn Adapter, mock: &dyn MockAgency, agency:
     if let Some(m) = retry.message.metadata.as_mut() {
         m.attempt = 2;
     }
-    adapter.deliver(&retry).await.unwrap_or_else(|e| panic!("{kind}: a repeated delivery failed: {e}"));
-    assert_eq!(mock.acted(), vec![first.delivery_id.clone()], "{kind}: the agency must act once per delivery id");
+    adapter
+        .deliver(&retry)
+        .await
+        .unwrap_or_else(|e| panic!("{kind}: a repeated delivery failed: {e}"));
+    assert_eq!(
+        mock.acted(),
+        vec![first.delivery_id.clone()],
+        "{kind}: the agency must act once per delivery id"
+    );
 
-    for (behaviour, want_retryable) in [(Behaviour::Unavailable, true), (Behaviour::Malformed, true), (Behaviour::Refuse, false)] {
+    for (behaviour, want_retryable) in [
+        (Behaviour::Unavailable, true),
+        (Behaviour::Malformed, true),
+        (Behaviour::Refuse, false),
+    ] {
         mock.set_behaviour(behaviour);
         match adapter.deliver(&second).await {
-            Ok(receipt) => panic!("{kind}: {behaviour:?} was taken as delivered (receipt {receipt:?})"),
-            Err(DeliveryError::Retryable(e)) => assert!(want_retryable, "{kind}: {behaviour:?} must be Permanent, was Retryable: {e}"),
-            Err(DeliveryError::Permanent(e)) => assert!(!want_retryable, "{kind}: {behaviour:?} must be Retryable, was Permanent: {e}"),
+            Ok(receipt) => {
+                panic!("{kind}: {behaviour:?} was taken as delivered (receipt {receipt:?})")
+            }
+            Err(DeliveryError::Retryable(e)) => assert!(
+                want_retryable,
+                "{kind}: {behaviour:?} must be Permanent, was Retryable: {e}"
+            ),
+            Err(DeliveryError::Permanent(e)) => assert!(
+                !want_retryable,
+                "{kind}: {behaviour:?} must be Retryable, was Permanent: {e}"
+            ),
         }
     }
     mock.set_behaviour(Behaviour::Unavailable);
@@ -91,6 +124,13 @@ pub async fn check_adapter(adapter: &dyn Adapter, mock: &dyn MockAgency, agency:
     );
 
     mock.set_behaviour(Behaviour::Accept);
-    adapter.deliver(&second).await.unwrap_or_else(|e| panic!("{kind}: delivery after recovery failed: {e}"));
-    assert_eq!(mock.acted(), vec![first.delivery_id, second.delivery_id], "{kind}: nothing lost, nothing twice");
+    adapter
+        .deliver(&second)
+        .await
+        .unwrap_or_else(|e| panic!("{kind}: delivery after recovery failed: {e}"));
+    assert_eq!(
+        mock.acted(),
+        vec![first.delivery_id, second.delivery_id],
+        "{kind}: nothing lost, nothing twice"
+    );
 }

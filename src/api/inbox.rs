@@ -102,15 +102,14 @@ impl InboxService for InboxApi {
         let mut changes = self.store.outbox_changes();
         loop {
             changes.borrow_and_update();
-            let agency = vec![caller.agency().to_string()];
+            let agency = caller.agency().to_string();
             let visibility = self.visibility_ms;
             let (rows, _) = self
                 .store
                 .write(None, move |tx| {
                     Box::pin(async move {
                         let now = now_ms();
-                        tx.lease_due(Some(&agency), now, now + visibility, max)
-                            .await
+                        tx.lease_due(&agency, now, now + visibility, max).await
                     })
                 })
                 .await

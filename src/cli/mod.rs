@@ -3,7 +3,9 @@
 mod audit;
 mod bench;
 mod client;
+mod demo;
 mod outbox;
+mod sandbox;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,6 +62,8 @@ enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// The closed loop of a referral, end to end, on loopback, with nothing to set up.
+    Demo,
     /// Deliveries to agencies: list, retry dead ones, replay delivered ones.
     Outbox {
         #[command(subcommand)]
@@ -86,7 +90,12 @@ enum ConfigCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    crate::telemetry::init();
+    // The demo prints its own timeline; the gateway's logs would drown it.
+    crate::telemetry::init_with_default(if matches!(cli.command, Command::Demo) {
+        "warn"
+    } else {
+        "info"
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -107,6 +116,10 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // The demo brings its own configuration.
+    if let Command::Demo = cli.command {
+        return demo::run().await;
+    }
     let config = Config::load(&cli.config)?;
     match cli.command {
         Command::Serve => serve(config).await,
@@ -143,6 +156,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(&config, args).await,
         Command::Audit { command } => audit::run(&config, command).await,
         Command::Outbox { command } => outbox::run(&config, command).await,
+        Command::Demo => demo::run().await,
     }
 }
 

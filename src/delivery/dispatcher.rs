@@ -4,11 +4,12 @@
 //! gateway died mid-attempt is offered again when its lease ends (at least once).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prost::Message;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::{backoff, effects, Adapter, DeliveryError, OutboundDelivery};
@@ -16,6 +17,9 @@ use crate::config::DeliveryConfig;
 use crate::pb::adapter_v1::{Delivery, DeliveryMetadata};
 use crate::store::outbox::OutboxRow;
 use crate::store::{now_ms, Store, StoreError};
+
+/// How many times its concurrency an agency may have leased ahead of attempts.
+const PREFETCH: usize = 4;
 
 /// Agencies whose deliveries are pushed, with their adapters.
 pub type Adapters = HashMap<String, Arc<dyn Adapter>>;
@@ -25,7 +29,11 @@ pub struct Dispatcher {
     adapters: Arc<Adapters>,
     settings: DeliveryConfig,
     limits: HashMap<String, Arc<Semaphore>>,
+    /// Per agency: deliveries leased and not yet attempted to the end.
+    queued: HashMap<String, Arc<AtomicUsize>>,
     breakers: Arc<Mutex<HashMap<String, Breaker>>>,
+    /// Poked when a delivery finishes and frees a slot.
+    kick: Notify,
 }
 
 /// Opens after `threshold` consecutive failures; after `cooldown` lets one attempt
@@ -53,12 +61,18 @@ impl Dispatcher {
                 )
             })
             .collect();
+        let queued = adapters
+            .keys()
+            .map(|a| (a.clone(), Arc::new(AtomicUsize::new(0))))
+            .collect();
         Dispatcher {
             store,
+            queued,
             adapters: Arc::new(adapters),
             settings,
             limits,
             breakers: Arc::new(Mutex::new(HashMap::new())),
+            kick: Notify::new(),
         }
     }
 
@@ -67,6 +81,7 @@ impl Dispatcher {
         let mut wake = self.store.outbox_changes();
         let this = Arc::new(self);
         tokio::spawn(async move {
+            let mut last_sweep = Instant::now();
             loop {
                 if *shutdown.borrow_and_update() {
                     return;
@@ -75,11 +90,15 @@ impl Dispatcher {
                 if let Err(e) = this.clone().dispatch_due().await {
                     tracing::error!(error = %e, "dispatching deliveries failed; retrying");
                 }
-                if let Err(e) = this.expire_stale().await {
-                    tracing::error!(error = %e, "dead-lettering stale deliveries failed; retrying");
+                if last_sweep.elapsed() >= Duration::from_secs(1) {
+                    last_sweep = Instant::now();
+                    if let Err(e) = this.expire_stale().await {
+                        tracing::error!(error = %e, "dead-lettering stale deliveries failed; retrying");
+                    }
                 }
                 tokio::select! {
                     _ = wake.changed() => {}
+                    _ = this.kick.notified() => {}
                     _ = tokio::time::sleep(Duration::from_millis(this.settings.poll_interval_ms)) => {}
                     _ = shutdown.changed() => {}
                 }
@@ -87,53 +106,62 @@ impl Dispatcher {
         })
     }
 
-    /// Leases what agencies can take now and starts delivering it.
+    /// Leases what agencies can take soon and starts delivering it. Per agency whose breaker
+    /// allows, up to a window of `PREFETCH` times its concurrency is kept leased ahead, so a
+    /// freed slot is refilled at once instead of after a round trip through the writer.
+    /// Attempts wait for a slot in lease order (the semaphore is fair).
     async fn dispatch_due(self: Arc<Self>) -> Result<(), StoreError> {
         let now = Instant::now();
-        let ready: Vec<String> = {
+        let window = self.settings.per_agency_concurrency * PREFETCH;
+        let wanted: Vec<(String, i64)> = {
             let breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
             self.limits
-                .iter()
-                .filter(|(agency, limit)| {
-                    limit.available_permits() > 0
-                        && breakers.get(*agency).is_none_or(|b| b.allows(now))
+                .keys()
+                .filter(|agency| breakers.get(*agency).is_none_or(|b| b.allows(now)))
+                .filter_map(|agency| {
+                    let queued = self
+                        .queued
+                        .get(agency)
+                        .map_or(0, |q| q.load(Ordering::Acquire));
+                    (queued < window).then(|| (agency.clone(), (window - queued) as i64))
                 })
-                .map(|(agency, _)| agency.clone())
                 .collect()
         };
-        if ready.is_empty() {
+        if wanted.is_empty() {
             return Ok(());
         }
         let lease_ms = self.settings.timeout_ms as i64 * 2 + 1000;
-        let limit = (ready.len() * self.settings.per_agency_concurrency) as i64;
         let (rows, _) = self
             .store
             .write(None, move |tx| {
                 Box::pin(async move {
                     let at = now_ms();
-                    tx.lease_due(Some(&ready), at, at + lease_ms, limit).await
+                    let mut rows = Vec::new();
+                    for (agency, n) in wanted {
+                        rows.extend(tx.lease_due(&agency, at, at + lease_ms, n).await?);
+                    }
+                    Ok::<_, StoreError>(rows)
                 })
             })
             .await?;
         for row in rows {
-            let permit = self
-                .limits
-                .get(&row.agency)
-                .and_then(|l| l.clone().try_acquire_owned().ok());
+            let (Some(limit), Some(queued)) =
+                (self.limits.get(&row.agency), self.queued.get(&row.agency))
+            else {
+                continue;
+            };
+            let (limit, queued) = (limit.clone(), queued.clone());
+            queued.fetch_add(1, Ordering::AcqRel);
             let this = self.clone();
             tokio::spawn(async move {
-                // Without a permit (more was due than the limit), the lease simply runs out
-                // later; with one, deliver now.
-                let Some(_permit) = permit else {
-                    let _ = this
-                        .record(
-                            &row,
-                            Err(DeliveryError::Retryable("per-agency limit reached".into())),
-                        )
-                        .await;
-                    return;
+                let outcome = match limit.acquire_owned().await {
+                    Ok(_permit) => this.attempt(&row).await,
+                    Err(_) => Err(DeliveryError::Retryable("dispatcher stopping".into())),
                 };
-                let outcome = this.attempt(&row).await;
+                // The limit protects the agency's system: its slot is free once it answered.
+                // The row stays leased until recorded, so nothing overtakes it meanwhile.
+                queued.fetch_sub(1, Ordering::AcqRel);
+                this.kick.notify_one();
                 if let Err(e) = this.record(&row, outcome).await {
                     tracing::error!(delivery_id = %row.delivery_id, error = %e, "recording a delivery outcome failed; its lease will expire and it will be retried");
                 }

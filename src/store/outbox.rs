@@ -64,35 +64,26 @@ impl WriteTx {
         Ok(id)
     }
 
-    /// Leases up to `limit` due deliveries of these agencies (all when None) until
-    /// `lease_until`, oldest first, never two of one subject for one agency at once, and
-    /// never one whose earlier sibling is still undelivered.
+    /// Leases up to `limit` due deliveries of `agency` until `lease_until`, oldest first,
+    /// never one whose earlier sibling (same exchange, same agency) is still undelivered.
     pub async fn lease_due(
         &mut self,
-        agencies: Option<&[String]>,
+        agency: &str,
         now: i64,
         lease_until: i64,
         limit: i64,
     ) -> Result<Vec<OutboxRow>, StoreError> {
-        let mut q = SqlBuilder::default();
-        let now_p = q.bind(Arg::Int(now));
-        let mut sql = format!(
-            "SELECT {COLUMNS} FROM outbox o WHERE o.state IN ('pending', 'leased') AND o.next_attempt_at <= {now_p} \
-             AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.subject_id = o.subject_id AND p.agency = o.agency \
-             AND p.seq < o.seq AND p.state IN ('pending', 'leased'))"
-        );
-        if let Some(agencies) = agencies {
-            if agencies.is_empty() {
-                return Ok(Vec::new());
-            }
-            let list: Vec<_> = agencies
-                .iter()
-                .map(|a| q.bind(Arg::Text(a.clone())))
-                .collect();
-            sql += &format!(" AND o.agency IN ({})", list.join(", "));
-        }
-        sql += &format!(" ORDER BY o.seq LIMIT {}", q.bind(Arg::Int(limit)));
-        let rows = q.query(&sql).fetch_all(self.conn()).await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM outbox o WHERE o.agency = $1 AND o.state IN ('pending', 'leased') \
+             AND o.next_attempt_at <= $2 AND NOT EXISTS (SELECT 1 FROM outbox p \
+             WHERE p.subject_id = o.subject_id AND p.agency = o.agency AND p.seq < o.seq \
+             AND p.state IN ('pending', 'leased')) ORDER BY o.seq LIMIT $3"
+        ))
+        .bind(agency)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(self.conn())
+        .await?;
         let mut leased = Vec::with_capacity(rows.len());
         for row in &rows {
             let mut r = outbox_row(row)?;

@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod delivery;
 mod referrals;
+mod rest;
 mod service;
 mod store;
 mod tls;
