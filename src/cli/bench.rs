@@ -48,7 +48,8 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     let mut sandbox = None;
     let mut channels: Vec<Channel> = Vec::with_capacity(args.connections);
     let addr = if args.sandbox {
-        let (sb, sim) = super::sandbox::Sandbox::start(&[args.to.as_str()]).await?;
+        let (sb, sim) =
+            super::sandbox::Sandbox::start(&[args.to.as_str()], &[], Default::default()).await?;
         for _ in 0..args.connections {
             channels.push(sb.channel(&args.from).await?);
         }

@@ -2,8 +2,9 @@
 //! up: a gateway and simulated agency systems in a temporary directory. It prints a
 //! timeline and exits 0, or non-zero naming the step that failed.
 //!
-//! Agencies: the Social Services Department pulls from its inbox (the `inbox` adapter);
-//! the Housing Department's system is called over mTLS (the `grpc` adapter).
+//! Agencies, one per adapter kind: the Social Services Department pulls from its inbox
+//! (`inbox`); the Housing Department's system is called over mTLS (`grpc`); the Charity
+//! Association's system takes HTTPS/JSON, reshaped by a declarative mapping (`rest`).
 
 use std::time::{Duration, Instant};
 
@@ -40,19 +41,20 @@ impl Timeline {
 }
 
 pub async fn run() -> anyhow::Result<()> {
-    println!("Jisr demo: a referral's closed loop between two agencies, on loopback.\n");
-    let (sandbox, housing_system) = Sandbox::start(&["housing"])
+    println!("Jisr demo: a referral's closed loop across three agencies, on loopback.\n");
+    let mapping: crate::config::RestMappings = toml::from_str(CHARITY_MAPPING)?;
+    let (sandbox, systems) = Sandbox::start(&["housing"], &["charity"], mapping)
         .await
         .context("starting the sandbox")?;
-    println!(
-        "  gateway on {} (mTLS); Housing Department reached through the grpc adapter; Social Services pulls from its inbox\n",
-        sandbox.addr()
-    );
+    println!("  gateway on {} (mTLS, TLS 1.3)", sandbox.addr());
+    println!("  Social Services Department: pulls from its inbox           (adapter inbox)");
+    println!("  Housing Department:         its system is called over gRPC (adapter grpc)");
+    println!("  Charity Association:        its system takes HTTPS/JSON    (adapter rest)\n");
     let mut t = Timeline {
         started: Instant::now(),
         step: 0,
     };
-    let result = walk(&sandbox, &housing_system, &mut t).await;
+    let result = walk(&sandbox, &systems, &mut t).await;
     let verify = sandbox_verify(sandbox).await;
     match (result, verify) {
         (Ok(()), Ok(summary)) => {
@@ -107,8 +109,9 @@ async fn walk(
     let leaf = submitted.audit_receipt.as_ref().map_or(0, |r| r.leaf_index);
     t.ok(format!("Social Services submitted referral {id} to Housing (SUBMITTED; audit receipt: leaf {leaf})"));
 
+    let want = format!("referral {id}");
     housing_system
-        .wait_for(&format!("referral {id}"), STEP_TIMEOUT)
+        .wait_for("the referral", |a| a.what == want, STEP_TIMEOUT)
         .await
         .map_err(|e| t.fail("deliver to Housing's system", e))?;
     t.ok("Housing's system received it through the grpc adapter".into());
@@ -184,8 +187,73 @@ async fn walk(
         "history as the sender sees it: {}",
         path.join(" → ")
     ));
+
+    // Onward: Housing refers the family to the Charity Association, whose system takes REST.
+    let onward = housing
+        .submit_referral(SubmitReferralRequest {
+            request_id: format!("demo-{}", ulid::Ulid::new()),
+            referral: Some(Referral {
+                to_agency: "charity".into(),
+                service_code: "financial-aid".into(),
+                category: ReferralCategory::FinancialHardship as i32,
+                priority: ReferralPriority::Routine as i32,
+                subject: Some(Subject {
+                    identifier: Some(PersonIdentifier {
+                        r#type: IdentifierType::EmiratesId as i32,
+                        value: "784-1990-1234567-6".into(),
+                        issuing_country: String::new(),
+                    }),
+                    full_name: "Demo Family".into(),
+                    ..Subject::default()
+                }),
+                summary: "Rehoused; needs help with the first months' rent.".into(),
+                ..Referral::default()
+            }),
+        })
+        .await
+        .map_err(|s| t.fail("refer onward to the charity", anyhow::anyhow!("{s}")))?
+        .into_inner()
+        .referral
+        .map(|r| r.id)
+        .unwrap_or_default();
+    t.ok(format!(
+        "Housing referred the family onward to the Charity Association ({onward})"
+    ));
+    let arrived = housing_system
+        .wait_for(
+            "the onward referral at the charity",
+            |a| a.what.starts_with("rest ") && a.referral_id == onward,
+            STEP_TIMEOUT,
+        )
+        .await
+        .map_err(|e| t.fail("deliver to the charity's REST system", e))?;
+    let body: serde_json::Value =
+        serde_json::from_str(arrived.what.trim_start_matches("rest ")).unwrap_or_default();
+    t.ok(format!(
+        "the Charity's system received it as JSON, reshaped by its mapping: {}",
+        serde_json::json!({ "case": body["case"], "source": body["source"] })
+    ));
+    let delivered = format!("status {onward} DELIVERED");
+    housing_system
+        .wait_for(
+            "DELIVERED at Housing's system",
+            |a| a.what == delivered,
+            STEP_TIMEOUT,
+        )
+        .await
+        .map_err(|e| t.fail("tell Housing's system DELIVERED", e))?;
+    t.ok("DELIVERED; Housing's own system heard it through the grpc adapter".into());
     Ok(())
 }
+
+/// The Charity Association's mapping, as an operator would write it in config/jisr.toml.
+const CHARITY_MAPPING: &str = r#"
+[referral]
+path = "/cases"
+rename = { "id" = "case.jisr_id", "subject.full_name" = "case.beneficiary", "summary" = "case.summary" }
+constants = { "source" = "jisr" }
+drop = ["attachments", "consent", "status_history"]
+"#;
 
 /// Pulls the sender's inbox until the status update for `id` arrives; acknowledges all.
 async fn hear(

@@ -75,22 +75,23 @@ impl SimAgency {
             .clone()
     }
 
-    /// Waits until an arrival matches `what`.
+    /// Waits until an arrival matches `wanted` (described by `what` in the error).
     pub async fn wait_for(
         &self,
         what: &str,
+        wanted: impl Fn(&Arrival) -> bool,
         timeout: std::time::Duration,
     ) -> anyhow::Result<Arrival> {
         let mut changed = self.changed.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             changed.borrow_and_update();
-            if let Some(a) = self.arrivals().into_iter().find(|a| a.what == what) {
+            if let Some(a) = self.arrivals().into_iter().find(|a| wanted(a)) {
                 return Ok(a);
             }
             tokio::select! {
                 _ = changed.changed() => {}
-                _ = tokio::time::sleep_until(deadline) => anyhow::bail!("nothing matching {what:?} arrived within {timeout:?}"),
+                _ = tokio::time::sleep_until(deadline) => anyhow::bail!("{what} did not arrive within {timeout:?}"),
             }
         }
     }
@@ -156,8 +157,14 @@ pub struct Sandbox {
 
 impl Sandbox {
     /// A sandbox whose agencies in `grpc_agencies` are reached through the grpc adapter at
-    /// the returned simulated system; all others pull from their inbox.
-    pub async fn start(grpc_agencies: &[&str]) -> anyhow::Result<(Sandbox, SimAgency)> {
+    /// the returned simulated system, those in `rest_agencies` through the rest adapter
+    /// (mTLS, with the `mapping` given) at a simulated HTTPS system, and all others pull
+    /// from their inbox.
+    pub async fn start(
+        grpc_agencies: &[&str],
+        rest_agencies: &[&str],
+        mapping: crate::config::RestMappings,
+    ) -> anyhow::Result<(Sandbox, SimAgency)> {
         crate::tls::crypto_provider();
         let dir = std::env::temp_dir().join(format!("jisr-sandbox-{}", ulid::Ulid::new()));
         std::fs::create_dir_all(&dir)?;
@@ -214,6 +221,20 @@ impl Sandbox {
                 server_name: Some("localhost".into()),
                 ca_cert: None,
             };
+        }
+        let rest_addr = serve_rest_sim(&ca, sim.clone()).await?;
+        for agency in config
+            .agencies
+            .iter_mut()
+            .filter(|a| rest_agencies.contains(&a.id.as_str()))
+        {
+            agency.adapter = AdapterConfig::Rest(Box::new(crate::config::RestConfig {
+                url: format!("https://localhost:{}/api/jisr", rest_addr.port()),
+                ca_cert: None,
+                timeout_ms: None,
+                auth: crate::config::RestAuth::Mtls,
+                mapping: mapping.clone(),
+            }));
         }
         let gateway = Gateway::start(&config).await?;
         Ok((
@@ -275,5 +296,95 @@ async fn serve_sim(ca: &CertAuthority, sim: SimAgency) -> anyhow::Result<SocketA
         .tls_config(tls)?
         .add_service(AgencyEndpointServiceServer::new(sim));
     tokio::spawn(server.serve_with_incoming(TcpListenerStream::new(listener)));
+    Ok(addr)
+}
+
+/// Serves a simulated HTTPS/JSON agency system (the rest adapter's peer): requires the
+/// gateway's client certificate, de-duplicates on `X-Jisr-Delivery-Id`, records the JSON it
+/// was sent (`what` = "rest <body>") and answers `{"receipt_id": ...}`.
+async fn serve_rest_sim(ca: &CertAuthority, sim: SimAgency) -> anyhow::Result<SocketAddr> {
+    use http_body_util::BodyExt;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let provider = crate::tls::crypto_provider();
+    let cert = ca.issue(&LeafSpec::server(&["localhost".to_string()]))?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(ca.cert_pem().as_bytes())?)?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![CertificateDer::from_pem_slice(cert.cert_pem.as_bytes())?],
+            PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes())?,
+        )?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let (acceptor, sim) = (acceptor.clone(), sim.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let sim = sim.clone();
+                        async move {
+                            let id = req
+                                .headers()
+                                .get("x-jisr-delivery-id")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_string();
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let text = String::from_utf8_lossy(&body).to_string();
+                            let referral_id = serde_json::from_slice::<serde_json::Value>(&body)
+                                .ok()
+                                .and_then(|v| {
+                                    v.pointer("/case/jisr_id")
+                                        .or(v.get("referral_id"))
+                                        .and_then(|x| x.as_str())
+                                        .map(str::to_string)
+                                })
+                                .unwrap_or_default();
+                            let meta = Some(DeliveryMetadata {
+                                delivery_id: id,
+                                ..DeliveryMetadata::default()
+                            });
+                            let (status, reply) =
+                                match sim.record(meta, format!("rest {text}"), referral_id) {
+                                    Ok(receipt) => {
+                                        (200, format!("{{\"receipt_id\":\"{receipt}\"}}"))
+                                    }
+                                    Err(e) => (422, format!("{{\"error\":\"{}\"}}", e.message())),
+                                };
+                            http::Response::builder()
+                                .status(status)
+                                .header("content-type", "application/json")
+                                .body(http_body_util::Full::new(bytes::Bytes::from(reply)))
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
     Ok(addr)
 }

@@ -112,3 +112,31 @@ fn a_bad_setting_stops_the_start_naming_key_value_and_expectation() {
     );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("9 agencies"));
 }
+
+#[test]
+fn jisr_demo_walks_the_closed_loop_and_exits_zero_with_nothing_set_up() {
+    let dir = tempfile::tempdir().unwrap();
+    // From an empty directory: the demo needs no config, certificates or database.
+    let out = Command::new(env!("CARGO_BIN_EXE_jisr"))
+        .current_dir(dir.path())
+        .arg("demo")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for step in [
+        "Housing's system received it through the grpc adapter",
+        "Social Services heard it in its inbox",
+        "Housing completed it (outcome RESOLVED); Social Services heard it",
+        "reshaped by its mapping",
+        "Housing's own system heard it through the grpc adapter",
+        "the audit trail verifies",
+        "The loop closed",
+    ] {
+        assert!(stdout.contains(step), "missing {step:?} in:\n{stdout}");
+    }
+}
