@@ -726,6 +726,27 @@ async fn the_outbox_cli_lists_dead_deliveries_and_retries_them() {
     .await;
     let out = jisr(&["outbox", "list", "--state", "dead"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("(0 shown)"));
+
+    // Replay: the agency lost it; the same delivery goes again, same delivery id.
+    let out = jisr(&["outbox", "list", "--state", "delivered"]);
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    let delivery_id = listed
+        .lines()
+        .find(|l| l.contains(&id) && l.contains("referral"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("delivered referral delivery not listed:\n{listed}"))
+        .to_string();
+    let duplicates = housing_system.duplicates.load(Ordering::SeqCst);
+    let out = jisr(&["outbox", "replay", &delivery_id]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 of 1 deliveries will be sent again"),
+        "{out:?}"
+    );
+    eventually(
+        "the replayed delivery arrives again with its delivery id",
+        || housing_system.duplicates.load(Ordering::SeqCst) == duplicates + 1,
+    )
+    .await;
     gw.shutdown().await.unwrap();
 }
 
@@ -759,5 +780,35 @@ async fn a_delivery_nobody_pulls_is_dead_lettered_after_max_age_and_the_sender_i
         .filter_map(status_in)
         .collect();
     assert_eq!(told, vec![(id, ReferralStatus::Failed)]);
+    gw.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_circuit_breaker_stops_attempts_until_its_cooldown_ends() {
+    let mut env = TestEnv::sqlite();
+    let (addr, housing_system) = mock_agency(&env).await;
+    push_to(&mut env, "housing", addr);
+    env.config.delivery.max_attempts = 1000;
+    env.config.delivery.breaker_failures = 2;
+    env.config.delivery.breaker_cooldown_ms = 1500;
+    housing_system.down.store(true, Ordering::SeqCst);
+    let gw = env.start().await;
+    let mut social = env.client(&gw, "social-services").await;
+    let id = submitted_id(&mut social, "breaker", referral_to("housing")).await;
+    eventually("two failures open the breaker", || {
+        housing_system.calls.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    // Retries would come every 20-200 ms; with the breaker open, none come.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        housing_system.calls.load(Ordering::SeqCst),
+        2,
+        "no attempt while the breaker is open"
+    );
+    housing_system.down.store(false, Ordering::SeqCst);
+    // After the cooldown one attempt goes through, succeeds, and closes it.
+    wait_status(&env, &gw, &id, ReferralStatus::Delivered).await;
+    assert_eq!(housing_system.calls.load(Ordering::SeqCst), 3);
     gw.shutdown().await.unwrap();
 }
