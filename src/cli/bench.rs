@@ -157,14 +157,14 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
 /// Waits for the simulated agency to receive every submitted referral (up to 60 s), then
 /// measures deliveries per second during the run and reply-to-receipt latency.
 async fn delivery_report(
-    sim: &super::sandbox::SimAgency,
+    sim: &crate::adapters::testkit::MockEndpoint,
     replies: &std::collections::HashMap<String, Instant>,
     started: Instant,
     elapsed: f64,
 ) -> serde_json::Value {
     let load_end = started + Duration::from_secs_f64(elapsed);
     let deadline = Instant::now() + Duration::from_secs(60);
-    let count = |sim: &super::sandbox::SimAgency| {
+    let count = |sim: &crate::adapters::testkit::MockEndpoint| {
         sim.arrivals()
             .iter()
             .filter(|a| replies.contains_key(&a.referral_id))

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use tonic::transport::Channel;
 
-use super::sandbox::{Sandbox, SimAgency};
+use super::sandbox::Sandbox;
+use crate::adapters::testkit::MockEndpoint;
 use crate::pb::adapter_v1::inbox_service_client::InboxServiceClient;
 use crate::pb::adapter_v1::{
     delivery, status_update, AckDeliveryRequest, AckOutcome, PullDeliveriesRequest,
@@ -69,7 +70,7 @@ pub async fn run() -> anyhow::Result<()> {
 
 async fn walk(
     sandbox: &Sandbox,
-    housing_system: &SimAgency,
+    housing_system: &MockEndpoint,
     t: &mut Timeline,
 ) -> anyhow::Result<()> {
     let mut social = ReferralServiceClient::new(sandbox.channel("social-services").await?);
@@ -79,24 +80,13 @@ async fn walk(
     let submitted = social
         .submit_referral(SubmitReferralRequest {
             request_id: format!("demo-{}", ulid::Ulid::new()),
-            referral: Some(Referral {
-                to_agency: "housing".into(),
-                service_code: "housing-support".into(),
-                category: ReferralCategory::Housing as i32,
-                priority: ReferralPriority::Urgent as i32,
-                subject: Some(Subject {
-                    identifier: Some(PersonIdentifier {
-                        r#type: IdentifierType::EmiratesId as i32,
-                        value: "784-1990-1234567-6".into(),
-                        issuing_country: String::new(),
-                    }),
-                    full_name: "Demo Family".into(),
-                    full_name_ar: "أسرة تجريبية".into(),
-                    ..Subject::default()
-                }),
-                summary: "Family of five facing eviction; needs emergency housing support.".into(),
-                ..Referral::default()
-            }),
+            referral: Some(family_referral(
+                "housing",
+                "housing-support",
+                ReferralCategory::Housing,
+                ReferralPriority::Urgent,
+                "Family of five facing eviction; needs emergency housing support.",
+            )),
         })
         .await
         .map_err(|s| t.fail("submit the referral", anyhow::anyhow!("{s}")))?
@@ -192,23 +182,13 @@ async fn walk(
     let onward = housing
         .submit_referral(SubmitReferralRequest {
             request_id: format!("demo-{}", ulid::Ulid::new()),
-            referral: Some(Referral {
-                to_agency: "charity".into(),
-                service_code: "financial-aid".into(),
-                category: ReferralCategory::FinancialHardship as i32,
-                priority: ReferralPriority::Routine as i32,
-                subject: Some(Subject {
-                    identifier: Some(PersonIdentifier {
-                        r#type: IdentifierType::EmiratesId as i32,
-                        value: "784-1990-1234567-6".into(),
-                        issuing_country: String::new(),
-                    }),
-                    full_name: "Demo Family".into(),
-                    ..Subject::default()
-                }),
-                summary: "Rehoused; needs help with the first months' rent.".into(),
-                ..Referral::default()
-            }),
+            referral: Some(family_referral(
+                "charity",
+                "financial-aid",
+                ReferralCategory::FinancialHardship,
+                ReferralPriority::Routine,
+                "Rehoused; needs help with the first months' rent.",
+            )),
         })
         .await
         .map_err(|s| t.fail("refer onward to the charity", anyhow::anyhow!("{s}")))?
@@ -254,6 +234,34 @@ rename = { "id" = "case.jisr_id", "subject.full_name" = "case.beneficiary", "sum
 constants = { "source" = "jisr" }
 drop = ["attachments", "consent", "status_history"]
 "#;
+
+/// The demo family's case, referred to `to`.
+fn family_referral(
+    to: &str,
+    service: &str,
+    category: ReferralCategory,
+    priority: ReferralPriority,
+    summary: &str,
+) -> Referral {
+    Referral {
+        to_agency: to.into(),
+        service_code: service.into(),
+        category: category as i32,
+        priority: priority as i32,
+        subject: Some(Subject {
+            identifier: Some(PersonIdentifier {
+                r#type: IdentifierType::EmiratesId as i32,
+                value: "784-1990-1234567-6".into(),
+                issuing_country: String::new(),
+            }),
+            full_name: "Demo Family".into(),
+            full_name_ar: "أسرة تجريبية".into(),
+            ..Subject::default()
+        }),
+        summary: summary.into(),
+        ..Referral::default()
+    }
+}
 
 /// Pulls the sender's inbox until the status update for `id` arrives; acknowledges all.
 async fn hear(

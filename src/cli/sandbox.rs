@@ -2,151 +2,18 @@
 //! development PKI, an SQLite database and a gateway in a temporary directory, and a
 //! simulated agency system behind the grpc adapter. Removed when dropped.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Certificate, Channel, Identity, Server, ServerTlsConfig};
-use tonic::{Request, Response, Status};
+use tonic::transport::Channel;
 
+use crate::adapters::testkit::MockEndpoint;
 use crate::config::{AdapterConfig, Config};
-use crate::pb::adapter_v1::agency_endpoint_service_server::{
-    AgencyEndpointService, AgencyEndpointServiceServer,
-};
-use crate::pb::adapter_v1::*;
 use crate::server::Gateway;
 use crate::tls::client::AgencyCredentials;
 use crate::tls::pki::{CertAuthority, LeafSpec};
-
-/// One message an agency system received (first time only: it de-duplicates).
-#[derive(Debug, Clone)]
-pub struct Arrival {
-    /// "referral <id>" or "status <id> <STATUS>".
-    pub what: String,
-    pub referral_id: String,
-    pub at: Instant,
-}
-
-/// A simulated agency system: an AgencyEndpointService that records what it receives.
-#[derive(Clone, Default)]
-pub struct SimAgency {
-    arrivals: Arc<Mutex<Vec<Arrival>>>,
-    seen: Arc<Mutex<HashSet<String>>>,
-    changed: Arc<watch::Sender<usize>>,
-}
-
-impl SimAgency {
-    fn record(
-        &self,
-        meta: Option<DeliveryMetadata>,
-        what: String,
-        referral_id: String,
-    ) -> Result<String, Status> {
-        let id = meta
-            .map(|m| m.delivery_id)
-            .filter(|id| !id.is_empty())
-            .ok_or_else(|| Status::invalid_argument("no delivery id"))?;
-        if self
-            .seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone())
-        {
-            let mut arrivals = self.arrivals.lock().unwrap_or_else(|p| p.into_inner());
-            arrivals.push(Arrival {
-                what,
-                referral_id,
-                at: Instant::now(),
-            });
-            self.changed.send_replace(arrivals.len());
-        }
-        Ok(format!("sim-{id}"))
-    }
-
-    pub fn arrivals(&self) -> Vec<Arrival> {
-        self.arrivals
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Waits until an arrival matches `wanted` (described by `what` in the error).
-    pub async fn wait_for(
-        &self,
-        what: &str,
-        wanted: impl Fn(&Arrival) -> bool,
-        timeout: std::time::Duration,
-    ) -> anyhow::Result<Arrival> {
-        let mut changed = self.changed.subscribe();
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            changed.borrow_and_update();
-            if let Some(a) = self.arrivals().into_iter().find(|a| wanted(a)) {
-                return Ok(a);
-            }
-            tokio::select! {
-                _ = changed.changed() => {}
-                _ = tokio::time::sleep_until(deadline) => anyhow::bail!("{what} did not arrive within {timeout:?}"),
-            }
-        }
-    }
-}
-
-#[tonic::async_trait]
-impl AgencyEndpointService for SimAgency {
-    async fn deliver_referral(
-        &self,
-        r: Request<DeliverReferralRequest>,
-    ) -> Result<Response<DeliverReferralResponse>, Status> {
-        let r = r.into_inner();
-        let id = r.referral.map(|x| x.id).unwrap_or_default();
-        let receipt_id = self.record(r.metadata, format!("referral {id}"), id)?;
-        Ok(Response::new(DeliverReferralResponse {
-            receipt_id,
-            duplicate: false,
-        }))
-    }
-    async fn deliver_information_request(
-        &self,
-        _: Request<DeliverInformationRequestRequest>,
-    ) -> Result<Response<DeliverInformationRequestResponse>, Status> {
-        Err(Status::unimplemented("information requests are issue #6"))
-    }
-    async fn deliver_information_response(
-        &self,
-        _: Request<DeliverInformationResponseRequest>,
-    ) -> Result<Response<DeliverInformationResponseResponse>, Status> {
-        Err(Status::unimplemented("information requests are issue #6"))
-    }
-    async fn deliver_status_update(
-        &self,
-        r: Request<DeliverStatusUpdateRequest>,
-    ) -> Result<Response<DeliverStatusUpdateResponse>, Status> {
-        let r = r.into_inner();
-        let (id, status) = match r.status_update.and_then(|u| u.target) {
-            Some(status_update::Target::Referral(u)) => {
-                let status = u.change.map(|c| {
-                    c.status()
-                        .as_str_name()
-                        .trim_start_matches("REFERRAL_STATUS_")
-                        .to_string()
-                });
-                (u.referral_id, status.unwrap_or_default())
-            }
-            _ => return Err(Status::invalid_argument("not a referral status update")),
-        };
-        let receipt_id = self.record(r.metadata, format!("status {id} {status}"), id)?;
-        Ok(Response::new(DeliverStatusUpdateResponse {
-            receipt_id,
-            duplicate: false,
-        }))
-    }
-}
 
 pub struct Sandbox {
     pub dir: PathBuf,
@@ -164,7 +31,7 @@ impl Sandbox {
         grpc_agencies: &[&str],
         rest_agencies: &[&str],
         mapping: crate::config::RestMappings,
-    ) -> anyhow::Result<(Sandbox, SimAgency)> {
+    ) -> anyhow::Result<(Sandbox, MockEndpoint)> {
         crate::tls::crypto_provider();
         let dir = std::env::temp_dir().join(format!("jisr-sandbox-{}", ulid::Ulid::new()));
         std::fs::create_dir_all(&dir)?;
@@ -209,8 +76,8 @@ impl Sandbox {
         write("gateway-client.pem", &issued.cert_pem)?;
         write("gateway-client.key", &issued.key_pem)?;
 
-        let sim = SimAgency::default();
-        let addr = serve_sim(&ca, sim.clone()).await?;
+        let sim = MockEndpoint::default();
+        let addr = sim.clone().serve(&ca).await?;
         for agency in config
             .agencies
             .iter_mut()
@@ -283,26 +150,10 @@ impl Drop for Sandbox {
     }
 }
 
-/// Serves a simulated agency system with a sandbox server certificate, requiring the
-/// gateway's client certificate.
-async fn serve_sim(ca: &CertAuthority, sim: SimAgency) -> anyhow::Result<SocketAddr> {
-    let cert = ca.issue(&LeafSpec::server(&["localhost".to_string()]))?;
-    let tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(&cert.cert_pem, &cert.key_pem))
-        .client_ca_root(Certificate::from_pem(ca.cert_pem()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let server = Server::builder()
-        .tls_config(tls)?
-        .add_service(AgencyEndpointServiceServer::new(sim));
-    tokio::spawn(server.serve_with_incoming(TcpListenerStream::new(listener)));
-    Ok(addr)
-}
-
 /// Serves a simulated HTTPS/JSON agency system (the rest adapter's peer): requires the
 /// gateway's client certificate, de-duplicates on `X-Jisr-Delivery-Id`, records the JSON it
 /// was sent (`what` = "rest <body>") and answers `{"receipt_id": ...}`.
-async fn serve_rest_sim(ca: &CertAuthority, sim: SimAgency) -> anyhow::Result<SocketAddr> {
+async fn serve_rest_sim(ca: &CertAuthority, sim: MockEndpoint) -> anyhow::Result<SocketAddr> {
     use http_body_util::BodyExt;
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -363,12 +214,8 @@ async fn serve_rest_sim(ca: &CertAuthority, sim: SimAgency) -> anyhow::Result<So
                                         .map(str::to_string)
                                 })
                                 .unwrap_or_default();
-                            let meta = Some(DeliveryMetadata {
-                                delivery_id: id,
-                                ..DeliveryMetadata::default()
-                            });
                             let (status, reply) =
-                                match sim.record(meta, format!("rest {text}"), referral_id) {
+                                match sim.record(&id, format!("rest {text}"), referral_id) {
                                     Ok(receipt) => {
                                         (200, format!("{{\"receipt_id\":\"{receipt}\"}}"))
                                     }

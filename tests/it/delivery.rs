@@ -2,168 +2,25 @@
 //! AgencyEndpointService server with its own TLS that checks the gateway's certificate),
 //! and inbox agencies pulling over mTLS.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use jisr::adapters::testkit::{Behaviour, MockAgency, MockEndpoint};
 use jisr::config::AdapterConfig;
-use jisr::pb::adapter_v1::agency_endpoint_service_server::{
-    AgencyEndpointService, AgencyEndpointServiceServer,
-};
 use jisr::pb::adapter_v1::inbox_service_client::InboxServiceClient;
 use jisr::pb::adapter_v1::*;
 use jisr::pb::v1::*;
 use jisr::server::Gateway;
-use jisr::tls::pki::LeafSpec;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
-use tonic::{Code, Request, Response, Status};
+use tonic::Code;
 
 use crate::common::*;
 
-/// What the mock agency system received and acted on.
-#[derive(Default)]
-pub struct Received {
-    /// Every delivery id acted on, once (de-duplicated, as a real receiver must).
-    pub acted: Mutex<Vec<(String, String)>>,
-    seen: Mutex<HashSet<String>>,
-    pub duplicates: AtomicU32,
-    pub calls: AtomicU32,
-    pub down: AtomicBool,
-    pub refuse: AtomicBool,
-    pub malformed: AtomicBool,
-    /// Act on deliveries, then never answer (the gateway is killed meanwhile).
-    pub hang: AtomicBool,
-}
-
-impl jisr::adapters::testkit::MockAgency for Received {
-    fn set_behaviour(&self, b: jisr::adapters::testkit::Behaviour) {
-        use jisr::adapters::testkit::Behaviour::*;
-        self.down.store(b == Unavailable, Ordering::SeqCst);
-        self.refuse.store(b == Refuse, Ordering::SeqCst);
-        self.malformed.store(b == Malformed, Ordering::SeqCst);
-    }
-    fn acted(&self) -> Vec<String> {
-        self.acted
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(id, _)| id.clone())
-            .collect()
-    }
-}
-
-#[derive(Clone)]
-struct MockAgency(Arc<Received>);
-
-impl MockAgency {
-    fn take(&self, metadata: Option<DeliveryMetadata>, what: String) -> Result<String, Status> {
-        self.0.calls.fetch_add(1, Ordering::SeqCst);
-        if self.0.down.load(Ordering::SeqCst) {
-            return Err(Status::unavailable("agency system down for maintenance"));
-        }
-        if self.0.refuse.load(Ordering::SeqCst) {
-            return Err(Status::invalid_argument(
-                "our system does not accept this case type",
-            ));
-        }
-        if self.0.malformed.load(Ordering::SeqCst) {
-            // What tonic's client reports for a reply it cannot decode.
-            return Err(Status::internal(
-                "failed to decode Protobuf message: invalid wire type",
-            ));
-        }
-        let id = metadata.map(|m| m.delivery_id).unwrap_or_default();
-        if id.is_empty() {
-            return Err(Status::invalid_argument("no delivery id"));
-        }
-        if !self.0.seen.lock().unwrap().insert(id.clone()) {
-            self.0.duplicates.fetch_add(1, Ordering::SeqCst);
-        } else {
-            self.0.acted.lock().unwrap().push((id.clone(), what));
-        }
-
-        Ok(format!("agency-receipt-{id}"))
-    }
-}
-
-#[tonic::async_trait]
-impl AgencyEndpointService for MockAgency {
-    async fn deliver_referral(
-        &self,
-        r: Request<DeliverReferralRequest>,
-    ) -> Result<Response<DeliverReferralResponse>, Status> {
-        let r = r.into_inner();
-        let what = format!("referral {}", r.referral.map(|x| x.id).unwrap_or_default());
-        let receipt_id = self.take(r.metadata, what)?;
-        if self.0.hang.load(Ordering::SeqCst) {
-            // Acted on, but the answer never leaves (the gateway dies meanwhile).
-            tokio::time::sleep(Duration::from_secs(60)).await;
-        }
-        Ok(Response::new(DeliverReferralResponse {
-            receipt_id,
-            duplicate: false,
-        }))
-    }
-    async fn deliver_information_request(
-        &self,
-        _: Request<DeliverInformationRequestRequest>,
-    ) -> Result<Response<DeliverInformationRequestResponse>, Status> {
-        Err(Status::unimplemented("not in this mock"))
-    }
-    async fn deliver_information_response(
-        &self,
-        _: Request<DeliverInformationResponseRequest>,
-    ) -> Result<Response<DeliverInformationResponseResponse>, Status> {
-        Err(Status::unimplemented("not in this mock"))
-    }
-    async fn deliver_status_update(
-        &self,
-        r: Request<DeliverStatusUpdateRequest>,
-    ) -> Result<Response<DeliverStatusUpdateResponse>, Status> {
-        let r = r.into_inner();
-        let what = match r.status_update.and_then(|u| u.target) {
-            Some(status_update::Target::Referral(u)) => {
-                format!(
-                    "status {} {:?}",
-                    u.referral_id,
-                    u.change.map(|c| c.status()).unwrap_or_default()
-                )
-            }
-            _ => "status ?".into(),
-        };
-        let receipt_id = self.take(r.metadata, what)?;
-        Ok(Response::new(DeliverStatusUpdateResponse {
-            receipt_id,
-            duplicate: false,
-        }))
-    }
-}
-
-/// Starts a mock agency system with a server certificate from the test CA that requires
+/// The test kit's mock agency system, with a server certificate from the test CA, requiring
 /// a client certificate from the same CA (the gateway's).
-pub async fn mock_agency(env: &TestEnv) -> (SocketAddr, Arc<Received>) {
-    let received = Arc::new(Received::default());
-    let server = env
-        .ca
-        .issue(&LeafSpec::server(&["localhost".to_string()]))
-        .unwrap();
-    let tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(&server.cert_pem, &server.key_pem))
-        .client_ca_root(Certificate::from_pem(env.ca.cert_pem()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let svc = AgencyEndpointServiceServer::new(MockAgency(received.clone()));
-    tokio::spawn(
-        Server::builder()
-            .tls_config(tls)
-            .unwrap()
-            .add_service(svc)
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
-    (addr, received)
+pub async fn mock_agency(env: &TestEnv) -> (SocketAddr, MockEndpoint) {
+    let mock = MockEndpoint::default();
+    let addr = mock.clone().serve(&env.ca).await.unwrap();
+    (addr, mock)
 }
 
 /// `agency` is reached through the grpc adapter at `addr`.
@@ -274,9 +131,9 @@ async fn the_loop_closes_between_a_grpc_agency_and_an_inbox_agency() {
 
     let id = submitted_id(&mut social, "loop", referral_to("housing")).await;
     wait_status(&env, &gw, &id, ReferralStatus::Delivered).await;
-    let acted = housing_system.acted.lock().unwrap().clone();
+    let acted = housing_system.arrivals();
     assert_eq!(acted.len(), 1);
-    assert_eq!(acted[0].1, format!("referral {id}"));
+    assert_eq!(acted[0].what, format!("referral {id}"));
 
     // The sender (an inbox agency) is told it was delivered, through its inbox...
     let mut social_inbox = inbox(&env, &gw, "social-services").await;
@@ -341,11 +198,9 @@ async fn the_loop_closes_between_a_grpc_agency_and_an_inbox_agency() {
     social.update_referral_status(w).await.unwrap();
     eventually("the withdrawal reaches the recipient's system", || {
         housing_system
-            .acted
-            .lock()
-            .unwrap()
+            .arrivals()
             .iter()
-            .any(|(_, what)| what.contains("status") && what.contains("Withdrawn"))
+            .any(|a| a.what.contains("status") && a.what.contains("WITHDRAWN"))
     })
     .await;
     gw.shutdown().await.unwrap();
@@ -359,7 +214,7 @@ async fn an_agency_down_for_a_while_loses_nothing_and_gets_everything_in_order()
     env.config.delivery.max_attempts = 1000;
     env.config.delivery.breaker_failures = 3;
     env.config.delivery.breaker_cooldown_ms = 100;
-    housing_system.down.store(true, Ordering::SeqCst);
+    housing_system.set_behaviour(Behaviour::Unavailable);
     let gw = env.start().await;
     let mut social = env.client(&gw, "social-services").await;
     let mut ids = Vec::new();
@@ -371,28 +226,26 @@ async fn an_agency_down_for_a_while_loses_nothing_and_gets_everything_in_order()
     w.reason_code = StatusReason::SentInError as i32;
     social.update_referral_status(w).await.unwrap();
     eventually("attempts were made while down", || {
-        housing_system.calls.load(Ordering::SeqCst) >= 3
+        housing_system.calls() >= 3
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(housing_system.acted.lock().unwrap().is_empty());
+    assert!(housing_system.arrivals().is_empty());
     assert_eq!(
         status_of(&env, &gw, &ids[0]).await,
         ReferralStatus::Submitted,
         "not delivered while down"
     );
 
-    housing_system.down.store(false, Ordering::SeqCst);
+    housing_system.set_behaviour(Behaviour::Accept);
     eventually("everything arrives after recovery", || {
-        housing_system.acted.lock().unwrap().len() == 6
+        housing_system.arrivals().len() == 6
     })
     .await;
     let acted: Vec<String> = housing_system
-        .acted
-        .lock()
-        .unwrap()
+        .arrivals()
         .iter()
-        .map(|(_, w)| w.clone())
+        .map(|a| a.what.clone())
         .collect();
     for id in &ids {
         assert!(
@@ -430,11 +283,11 @@ async fn a_refused_or_undeliverable_referral_fails_and_the_sender_is_told() {
     let mut social_inbox = inbox(&env, &gw, "social-services").await;
 
     // A permanent refusal (INVALID_ARGUMENT) is not retried.
-    housing_system.refuse.store(true, Ordering::SeqCst);
+    housing_system.set_behaviour(Behaviour::Refuse);
     let refused = submitted_id(&mut social, "refused", referral_to("housing")).await;
     wait_status(&env, &gw, &refused, ReferralStatus::Failed).await;
     assert_eq!(
-        housing_system.calls.load(Ordering::SeqCst),
+        housing_system.calls(),
         1,
         "a permanent error is not retried"
     );
@@ -456,13 +309,13 @@ async fn a_refused_or_undeliverable_referral_fails_and_the_sender_is_told() {
     );
 
     // Retryable errors, until the attempts run out.
-    housing_system.refuse.store(false, Ordering::SeqCst);
-    housing_system.down.store(true, Ordering::SeqCst);
-    let calls_before = housing_system.calls.load(Ordering::SeqCst);
+    housing_system.set_behaviour(Behaviour::Accept);
+    housing_system.set_behaviour(Behaviour::Unavailable);
+    let calls_before = housing_system.calls();
     let unreachable = submitted_id(&mut social, "down", referral_to("housing")).await;
     wait_status(&env, &gw, &unreachable, ReferralStatus::Failed).await;
     assert_eq!(
-        housing_system.calls.load(Ordering::SeqCst) - calls_before,
+        housing_system.calls() - calls_before,
         3,
         "max_attempts attempts"
     );
@@ -549,8 +402,7 @@ async fn the_grpc_adapter_passes_the_adapter_test_kit() {
     let adapters = jisr::adapters::build(&env.config).unwrap();
     let adapter = adapters.get("housing").expect("housing has a push adapter");
     assert_eq!(adapter.kind(), "grpc");
-    jisr::adapters::testkit::check_adapter(adapter.as_ref(), housing_system.as_ref(), "housing")
-        .await;
+    jisr::adapters::testkit::check_adapter(adapter.as_ref(), &housing_system, "housing").await;
 }
 
 /// A free loopback port (bound, read, released).
@@ -614,7 +466,7 @@ async fn connect_when_up(
 async fn a_gateway_killed_mid_delivery_and_restarted_delivers_everything_acted_on_once() {
     let env = TestEnv::sqlite();
     let (agency_addr, housing_system) = mock_agency(&env).await;
-    housing_system.hang.store(true, Ordering::SeqCst);
+    housing_system.set_hang(true);
     let port = free_port();
     let mut gateway = spawn_gateway(&env, port, agency_addr);
     let mut social = connect_when_up(&env, port, "social-services").await;
@@ -624,13 +476,13 @@ async fn a_gateway_killed_mid_delivery_and_restarted_delivers_everything_acted_o
     }
     eventually(
         "the agency acted on every delivery (answers still pending)",
-        || housing_system.acted.lock().unwrap().len() == 3,
+        || housing_system.arrivals().len() == 3,
     )
     .await;
     // Killed mid-delivery: the agency acted, the gateway never heard back.
     gateway.kill().unwrap();
     gateway.wait().unwrap();
-    housing_system.hang.store(false, Ordering::SeqCst);
+    housing_system.set_hang(false);
 
     let mut gateway = spawn_gateway(&env, port, agency_addr);
     let mut social = connect_when_up(&env, port, "social-services").await;
@@ -658,11 +510,9 @@ async fn a_gateway_killed_mid_delivery_and_restarted_delivers_everything_acted_o
     gateway.wait().unwrap();
     // Every delivery id was received again after the restart (at least once), and acted on once.
     let acted: Vec<String> = housing_system
-        .acted
-        .lock()
-        .unwrap()
+        .arrivals()
         .iter()
-        .map(|(_, w)| w.clone())
+        .map(|a| a.what.clone())
         .collect();
     assert_eq!(acted.len(), 3, "{acted:?}");
     for id in &ids {
@@ -676,7 +526,7 @@ async fn a_gateway_killed_mid_delivery_and_restarted_delivers_everything_acted_o
         );
     }
     assert_eq!(
-        housing_system.duplicates.load(Ordering::SeqCst),
+        housing_system.duplicates(),
         3,
         "each redelivery carried the same delivery id"
     );
@@ -687,7 +537,7 @@ async fn the_outbox_cli_lists_dead_deliveries_and_retries_them() {
     let mut env = TestEnv::sqlite();
     let (addr, housing_system) = mock_agency(&env).await;
     push_to(&mut env, "housing", addr);
-    housing_system.refuse.store(true, Ordering::SeqCst);
+    housing_system.set_behaviour(Behaviour::Refuse);
     let gw = env.start().await;
     let mut social = env.client(&gw, "social-services").await;
     let id = submitted_id(&mut social, "dead", referral_to("housing")).await;
@@ -708,7 +558,7 @@ async fn the_outbox_cli_lists_dead_deliveries_and_retries_them() {
     );
 
     // The agency fixed its side; the operator retries every dead delivery.
-    housing_system.refuse.store(false, Ordering::SeqCst);
+    housing_system.set_behaviour(Behaviour::Accept);
     let out = jisr(&["outbox", "retry", "--all-dead"]);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("1 of 1 deliveries requeued"),
@@ -717,11 +567,9 @@ async fn the_outbox_cli_lists_dead_deliveries_and_retries_them() {
     );
     eventually("the retried delivery reaches the agency", || {
         housing_system
-            .acted
-            .lock()
-            .unwrap()
+            .arrivals()
             .iter()
-            .any(|(_, w)| *w == format!("referral {id}"))
+            .any(|a| a.what == format!("referral {id}"))
     })
     .await;
     let out = jisr(&["outbox", "list", "--state", "dead"]);
@@ -736,7 +584,7 @@ async fn the_outbox_cli_lists_dead_deliveries_and_retries_them() {
         .and_then(|l| l.split_whitespace().next())
         .unwrap_or_else(|| panic!("delivered referral delivery not listed:\n{listed}"))
         .to_string();
-    let duplicates = housing_system.duplicates.load(Ordering::SeqCst);
+    let duplicates = housing_system.duplicates();
     let out = jisr(&["outbox", "replay", &delivery_id]);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("1 of 1 deliveries will be sent again"),
@@ -744,7 +592,7 @@ async fn the_outbox_cli_lists_dead_deliveries_and_retries_them() {
     );
     eventually(
         "the replayed delivery arrives again with its delivery id",
-        || housing_system.duplicates.load(Ordering::SeqCst) == duplicates + 1,
+        || housing_system.duplicates() == duplicates + 1,
     )
     .await;
     gw.shutdown().await.unwrap();
@@ -791,24 +639,24 @@ async fn an_open_circuit_breaker_stops_attempts_until_its_cooldown_ends() {
     env.config.delivery.max_attempts = 1000;
     env.config.delivery.breaker_failures = 2;
     env.config.delivery.breaker_cooldown_ms = 1500;
-    housing_system.down.store(true, Ordering::SeqCst);
+    housing_system.set_behaviour(Behaviour::Unavailable);
     let gw = env.start().await;
     let mut social = env.client(&gw, "social-services").await;
     let id = submitted_id(&mut social, "breaker", referral_to("housing")).await;
     eventually("two failures open the breaker", || {
-        housing_system.calls.load(Ordering::SeqCst) >= 2
+        housing_system.calls() >= 2
     })
     .await;
     // Retries would come every 20-200 ms; with the breaker open, none come.
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(
-        housing_system.calls.load(Ordering::SeqCst),
+        housing_system.calls(),
         2,
         "no attempt while the breaker is open"
     );
-    housing_system.down.store(false, Ordering::SeqCst);
+    housing_system.set_behaviour(Behaviour::Accept);
     // After the cooldown one attempt goes through, succeeds, and closes it.
     wait_status(&env, &gw, &id, ReferralStatus::Delivered).await;
-    assert_eq!(housing_system.calls.load(Ordering::SeqCst), 3);
+    assert_eq!(housing_system.calls(), 3);
     gw.shutdown().await.unwrap();
 }
