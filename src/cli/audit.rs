@@ -84,14 +84,25 @@ pub enum ExportFormat {
 }
 
 pub async fn run(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
-    if let AuditCommand::Bench {
-        entries,
-        concurrency,
-        database,
-    } = command
-    {
-        return bench(config, entries, concurrency, database).await;
+    match command {
+        // The benchmark writes its own log into its own database.
+        AuditCommand::Bench {
+            entries,
+            concurrency,
+            database,
+        } => bench(config, entries, concurrency, database).await,
+        AuditCommand::Key => {
+            println!("{}", verifier_key(config, None)?);
+            Ok(())
+        }
+        AuditCommand::Verify { .. } | AuditCommand::Export { .. } | AuditCommand::Proof { .. } => {
+            on_log(config, command).await
+        }
     }
+}
+
+/// The commands that read this gateway's audit log.
+async fn on_log(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
     let (pool, _) = Store::open_pool(&config.database).await?;
     match command {
         AuditCommand::Verify {
@@ -231,11 +242,7 @@ pub async fn run(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())
         }
-        AuditCommand::Key => {
-            println!("{}", verifier_key(config, None)?);
-            Ok(())
-        }
-        AuditCommand::Bench { .. } => unreachable!("handled above"),
+        AuditCommand::Key | AuditCommand::Bench { .. } => Ok(()), // handled by `run`
     }
 }
 
