@@ -12,6 +12,11 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, Unexpected};
 use serde::{Deserialize, Deserializer};
 
+pub use crate::directory::config::{
+    CalendarConfig, ContactConfig, ContactKind, OptionConfig, OptionIds, QuestionConfig,
+    RoutingConfig, RuleConfig, ServiceConfig,
+};
+
 /// The id the gateway itself uses when it acts (DELIVERED, FAILED); no agency may take it.
 pub const GATEWAY_ACTOR: &str = "jisr";
 
@@ -40,6 +45,12 @@ pub struct Config {
     /// The agency registry.
     #[serde(default)]
     pub agencies: Vec<AgencyConfig>,
+    /// Working days for services' time frames: weekend and public holidays.
+    #[serde(default)]
+    pub calendar: CalendarConfig,
+    /// The guided routing questionnaire of DirectoryService.RecommendAgency.
+    #[serde(default)]
+    pub routing: RoutingConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -131,6 +142,17 @@ pub struct AgencyConfig {
     /// How the gateway delivers to this agency (default: the agency pulls from its inbox).
     #[serde(default)]
     pub adapter: AdapterConfig,
+    /// What the agency does, in English and Arabic (DirectoryService).
+    #[serde(default)]
+    pub description_en: String,
+    #[serde(default)]
+    pub description_ar: String,
+    /// Ways to contact the agency.
+    #[serde(default)]
+    pub contacts: Vec<ContactConfig>,
+    /// The services the agency accepts referrals and information requests for.
+    #[serde(default)]
+    pub services: Vec<ServiceConfig>,
 }
 
 /// An agency's delivery adapter, chosen by `kind`.
@@ -520,7 +542,8 @@ impl Config {
                 }
             }
         }
-        Ok(())
+        // Services, contacts, the calendar and the routing questionnaire.
+        crate::directory::config::validate(self)
     }
 
     /// Whether the agency holds `role`.
@@ -706,11 +729,66 @@ mod tests {
     fn sample_config_holds_the_nine_referral_agencies() {
         let config = parse(&[]).expect("sample config parses");
         let ids: Vec<_> = config.agencies.iter().map(|a| a.id.as_str()).collect();
-        assert_eq!(ids.len(), 9, "{ids:?}");
-        for id in ["social-services", "family-court", "police", "charity"] {
-            assert!(ids.contains(&id), "missing {id}");
-        }
+        assert_eq!(
+            &ids[..9],
+            [
+                "social-services",
+                "family-court",
+                "police",
+                "suburbs-affairs",
+                "housing",
+                "human-resources",
+                "digital",
+                "family-development",
+                "charity"
+            ],
+            "{ids:?}"
+        );
         assert!(config.agencies.iter().all(|a| !a.name_ar.is_ascii()));
+        assert!(config.has_role("digital", ROLE_AUDITOR));
+    }
+
+    #[test]
+    fn sample_config_holds_the_building_certificate_agencies_calendar_and_questionnaire() {
+        let config = parse(&[]).expect("sample config parses");
+        for id in [
+            "city-municipality",
+            "electricity-water-gas",
+            "planning-survey",
+            "municipal-affairs",
+            "civil-defence",
+            "roads-transport",
+            "telecom",
+        ] {
+            let agency = config.agency(id).unwrap_or_else(|| panic!("missing {id}"));
+            assert!(!agency.services.is_empty(), "{id} offers a service");
+        }
+        assert!(config.agencies.iter().all(|a| !a.services.is_empty()));
+        assert_eq!(
+            config.calendar.weekend,
+            [time::Weekday::Saturday, time::Weekday::Sunday]
+        );
+        assert!(config.calendar.holidays.len() >= 5);
+        assert!(!config.routing.questions.is_empty() && !config.routing.rules.is_empty());
+    }
+
+    #[test]
+    fn directory_settings_have_defaults() {
+        let minimal = "listen_addr = \"127.0.0.1:1\"\ntrust_domain = \"x\"\n\
+                       [tls]\nca_cert = \"a\"\nserver_cert = \"b\"\nserver_key = \"c\"\n\
+                       [database]\nurl = \"sqlite://x.db\"\n\
+                       [[agencies]]\nid = \"housing\"\nname_en = \"Housing\"\nname_ar = \"الإسكان\"\n";
+        let config = Config::parse(Path::new("x"), minimal, Vec::new()).unwrap();
+        let agency = &config.agencies[0];
+        assert!(agency.services.is_empty() && agency.contacts.is_empty());
+        assert!(agency.description_en.is_empty());
+        assert_eq!(
+            config.calendar.weekend,
+            [time::Weekday::Saturday, time::Weekday::Sunday],
+            "the UAE weekend by default"
+        );
+        assert!(config.calendar.holidays.is_empty());
+        assert!(config.routing.questions.is_empty() && config.routing.rules.is_empty());
     }
 
     #[test]
@@ -750,9 +828,18 @@ mod tests {
         assert!(err.contains("listn_addr"), "{err}");
     }
 
-    /// The sample config with a `rest` adapter for its last agency (charity).
+    /// The sample config with a `rest` adapter for the charity (agencies[8]).
     fn with_rest(adapter: &str) -> Result<Config, ConfigError> {
-        let text = format!("{SAMPLE}\n[agencies.adapter]\nkind = \"rest\"\n{adapter}");
+        // After the charity's own keys, before its services or the next agency.
+        let start = SAMPLE.find("id = \"charity\"").expect("the charity");
+        let end = SAMPLE[start..]
+            .find("\n[")
+            .map_or(SAMPLE.len(), |i| start + i + 1);
+        let text = format!(
+            "{}[agencies.adapter]\nkind = \"rest\"\n{adapter}\n{}",
+            &SAMPLE[..end],
+            &SAMPLE[end..]
+        );
         Config::parse(Path::new("x"), &text, Vec::new())
     }
 

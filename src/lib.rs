@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod directory;
 pub mod domain;
 pub mod server;
 pub mod store;

@@ -12,6 +12,7 @@ use tokio_rustls::TlsAcceptor;
 use tonic::transport::Server;
 
 use crate::api::audit::AuditApi;
+use crate::api::directory::DirectoryApi;
 use crate::api::inbox::InboxApi;
 use crate::api::referral::ReferralApi;
 use crate::audit::layer::AuditLayer;
@@ -20,6 +21,7 @@ use crate::delivery::dispatcher::Dispatcher;
 use crate::pb;
 use crate::pb::adapter_v1::inbox_service_server::InboxServiceServer;
 use crate::pb::v1::audit_service_server::AuditServiceServer;
+use crate::pb::v1::directory_service_server::DirectoryServiceServer;
 use crate::pb::v1::referral_service_server::ReferralServiceServer;
 use crate::store::{LogSettings, Store};
 use crate::tls::listener::{self, ListenerSettings, TlsStats};
@@ -39,6 +41,7 @@ impl Gateway {
     /// Binds the listener and starts serving in the background.
     pub async fn start(config: &Config) -> anyhow::Result<Gateway> {
         let registry = Registry::of(config);
+        let directory = DirectoryApi::new(config).context("directory configuration")?;
         let tls_config =
             tls::server_config(config, registry.clone()).context("TLS configuration")?;
         let log = LogSettings {
@@ -73,6 +76,9 @@ impl Gateway {
             .set_serving::<ReferralServiceServer<ReferralApi>>()
             .await;
         health.set_serving::<AuditServiceServer<AuditApi>>().await;
+        health
+            .set_serving::<DirectoryServiceServer<DirectoryApi>>()
+            .await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
@@ -92,7 +98,8 @@ impl Gateway {
             .add_service(InboxServiceServer::new(InboxApi::new(
                 store.clone(),
                 config,
-            )));
+            )))
+            .add_service(DirectoryServiceServer::new(directory));
         let dispatcher = Dispatcher::new(
             store.clone(),
             crate::adapters::build(config)?,

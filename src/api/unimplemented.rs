@@ -7,7 +7,6 @@ use tokio_stream::Stream;
 use tonic::transport::server::Router;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::pb::v1::directory_service_server::{DirectoryService, DirectoryServiceServer};
 use crate::pb::v1::document_service_server::{DocumentService, DocumentServiceServer};
 use crate::pb::v1::information_request_service_server::{
     InformationRequestService, InformationRequestServiceServer,
@@ -25,7 +24,6 @@ pub fn add_services<L>(router: Router<L>) -> Router<L> {
     router
         .add_service(InformationRequestServiceServer::new(NotBuilt))
         .add_service(DocumentServiceServer::new(NotBuilt))
-        .add_service(DirectoryServiceServer::new(NotBuilt))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -51,12 +49,6 @@ not_built!(InformationRequestService, "jisr.v1.InformationRequestService", issue
     respond_to_information_request(RespondToInformationRequestRequest) -> RespondToInformationRequestResponse = "RespondToInformationRequest";
     get_information_request(GetInformationRequestRequest) -> GetInformationRequestResponse = "GetInformationRequest";
     list_information_requests(ListInformationRequestsRequest) -> ListInformationRequestsResponse = "ListInformationRequests";
-});
-
-not_built!(DirectoryService, "jisr.v1.DirectoryService", issue 6, {
-    list_agencies(ListAgenciesRequest) -> ListAgenciesResponse = "ListAgencies";
-    search_services(SearchServicesRequest) -> SearchServicesResponse = "SearchServices";
-    recommend_agency(RecommendAgencyRequest) -> RecommendAgencyResponse = "RecommendAgency";
 });
 
 type DownloadStream = Pin<Box<dyn Stream<Item = Result<DownloadDocumentResponse, Status>> + Send>>;

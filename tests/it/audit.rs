@@ -93,13 +93,19 @@ async fn every_call_writes_exactly_one_entry_and_refused_handshakes_none() {
         .await
         .unwrap_err();
     assert_eq!(not_auditor.code(), Code::PermissionDenied);
-    use jisr::pb::v1::directory_service_client::DirectoryServiceClient;
-    let unbuilt =
-        DirectoryServiceClient::new(env.channel(&gw, &env.agency_cert("charity")).await.unwrap())
-            .list_agencies(ListAgenciesRequest::default())
-            .await
-            .unwrap_err();
+    use jisr::pb::v1::information_request_service_client::InformationRequestServiceClient;
+    let unbuilt = InformationRequestServiceClient::new(
+        env.channel(&gw, &env.agency_cert("charity")).await.unwrap(),
+    )
+    .get_information_request(GetInformationRequestRequest::default())
+    .await
+    .unwrap_err();
     assert_eq!(unbuilt.code(), Code::Unimplemented);
+    assert!(
+        unbuilt.message().contains("issue #6"),
+        "{}",
+        unbuilt.message()
+    );
     // A watch the client abandons is recorded when it goes.
     let stream = housing
         .watch_referral_events(WatchReferralEventsRequest::default())
@@ -167,7 +173,7 @@ async fn every_call_writes_exactly_one_entry_and_refused_handshakes_none() {
             "audit.auditor-role",
         ),
         (
-            "/jisr.v1.DirectoryService/ListAgencies",
+            "/jisr.v1.InformationRequestService/GetInformationRequest",
             12,
             Decision::Allow,
             "mtls.registered-agency",

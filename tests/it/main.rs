@@ -5,6 +5,7 @@ mod audit;
 mod cli;
 mod common;
 mod delivery;
+mod directory;
 mod referrals;
 mod rest;
 mod service;

@@ -61,9 +61,9 @@ async fn health_reflection_and_unbuilt_rpcs_answer_over_mtls() {
     }
 
     // RPCs of later issues answer UNIMPLEMENTED with the issue that builds them.
-    use jisr::pb::v1::directory_service_client::DirectoryServiceClient;
-    let err = DirectoryServiceClient::new(channel.clone())
-        .list_agencies(jisr::pb::v1::ListAgenciesRequest::default())
+    use jisr::pb::v1::document_service_client::DocumentServiceClient;
+    let err = DocumentServiceClient::new(channel.clone())
+        .download_document(jisr::pb::v1::DownloadDocumentRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
