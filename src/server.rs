@@ -35,6 +35,7 @@ pub struct Gateway {
     shutdown: watch::Sender<bool>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
     dispatcher: JoinHandle<()>,
+    overdue: JoinHandle<()>,
 }
 
 impl Gateway {
@@ -82,7 +83,17 @@ impl Gateway {
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
-        let referrals = ReferralApi::new(store.clone(), registry, shutdown_rx.clone());
+        let referrals = ReferralApi::new(
+            store.clone(),
+            registry,
+            directory.directory().clone(),
+            shutdown_rx.clone(),
+        );
+        let overdue = crate::domain::time_frames::spawn_overdue_watch(
+            store.clone(),
+            Duration::from_millis(config.delivery.poll_interval_ms.max(200)),
+            shutdown_rx.clone(),
+        );
 
         let router = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -119,6 +130,7 @@ impl Gateway {
             shutdown,
             task,
             dispatcher,
+            overdue,
         })
     }
 
@@ -127,6 +139,7 @@ impl Gateway {
         let _ = self.shutdown.send(true);
         let result = self.task.await;
         let _ = self.dispatcher.await;
+        let _ = self.overdue.await;
         self.store.close().await;
         result??;
         Ok(())

@@ -17,12 +17,15 @@ use super::paging;
 use super::validate::Violations;
 use crate::auth::{self, Caller};
 use crate::delivery::payload;
+use crate::directory::Directory;
 use crate::domain::referral::{check_transition, is_final, Actor};
+use crate::domain::time_frames;
 use crate::pb::v1::referral_service_server::ReferralService;
 use crate::pb::v1::*;
 use crate::store::outbox::NewDelivery;
 use crate::store::{now_ms, EventRow, ListFilter, NewEvent, ReferralRow, Store, StoreError};
 use crate::tls::Registry;
+use std::sync::Arc;
 
 const SUBMIT: &str = "jisr.v1.ReferralService/SubmitReferral";
 const UPDATE: &str = "jisr.v1.ReferralService/UpdateReferralStatus";
@@ -36,14 +39,22 @@ const WATCH_POLL: Duration = Duration::from_secs(2);
 pub struct ReferralApi {
     store: Store,
     registry: Registry,
+    /// Services and their time frames (due dates).
+    directory: Arc<Directory>,
     shutdown: watch::Receiver<bool>,
 }
 
 impl ReferralApi {
-    pub fn new(store: Store, registry: Registry, shutdown: watch::Receiver<bool>) -> ReferralApi {
+    pub fn new(
+        store: Store,
+        registry: Registry,
+        directory: Arc<Directory>,
+        shutdown: watch::Receiver<bool>,
+    ) -> ReferralApi {
         ReferralApi {
             store,
             registry,
+            directory,
             shutdown,
         }
     }
@@ -124,6 +135,7 @@ impl ReferralApi {
         let hash = Sha256::digest(referral.encode_to_vec()).to_vec();
 
         caller.audit.set_target("", &referral.to_agency);
+        let due_at = time_frames::due_at(&self.directory, &referral.service_code, now);
         let agency = caller.agency().to_string();
         let trace_id = caller.trace_id.clone();
         let request_id = req.request_id;
@@ -140,6 +152,7 @@ impl ReferralApi {
                     referral.status = ReferralStatus::Submitted as i32;
                     referral.created_at = Some(timestamp(now));
                     referral.trace_id = trace_id;
+                    referral.due_at = due_at.map(timestamp);
                     let row = ReferralRow {
                         id: referral.id.clone(),
                         from_agency: referral.from_agency.clone(),
@@ -149,7 +162,7 @@ impl ReferralApi {
                         category: referral.category().as_str_name().to_string(),
                         priority: referral.priority().as_str_name().to_string(),
                         status: ReferralStatus::Submitted.as_str_name().to_string(),
-                        due_at: None,
+                        due_at,
                         created_at: now,
                         updated_at: now,
                         body: referral.encode_to_vec(),
@@ -253,6 +266,25 @@ impl ReferralApi {
             "referral.service_code",
             "is required: the receiving agency's service code (1-64 of A-Z a-z 0-9 . _ -)",
         );
+        // Where the directory lists the recipient's services, the code must be one of them.
+        let offered: Vec<&str> = self
+            .directory
+            .services()
+            .iter()
+            .filter(|s| s.agency_id == r.to_agency)
+            .map(|s| s.code.as_str())
+            .collect();
+        if service_ok && !offered.is_empty() && !offered.contains(&r.service_code.as_str()) {
+            v.add(
+                "referral.service_code",
+                format!(
+                    "{:?} is not a service of {}; it offers: {} (see DirectoryService.SearchServices)",
+                    r.service_code,
+                    r.to_agency,
+                    offered.join(", ")
+                ),
+            );
+        }
         v.enum_value::<ReferralCategory>(
             "referral.category",
             r.category,
@@ -710,6 +742,17 @@ fn replay<M: Message + Default>(
             "stored response for {request_id}: {e}"
         )))
     })
+}
+
+/// Unix milliseconds as RFC 3339 (UTC), for messages.
+pub fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
 }
 
 pub fn timestamp(ms: i64) -> Timestamp {

@@ -28,6 +28,9 @@ pub struct BenchArgs {
     /// Receiving agency.
     #[arg(long, default_value = "housing")]
     to: String,
+    /// A service the receiving agency offers.
+    #[arg(long, default_value = "housing-support")]
+    service: String,
     /// Gateway address (default: listen_addr from the config).
     #[arg(long)]
     addr: Option<String>,
@@ -74,7 +77,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     let mut workers = Vec::with_capacity(args.in_flight);
     for worker in 0..args.in_flight {
         let mut client = ReferralServiceClient::new(channels[worker % channels.len()].clone());
-        let (to, run_id) = (args.to.clone(), run_id.clone());
+        let (to, service, run_id) = (args.to.clone(), args.service.clone(), run_id.clone());
         workers.push(tokio::spawn(async move {
             let mut latencies_us: Vec<u64> = Vec::new();
             let mut replies: Vec<(String, Instant)> = Vec::new();
@@ -85,7 +88,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
                 seq += 1;
                 let request = SubmitReferralRequest {
                     request_id: format!("bench-{run_id}-{worker}-{seq}"),
-                    referral: Some(sample_referral(&to)),
+                    referral: Some(sample_referral(&to, &service)),
                 };
                 let t = Instant::now();
                 match client.submit_referral(request).await {
@@ -204,10 +207,10 @@ async fn delivery_report(
 }
 
 /// A valid referral with a realistic size.
-fn sample_referral(to: &str) -> Referral {
+fn sample_referral(to: &str, service: &str) -> Referral {
     Referral {
         to_agency: to.to_string(),
-        service_code: "social-case-review".into(),
+        service_code: service.to_string(),
         category: ReferralCategory::FinancialHardship as i32,
         priority: ReferralPriority::Routine as i32,
         subject: Some(Subject {

@@ -1,3 +1,4 @@
 //! Domain rules: what may happen to an exchange, independent of transport and storage.
 
 pub mod referral;
+pub mod time_frames;

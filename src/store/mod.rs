@@ -273,6 +273,11 @@ fn migrator(backend: Backend) -> Migrator {
                 "outbox",
                 include_str!("../../migrations/sqlite/0003_outbox.sql"),
             ),
+            (
+                4,
+                "overdue",
+                include_str!("../../migrations/sqlite/0004_overdue.sql"),
+            ),
         ],
         Backend::Postgres => &[
             (
@@ -289,6 +294,11 @@ fn migrator(backend: Backend) -> Migrator {
                 3,
                 "outbox",
                 include_str!("../../migrations/postgres/0003_outbox.sql"),
+            ),
+            (
+                4,
+                "overdue",
+                include_str!("../../migrations/postgres/0004_overdue.sql"),
             ),
         ],
     };

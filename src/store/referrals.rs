@@ -147,6 +147,36 @@ impl WriteTx {
         Ok(seq)
     }
 
+    /// Referrals past due_at, not final, whose OVERDUE event was not emitted yet; each is
+    /// marked as notified.
+    pub async fn take_newly_overdue(
+        &mut self,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<ReferralRow>, StoreError> {
+        let finals: Vec<String> = FINAL_STATUSES.iter().map(|s| format!("'{s}'")).collect();
+        let rows = sqlx::query(&format!(
+            "SELECT {REFERRAL_COLUMNS} FROM referrals WHERE overdue_notified = 0 AND due_at IS NOT NULL \
+             AND due_at < $1 AND status NOT IN ({}) ORDER BY due_at LIMIT $2",
+            finals.join(", ")
+        ))
+        .bind(now)
+        .bind(limit)
+        .fetch_all(self.conn())
+        .await?;
+        let rows = rows
+            .iter()
+            .map(referral_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        for r in &rows {
+            sqlx::query("UPDATE referrals SET overdue_notified = 1 WHERE id = $1")
+                .bind(&r.id)
+                .execute(self.conn())
+                .await?;
+        }
+        Ok(rows)
+    }
+
     pub async fn referral_history(
         &mut self,
         referral_id: &str,

@@ -130,11 +130,29 @@ fn write(path: &Path, text: &str) {
 /// A valid Emirates ID number (the check digit is right).
 pub const EMIRATES_ID: &str = "784-1990-1234567-6";
 
+/// The sample configuration, as the gateway under test reads it.
+pub fn sample_config() -> &'static Config {
+    static SAMPLE: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
+    SAMPLE.get_or_init(|| {
+        Config::parse(Path::new("config/jisr.toml"), SAMPLE_CONFIG, Vec::new())
+            .expect("sample config")
+    })
+}
+
+/// A service `agency` offers in the sample directory (its first one).
+pub fn service_of(agency: &str) -> String {
+    sample_config()
+        .agency(agency)
+        .and_then(|a| a.services.first())
+        .map(|s| s.code.clone())
+        .unwrap_or_else(|| "general-service".into())
+}
+
 /// A complete, valid referral to `to`.
 pub fn referral_to(to: &str) -> Referral {
     Referral {
         to_agency: to.to_string(),
-        service_code: "housing-support".into(),
+        service_code: service_of(to),
         category: ReferralCategory::Housing as i32,
         priority: ReferralPriority::Urgent as i32,
         subject: Some(Subject {

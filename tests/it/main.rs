@@ -10,4 +10,5 @@ mod referrals;
 mod rest;
 mod service;
 mod store;
+mod time_frames;
 mod tls;

@@ -360,7 +360,13 @@ async fn migrations_are_embedded_and_rerun_safely() {
             .fetch_one(&again)
             .await
             .unwrap();
-        assert_eq!(applied.0, 3);
+        let embedded = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
+            .unwrap()
+            .count() as i64;
+        assert_eq!(
+            applied.0, embedded,
+            "every embedded migration applied exactly once"
+        );
         let (kept,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM referrals WHERE id = '01D'")
             .fetch_one(&again)
             .await
