@@ -211,6 +211,19 @@ pub async fn submitted_id(
         .id
 }
 
+/// A referral the client may read.
+pub async fn fetched(client: &mut ReferralServiceClient<Channel>, referral_id: &str) -> Referral {
+    client
+        .get_referral(GetReferralRequest {
+            referral_id: referral_id.to_string(),
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .referral
+        .expect("referral in the answer")
+}
+
 pub fn update(
     referral_id: &str,
     request_id: &str,

@@ -39,16 +39,8 @@ fn push_to(env: &mut TestEnv, agency: &str, addr: SocketAddr) {
 }
 
 async fn status_of(env: &TestEnv, gw: &Gateway, id: &str) -> ReferralStatus {
-    env.client(gw, "social-services")
+    fetched(&mut env.client(gw, "social-services").await, id)
         .await
-        .get_referral(GetReferralRequest {
-            referral_id: id.to_string(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap()
         .status()
 }
 
@@ -291,15 +283,7 @@ async fn a_refused_or_undeliverable_referral_fails_and_the_sender_is_told() {
         1,
         "a permanent error is not retried"
     );
-    let r = social
-        .get_referral(GetReferralRequest {
-            referral_id: refused.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap();
+    let r = fetched(&mut social, &refused).await;
     let last = r.status_history.last().unwrap();
     assert_eq!(last.actor_agency, "jisr");
     assert!(
@@ -489,16 +473,7 @@ async fn a_gateway_killed_mid_delivery_and_restarted_delivers_everything_acted_o
     for id in &ids {
         let mut status = ReferralStatus::Unspecified;
         for _ in 0..200 {
-            status = social
-                .get_referral(GetReferralRequest {
-                    referral_id: id.clone(),
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .referral
-                .unwrap()
-                .status();
+            status = fetched(&mut social, id).await.status();
             if status == ReferralStatus::Delivered {
                 break;
             }
@@ -606,15 +581,7 @@ async fn a_delivery_nobody_pulls_is_dead_lettered_after_max_age_and_the_sender_i
     let mut social = env.client(&gw, "social-services").await;
     let id = submitted_id(&mut social, "old", referral_to("housing")).await; // housing pulls, but never does
     wait_status(&env, &gw, &id, ReferralStatus::Failed).await;
-    let r = social
-        .get_referral(GetReferralRequest {
-            referral_id: id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap();
+    let r = fetched(&mut social, &id).await;
     assert!(r
         .status_history
         .last()

@@ -73,15 +73,7 @@ async fn closed_loop_between_two_agencies_keeps_full_history() {
         .expect("complete");
 
     // The sender sees the whole loop.
-    let seen = sender
-        .get_referral(GetReferralRequest {
-            referral_id: id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap();
+    let seen = fetched(&mut sender, &id).await;
     assert_eq!(seen.status(), ReferralStatus::Completed);
     assert_eq!(seen.outcome(), ReferralOutcome::Resolved);
     let history: Vec<_> = seen

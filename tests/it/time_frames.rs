@@ -153,15 +153,7 @@ async fn a_referral_past_its_due_date_gets_one_overdue_event_and_is_listed_overd
         vec![id.as_str()]
     );
     assert!(listed[0].overdue);
-    let r = social
-        .get_referral(GetReferralRequest {
-            referral_id: on_time,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap();
+    let r = fetched(&mut social, &on_time).await;
     assert!(!r.overdue);
 
     // The sender is told through its adapter (its inbox), with the overdue flag. (The
