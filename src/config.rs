@@ -51,6 +51,53 @@ pub struct Config {
     /// The guided routing questionnaire of DirectoryService.RecommendAgency.
     #[serde(default)]
     pub routing: RoutingConfig,
+    /// Once-only documents: where they are stored, and size limits.
+    #[serde(default)]
+    pub documents: DocumentsConfig,
+    /// Information requests: default time frame and expiry.
+    #[serde(default)]
+    pub information_requests: InformationRequestsConfig,
+}
+
+/// DocumentService: content-addressed storage of documents on disk.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DocumentsConfig {
+    /// Directory the bytes are stored in, one file per SHA-256 (created when missing).
+    pub dir: PathBuf,
+    /// Largest chunk one UploadDocument message may carry.
+    pub max_chunk_bytes: u64,
+    /// Largest document.
+    pub max_document_bytes: u64,
+}
+
+impl Default for DocumentsConfig {
+    fn default() -> Self {
+        DocumentsConfig {
+            dir: PathBuf::from("data/documents"),
+            max_chunk_bytes: 1024 * 1024,
+            max_document_bytes: 25 * 1024 * 1024,
+        }
+    }
+}
+
+/// InformationRequestService: time frames and expiry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InformationRequestsConfig {
+    /// A request sent without due_at is due at the end of this many working days.
+    pub default_time_frame_working_days: u32,
+    /// An OPEN request becomes EXPIRED this many seconds after due_at (0: at due_at).
+    pub expire_after_secs: u64,
+}
+
+impl Default for InformationRequestsConfig {
+    fn default() -> Self {
+        InformationRequestsConfig {
+            default_time_frame_working_days: 5,
+            expire_after_secs: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -125,6 +172,9 @@ impl Default for AuditConfig {
         }
     }
 }
+
+/// The largest `documents.max_chunk_bytes` (a gRPC message must hold one chunk).
+pub const MAX_CHUNK_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The role that may call AuditService.
 pub const ROLE_AUDITOR: &str = "auditor";
@@ -225,7 +275,24 @@ pub struct RestMappings {
     #[serde(default)]
     pub referral: Option<RestMapping>,
     #[serde(default)]
+    pub information_request: Option<RestMapping>,
+    #[serde(default)]
+    pub information_response: Option<RestMapping>,
+    #[serde(default)]
     pub status_update: Option<RestMapping>,
+}
+
+impl RestMappings {
+    /// Each message kind with its mapping, if configured.
+    pub fn by_kind(&self) -> [(&'static str, &Option<RestMapping>); 4] {
+        use crate::delivery::payload::*;
+        [
+            (KIND_REFERRAL, &self.referral),
+            (KIND_INFORMATION_REQUEST, &self.information_request),
+            (KIND_INFORMATION_RESPONSE, &self.information_response),
+            (KIND_STATUS_UPDATE, &self.status_update),
+        ]
+    }
 }
 
 /// A declarative reshaping of the canonical JSON, applied in this order: `flatten`,
@@ -503,6 +570,26 @@ impl Config {
                 return Err(invalid(key.into(), "0", "at least 1"));
             }
         }
+        let docs = &self.documents;
+        for (key, value) in [
+            ("documents.max_chunk_bytes", docs.max_chunk_bytes),
+            ("documents.max_document_bytes", docs.max_document_bytes),
+            (
+                "information_requests.default_time_frame_working_days",
+                u64::from(self.information_requests.default_time_frame_working_days),
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key.into(), "0", "at least 1"));
+            }
+        }
+        if docs.max_chunk_bytes > MAX_CHUNK_BYTES {
+            return Err(invalid(
+                "documents.max_chunk_bytes".into(),
+                &docs.max_chunk_bytes.to_string(),
+                &format!("at most {MAX_CHUNK_BYTES} (16 MiB)"),
+            ));
+        }
         if self.limits.max_connections == 0 {
             return Err(invalid("limits.max_connections".into(), "0", "at least 1"));
         }
@@ -615,10 +702,7 @@ fn validate_rest(rest: &RestConfig, key: &dyn Fn(&str) -> String) -> Result<(), 
             }
         }
     }
-    for (kind, mapping) in [
-        ("referral", &rest.mapping.referral),
-        ("status_update", &rest.mapping.status_update),
-    ] {
+    for (kind, mapping) in rest.mapping.by_kind() {
         let Some(m) = mapping else { continue };
         let field = |f: &str| format!("mapping.{kind}.{f}");
         let path_ok = m.path.is_empty()
@@ -905,9 +989,9 @@ drop = ["attachments"]
             "{e}"
         );
         let e = err(&format!(
-            "url = \"https://c.example.ae\"\n{mtls}[agencies.adapter.mapping.information_request]\n"
+            "url = \"https://c.example.ae\"\n{mtls}[agencies.adapter.mapping.information_requests]\n"
         ));
-        assert!(e.contains("information_request"), "{e}");
+        assert!(e.contains("information_requests"), "{e}");
         let e = err("url = \"https://c.example.ae\"\n[agencies.adapter.auth]\nkind = \"bearer\"\ntoken = \"s3cret\"\n");
         assert!(e.contains("token"), "an inline secret is refused: {e}");
         let e = err("url = \"https://c.example.ae\"\n");

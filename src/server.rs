@@ -13,7 +13,9 @@ use tonic::transport::Server;
 
 use crate::api::audit::AuditApi;
 use crate::api::directory::DirectoryApi;
+use crate::api::document::DocumentApi;
 use crate::api::inbox::InboxApi;
+use crate::api::information_request::InformationRequestApi;
 use crate::api::referral::ReferralApi;
 use crate::audit::layer::AuditLayer;
 use crate::config::Config;
@@ -22,6 +24,8 @@ use crate::pb;
 use crate::pb::adapter_v1::inbox_service_server::InboxServiceServer;
 use crate::pb::v1::audit_service_server::AuditServiceServer;
 use crate::pb::v1::directory_service_server::DirectoryServiceServer;
+use crate::pb::v1::document_service_server::DocumentServiceServer;
+use crate::pb::v1::information_request_service_server::InformationRequestServiceServer;
 use crate::pb::v1::referral_service_server::ReferralServiceServer;
 use crate::store::{LogSettings, Store};
 use crate::tls::listener::{self, ListenerSettings, TlsStats};
@@ -80,18 +84,33 @@ impl Gateway {
         health
             .set_serving::<DirectoryServiceServer<DirectoryApi>>()
             .await;
+        health
+            .set_serving::<InformationRequestServiceServer<InformationRequestApi>>()
+            .await;
+        health
+            .set_serving::<DocumentServiceServer<DocumentApi>>()
+            .await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
         let referrals = ReferralApi::new(
             store.clone(),
-            registry,
+            registry.clone(),
             directory.directory().clone(),
             shutdown_rx.clone(),
         );
+        let information_requests = InformationRequestApi::new(
+            store.clone(),
+            registry,
+            directory.directory().clone(),
+            config.information_requests.default_time_frame_working_days,
+        );
+        let documents = DocumentApi::new(store.clone(), &config.documents)
+            .with_context(|| format!("document directory {}", config.documents.dir.display()))?;
         let overdue = crate::domain::time_frames::spawn_overdue_watch(
             store.clone(),
             Duration::from_millis(config.delivery.poll_interval_ms.max(200)),
+            Duration::from_secs(config.information_requests.expire_after_secs),
             shutdown_rx.clone(),
         );
 
@@ -102,6 +121,11 @@ impl Gateway {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(ReferralServiceServer::new(referrals))
+            .add_service(InformationRequestServiceServer::new(information_requests))
+            .add_service(
+                DocumentServiceServer::new(documents)
+                    .max_decoding_message_size(DocumentApi::max_message_bytes(&config.documents)),
+            )
             .add_service(AuditServiceServer::new(AuditApi::new(
                 store.pool().clone(),
                 config,
@@ -117,7 +141,6 @@ impl Gateway {
             config.delivery.clone(),
         )
         .spawn(shutdown_rx.clone());
-        let router = crate::api::unimplemented::add_services(router);
         let mut stop = shutdown_rx;
         let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async move {
             let _ = stop.wait_for(|s| *s).await;

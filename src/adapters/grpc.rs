@@ -10,7 +10,10 @@ use tonic::Code;
 use crate::config::Config;
 use crate::delivery::{Adapter, AgencyReceipt, DeliveryError, OutboundDelivery};
 use crate::pb::adapter_v1::agency_endpoint_service_client::AgencyEndpointServiceClient;
-use crate::pb::adapter_v1::{delivery, DeliverReferralRequest, DeliverStatusUpdateRequest};
+use crate::pb::adapter_v1::{
+    delivery, DeliverInformationRequestRequest, DeliverInformationResponseRequest,
+    DeliverReferralRequest, DeliverStatusUpdateRequest,
+};
 use crate::store::BoxFuture;
 use crate::tls::client::{endpoint, AgencyCredentials};
 
@@ -107,10 +110,30 @@ impl Adapter for GrpcAdapter {
                     ))
                     .await
                     .map(|r| r.into_inner().receipt_id),
-                other => {
-                    return Err(DeliveryError::Permanent(format!(
-                        "the grpc adapter cannot deliver {other:?} yet"
-                    )))
+                Some(delivery::Payload::InformationRequest(request)) => client
+                    .deliver_information_request(traced(
+                        DeliverInformationRequestRequest {
+                            metadata,
+                            information_request: Some(request.clone()),
+                        },
+                        &traceparent,
+                    ))
+                    .await
+                    .map(|r| r.into_inner().receipt_id),
+                Some(delivery::Payload::InformationResponse(request)) => client
+                    .deliver_information_response(traced(
+                        DeliverInformationResponseRequest {
+                            metadata,
+                            information_request: Some(request.clone()),
+                        },
+                        &traceparent,
+                    ))
+                    .await
+                    .map(|r| r.into_inner().receipt_id),
+                None => {
+                    return Err(DeliveryError::Permanent(
+                        "the delivery carries no payload".into(),
+                    ))
                 }
             };
             receipt.map_err(|s| classify(&s))

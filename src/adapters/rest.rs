@@ -38,7 +38,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::config::{Config, RestAuth, RestConfig, RestMapping};
-use crate::delivery::payload::KIND_REFERRAL;
 use crate::delivery::{Adapter, AgencyReceipt, DeliveryError, OutboundDelivery};
 use crate::store::BoxFuture;
 
@@ -54,8 +53,8 @@ pub struct RestAdapter {
     client: Client<TlsConnector, Full<Bytes>>,
     health_client: Client<TlsConnector, Empty<Bytes>>,
     base: Uri,
-    referral: Target,
-    status_update: Target,
+    /// Where and how each message kind is sent.
+    targets: Vec<(&'static str, Target)>,
     timeout: Duration,
     /// The auth header (bearer or API key), marked sensitive; none for mTLS.
     auth: Option<(HeaderName, HeaderValue)>,
@@ -145,8 +144,12 @@ impl RestAdapter {
             client: Client::builder(TokioExecutor::new()).build(connector.clone()),
             health_client: Client::builder(TokioExecutor::new()).build(connector),
             base,
-            referral: target(&rest.mapping.referral)?,
-            status_update: target(&rest.mapping.status_update)?,
+            targets: rest
+                .mapping
+                .by_kind()
+                .into_iter()
+                .map(|(kind, mapping)| Ok((kind, target(mapping)?)))
+                .collect::<anyhow::Result<_>>()?,
             timeout: Duration::from_millis(rest.timeout_ms.unwrap_or(config.delivery.timeout_ms)),
             auth,
         })
@@ -155,11 +158,12 @@ impl RestAdapter {
     /// The URL and mapped JSON body a delivery is sent as.
     pub fn request_body(&self, d: &OutboundDelivery) -> Result<(Uri, Vec<u8>), DeliveryError> {
         let (kind, doc) = canonical::canonical(d).map_err(DeliveryError::Permanent)?;
-        let target = if kind == KIND_REFERRAL {
-            &self.referral
-        } else {
-            &self.status_update
-        };
+        let target = self
+            .targets
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, t)| t)
+            .ok_or_else(|| DeliveryError::Permanent(format!("no target for {kind}")))?;
         let mapped = mapping::apply(&target.mapping, doc).map_err(|e| {
             DeliveryError::Permanent(format!(
                 "the {kind} mapping of agency {} does not fit: {e}",

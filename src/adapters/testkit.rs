@@ -154,8 +154,10 @@ use crate::tls::pki::{CertAuthority, LeafSpec};
 #[derive(Debug, Clone)]
 pub struct Arrival {
     pub delivery_id: String,
-    /// "referral <id>" or "status <id> <STATUS>" (or what a caller of `record` passed).
+    /// "referral <id>", "status <id> <STATUS>", "information_request <id>",
+    /// "information_response <id> <STATUS>" (or what a caller of `record` passed).
     pub what: String,
+    /// The referral or information request the message is about.
     pub referral_id: String,
     pub at: Instant,
 }
@@ -313,6 +315,10 @@ impl MockAgency for MockEndpoint {
     }
 }
 
+fn short_name(name: &str, prefix: &str) -> String {
+    name.trim_start_matches(prefix).to_string()
+}
+
 fn delivery_id(meta: &Option<DeliveryMetadata>) -> &str {
     meta.as_ref().map_or("", |m| m.delivery_id.as_str())
 }
@@ -334,15 +340,43 @@ impl AgencyEndpointService for MockEndpoint {
     }
     async fn deliver_information_request(
         &self,
-        _: Request<DeliverInformationRequestRequest>,
+        r: Request<DeliverInformationRequestRequest>,
     ) -> Result<Response<DeliverInformationRequestResponse>, Status> {
-        Err(Status::unimplemented("information requests are issue #6"))
+        let r = r.into_inner();
+        let id = r.information_request.map(|x| x.id).unwrap_or_default();
+        let receipt_id = self.record(
+            delivery_id(&r.metadata),
+            format!("information_request {id}"),
+            id,
+        )?;
+        self.answer().await;
+        Ok(Response::new(DeliverInformationRequestResponse {
+            receipt_id,
+            duplicate: false,
+        }))
     }
     async fn deliver_information_response(
         &self,
-        _: Request<DeliverInformationResponseRequest>,
+        r: Request<DeliverInformationResponseRequest>,
     ) -> Result<Response<DeliverInformationResponseResponse>, Status> {
-        Err(Status::unimplemented("information requests are issue #6"))
+        let r = r.into_inner();
+        let (id, status) = r
+            .information_request
+            .map(|x| {
+                let status = short_name(x.status().as_str_name(), "INFORMATION_REQUEST_STATUS_");
+                (x.id, status)
+            })
+            .unwrap_or_default();
+        let receipt_id = self.record(
+            delivery_id(&r.metadata),
+            format!("information_response {id} {status}"),
+            id,
+        )?;
+        self.answer().await;
+        Ok(Response::new(DeliverInformationResponseResponse {
+            receipt_id,
+            duplicate: false,
+        }))
     }
     async fn deliver_status_update(
         &self,
@@ -352,15 +386,21 @@ impl AgencyEndpointService for MockEndpoint {
         // The behaviour decides first (a health probe sends an empty update).
         let (id, status) = match r.status_update.and_then(|u| u.target) {
             Some(status_update::Target::Referral(u)) => {
-                let status = u.change.map(|c| {
-                    c.status()
-                        .as_str_name()
-                        .trim_start_matches("REFERRAL_STATUS_")
-                        .to_string()
-                });
+                let status = u
+                    .change
+                    .map(|c| short_name(c.status().as_str_name(), "REFERRAL_STATUS_"));
                 (u.referral_id, status.unwrap_or_default())
             }
-            _ => (String::new(), String::new()),
+            Some(status_update::Target::InformationRequest(u)) => {
+                let status = short_name(u.status().as_str_name(), "INFORMATION_REQUEST_STATUS_");
+                let status = if u.overdue {
+                    format!("{status} OVERDUE")
+                } else {
+                    status
+                };
+                (u.information_request_id, status)
+            }
+            None => (String::new(), String::new()),
         };
         let receipt_id = self.record(
             delivery_id(&r.metadata),

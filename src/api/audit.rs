@@ -7,9 +7,9 @@ use sqlx::AnyPool;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use super::convert::timestamp;
 use super::error::{ApiError, ERROR_DOMAIN};
 use super::paging;
-use super::referral::timestamp;
 use super::validate::{timestamp_ms, Violations};
 use crate::audit::entry::{AuditEntry, Decision};
 use crate::audit::merkle::{self, Hash};

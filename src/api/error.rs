@@ -30,6 +30,35 @@ pub enum ApiError {
         referral_id: String,
         source: TransitionError,
     },
+    #[error("{kind} {id} is {current}; only an OPEN {kind} can be {action}")]
+    NotOpen {
+        kind: &'static str,
+        id: String,
+        current: &'static str,
+        action: &'static str,
+    },
+    #[error("only the agency asked ({asked}) may respond to information request {id}")]
+    NotAskedAgency { id: String, asked: String },
+    /// A document the caller may not read: told NOT_FOUND, so its existence is not
+    /// disclosed; `exists` only decides the audit entry (a refusal, or a plain miss).
+    #[error("document {id} not found")]
+    HiddenDocument { id: String, exists: bool },
+    #[error(
+        "{field}: {actual} bytes is over the gateway's limit of {limit} bytes; nothing was stored"
+    )]
+    TooLarge {
+        reason: &'static str,
+        field: &'static str,
+        limit: u64,
+        actual: u64,
+    },
+    #[error("document {id}: the stored bytes do not match its SHA-256")]
+    DataLoss { id: String },
+    /// The request stream broke (the client went away, a message the transport refused).
+    #[error("{}", .0.message())]
+    Stream(Status),
+    #[error("document storage: {0}")]
+    Blob(#[from] std::io::Error),
     #[error("{0}")]
     Store(#[from] StoreError),
 }
@@ -38,8 +67,11 @@ impl ApiError {
     /// The status for the caller, after noting an access refusal in the call's audit
     /// entry (with the rule that refused).
     pub fn refuse(self, audit: &crate::audit::context::AuditContext) -> Status {
-        if let ApiError::NotParty { kind, .. } = &self {
-            audit.deny(&format!("{kind}.party"));
+        match &self {
+            ApiError::NotParty { kind, .. } => audit.deny(&format!("{kind}.party")),
+            ApiError::NotAskedAgency { .. } => audit.deny("information_request.asked-agency"),
+            ApiError::HiddenDocument { exists: true, .. } => audit.deny("document.reader"),
+            _ => {}
         }
         Status::from(self)
     }
@@ -107,6 +139,59 @@ impl From<ApiError> for Status {
                     message.clone(),
                 );
                 Status::with_error_details(Code::FailedPrecondition, message.clone(), details)
+            }
+            ApiError::NotOpen {
+                kind,
+                ref id,
+                current,
+                ..
+            } => {
+                let mut details = info(
+                    "NOT_OPEN",
+                    &[("kind", kind), ("id", id), ("current_status", current)],
+                );
+                details.add_precondition_failure_violation("STATUS", id.as_str(), message.clone());
+                Status::with_error_details(Code::FailedPrecondition, message.clone(), details)
+            }
+            ApiError::NotAskedAgency { ref id, ref asked } => Status::with_error_details(
+                Code::PermissionDenied,
+                message.clone(),
+                info(
+                    "NOT_THE_ASKED_AGENCY",
+                    &[("information_request_id", id), ("asked_agency", asked)],
+                ),
+            ),
+            ApiError::HiddenDocument { ref id, .. } => Status::with_error_details(
+                Code::NotFound,
+                message.clone(),
+                info("NOT_FOUND", &[("kind", "document"), ("id", id)]),
+            ),
+            ApiError::TooLarge {
+                reason,
+                field,
+                limit,
+                ..
+            } => {
+                let mut details = info(reason, &[("max_bytes", &limit.to_string())]);
+                details.add_bad_request_violation(field, message.clone());
+                Status::with_error_details(Code::InvalidArgument, message.clone(), details)
+            }
+            ApiError::DataLoss { ref id } => {
+                tracing::error!(document = %id, "stored document bytes do not match their SHA-256");
+                Status::with_error_details(
+                    Code::DataLoss,
+                    format!("{message}; the gateway operator has been alerted"),
+                    info("DOCUMENT_CORRUPT", &[("id", id)]),
+                )
+            }
+            ApiError::Stream(status) => status,
+            ApiError::Blob(e) => {
+                tracing::error!(error = %e, "document storage failure");
+                Status::with_error_details(
+                    Code::Internal,
+                    "internal document storage error; retry later or contact the gateway operator",
+                    info("STORAGE", &[]),
+                )
             }
             ApiError::Store(e) => {
                 // The cause is logged; the caller gets no internals.

@@ -9,8 +9,8 @@ use std::time::Duration;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
+use super::convert::{receipt_proto, timestamp};
 use super::error::ApiError;
-use super::referral::{receipt_proto, timestamp};
 use super::validate::Violations;
 use crate::auth;
 use crate::config::{AdapterConfig, Config};

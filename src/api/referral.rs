@@ -5,16 +5,17 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use prost::Message;
-use prost_types::Timestamp;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
+use tonic_types::FieldViolation;
 
+use super::convert::{receipt_proto, replay, timestamp, traceparent};
 use super::error::ApiError;
-use super::paging;
-use super::validate::Violations;
+use super::paging::IdPage;
+use super::validate::{is_code, Violations, UNREADABLE_DOCUMENT};
 use crate::auth::{self, Caller};
 use crate::delivery::payload;
 use crate::directory::Directory;
@@ -29,8 +30,8 @@ use std::sync::Arc;
 
 const SUBMIT: &str = "jisr.v1.ReferralService/SubmitReferral";
 const UPDATE: &str = "jisr.v1.ReferralService/UpdateReferralStatus";
-const DEFAULT_PAGE_SIZE: i32 = 50;
-const MAX_PAGE_SIZE: i32 = 500;
+pub(crate) const DEFAULT_PAGE_SIZE: i32 = 50;
+pub(crate) const MAX_PAGE_SIZE: i32 = 500;
 const WATCH_BATCH: i64 = 256;
 /// How often an idle watch looks for events committed by other gateway replicas.
 const WATCH_POLL: Duration = Duration::from_secs(2);
@@ -168,8 +169,31 @@ impl ReferralApi {
                         body: referral.encode_to_vec(),
                     };
                     tx.insert_referral(&row).await?;
+                    // Attachments: documents the sender may read, shared with the recipient.
+                    let documents: Vec<&str> = referral
+                        .attachments
+                        .iter()
+                        .map(|d| d.document_id.as_str())
+                        .collect();
+                    let unreadable = tx
+                        .share_documents(&documents, &agency, &row.to_agency, &row.id, now)
+                        .await?;
+                    if !unreadable.is_empty() {
+                        return Err(ApiError::Invalid(
+                            unreadable
+                                .into_iter()
+                                .map(|i| {
+                                    FieldViolation::new(
+                                        format!("referral.attachments[{i}].document_id"),
+                                        UNREADABLE_DOCUMENT,
+                                    )
+                                })
+                                .collect(),
+                        ));
+                    }
                     tx.insert_event(&NewEvent {
                         referral_id: &row.id,
+                        information_request_id: "",
                         from_agency: &row.from_agency,
                         to_agency: &row.to_agency,
                         event_type: ReferralEventType::Submitted.as_str_name(),
@@ -239,28 +263,13 @@ impl ReferralApi {
             v.add("referral", "is required");
             return Err(v.into_error());
         };
-        if r.to_agency.is_empty() {
-            v.add(
-                "referral.to_agency",
-                "is required: the receiving agency's id",
-            );
-        } else if !self.registry.contains(&r.to_agency) {
-            v.add(
-                "referral.to_agency",
-                format!("{:?} is not a registered agency", r.to_agency),
-            );
-        } else if r.to_agency == caller.agency() {
-            v.add(
-                "referral.to_agency",
-                "is your own agency; a referral goes to another agency",
-            );
-        }
-        let service_ok = (1..=64).contains(&r.service_code.len())
-            && r.service_code
-                .starts_with(|c: char| c.is_ascii_alphanumeric())
-            && r.service_code
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        v.recipient(
+            "referral.to_agency",
+            &r.to_agency,
+            caller.agency(),
+            &self.registry,
+        );
+        let service_ok = is_code(&r.service_code);
         v.check(
             service_ok,
             "referral.service_code",
@@ -376,11 +385,6 @@ impl ReferralApi {
             v.enum_value::<ReferralCategory>("category", req.category, false, "a ReferralCategory");
         let priority =
             v.enum_value::<ReferralPriority>("priority", req.priority, false, "a ReferralPriority");
-        v.check(
-            (0..=MAX_PAGE_SIZE).contains(&req.page_size),
-            "page_size",
-            format!("must be between 0 and {MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE})"),
-        );
         let fingerprint = format!(
             "{}|{}|{:?}|{}|{}|{}",
             caller.agency(),
@@ -390,26 +394,16 @@ impl ReferralApi {
             req.priority,
             req.overdue_only
         );
-        let before_id = if req.page_token.is_empty() {
-            None
-        } else {
-            let id = paging::decode(&req.page_token, &fingerprint)
-                .filter(|id| ulid::Ulid::from_string(id).is_ok());
-            v.check(
-                id.is_some(),
-                "page_token",
-                "is not a token this list returned for these filters; start again without page_token",
-            );
-            id
-        };
+        let page = IdPage::new(
+            &mut v,
+            req.page_size,
+            &req.page_token,
+            fingerprint,
+            (DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
+        );
         v.finish()?;
 
         let now = now_ms();
-        let limit = if req.page_size == 0 {
-            DEFAULT_PAGE_SIZE
-        } else {
-            req.page_size
-        };
         let filter = ListFilter {
             agency: caller.agency().to_string(),
             sent: direction == Some(ReferralDirection::Sent),
@@ -422,18 +416,11 @@ impl ReferralApi {
                 .filter(|p| *p != ReferralPriority::Unspecified)
                 .map(|p| p.as_str_name().into()),
             overdue_at: req.overdue_only.then_some(now),
-            before_id,
-            limit: i64::from(limit) + 1,
+            before_id: page.before_id.clone(),
+            limit: page.fetch_limit(),
         };
         let mut rows = self.store.list_referrals(&filter).await?;
-        let next_page_token = if rows.len() > limit as usize {
-            rows.truncate(limit as usize);
-            rows.last()
-                .map(|r| paging::encode(&r.id, &fingerprint))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = page.finish(&mut rows, |r| &r.id);
         let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
         let mut histories: HashMap<String, Vec<EventRow>> = HashMap::new();
         for e in self.store.referral_history(&ids).await? {
@@ -502,7 +489,7 @@ impl ReferralApi {
         let (reason, outcome) = (reason.unwrap_or_default(), outcome.unwrap_or_default());
         let Some(to) = status else {
             // Not reached: a missing status is a violation, so finish() returned above.
-            return Err(ApiError::Invalid(vec![tonic_types::FieldViolation::new(
+            return Err(ApiError::Invalid(vec![FieldViolation::new(
                 "status",
                 "is required",
             )]));
@@ -549,6 +536,7 @@ impl ReferralApi {
                     tx.set_referral_status(&row.id, &row.status, now).await?;
                     tx.insert_event(&NewEvent {
                         referral_id: &row.id,
+                        information_request_id: "",
                         from_agency: &row.from_agency,
                         to_agency: &row.to_agency,
                         event_type: ReferralEventType::StatusChanged.as_str_name(),
@@ -697,20 +685,6 @@ fn counterpart_of<'a>(r: &'a Referral, agency: &str) -> &'a str {
     }
 }
 
-pub fn receipt_proto(r: &crate::store::Receipt) -> AuditReceipt {
-    AuditReceipt {
-        log_id: r.log_id.clone(),
-        leaf_index: r.leaf_index,
-        leaf_hash: r.leaf_hash.to_vec(),
-    }
-}
-
-/// A W3C traceparent continuing the exchange's trace (a new span id each time).
-fn traceparent(trace_id: &str) -> String {
-    let span = ulid::Ulid::new().0 as u64;
-    format!("00-{trace_id}-{span:016x}-01")
-}
-
 fn not_found(id: &str) -> ApiError {
     ApiError::NotFound {
         kind: "referral",
@@ -722,43 +696,6 @@ fn not_party(id: &str) -> ApiError {
     ApiError::NotParty {
         kind: "referral",
         id: id.to_string(),
-    }
-}
-
-/// The first response to this idempotency key, if the request is the same one.
-fn replay<M: Message + Default>(
-    prev: crate::store::IdempotentRecord,
-    method: &str,
-    hash: &[u8],
-    request_id: &str,
-) -> Result<M, ApiError> {
-    if prev.method != method || prev.request_sha256 != hash {
-        return Err(ApiError::RequestIdReused {
-            request_id: request_id.to_string(),
-        });
-    }
-    M::decode(prev.response.as_slice()).map_err(|e| {
-        ApiError::Store(StoreError::Corrupt(format!(
-            "stored response for {request_id}: {e}"
-        )))
-    })
-}
-
-/// Unix milliseconds as RFC 3339 (UTC), for messages.
-pub fn rfc3339(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| ms.to_string())
-}
-
-pub fn timestamp(ms: i64) -> Timestamp {
-    Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
     }
 }
 
@@ -803,29 +740,24 @@ fn to_proto(row: &ReferralRow, history: &[EventRow], now: i64) -> Result<Referra
 
 fn event_to_proto(e: &EventRow) -> Result<ReferralEvent, ApiError> {
     let kind = ReferralEventType::from_str_name(&e.event_type).unwrap_or_default();
-    Ok(ReferralEvent {
+    let mut event = ReferralEvent {
         cursor: e.seq.to_string(),
         r#type: kind as i32,
         referral_id: e.referral_id.clone(),
         from_agency: e.from_agency.clone(),
         to_agency: e.to_agency.clone(),
-        status: parse_status(&e.status)? as i32,
-        change: (kind != ReferralEventType::Overdue)
-            .then(|| status_change(e))
-            .transpose()?,
         occurred_at: Some(timestamp(e.occurred_at)),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::validate::timestamp_ms;
-
-    #[test]
-    fn timestamps_round_trip_before_and_after_the_epoch() {
-        for ms in [0, 1, 999, 1_700_000_000_123, -1, -1001] {
-            assert_eq!(timestamp_ms(&timestamp(ms)), Some(ms));
-        }
+        ..ReferralEvent::default()
+    };
+    if e.information_request_id.is_empty() {
+        event.status = parse_status(&e.status)? as i32;
+        event.change = (kind != ReferralEventType::Overdue)
+            .then(|| status_change(e))
+            .transpose()?;
+    } else {
+        event.information_request_id = e.information_request_id.clone();
+        event.information_request_status =
+            InformationRequestStatus::from_str_name(&e.status).unwrap_or_default() as i32;
     }
+    Ok(event)
 }

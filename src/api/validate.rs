@@ -8,6 +8,7 @@ use super::error::ApiError;
 use crate::pb::v1::{
     Consent, ContactDetails, DocumentReference, IdentifierType, PersonIdentifier, Subject,
 };
+use crate::tls::Registry;
 
 /// Collects violations; `finish` turns them into INVALID_ARGUMENT.
 #[derive(Default)]
@@ -70,6 +71,36 @@ impl Violations {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
         {
             self.add(field, "must be 1-128 characters of A-Z a-z 0-9 . _ : -");
+        }
+    }
+
+    /// The agency an exchange goes to: registered, and not the caller.
+    pub fn recipient(&mut self, field: &str, to: &str, caller: &str, registry: &Registry) {
+        if to.is_empty() {
+            self.add(field, "is required: the receiving agency's id");
+        } else if !registry.contains(to) {
+            self.add(field, format!("{to:?} is not a registered agency"));
+        } else if to == caller {
+            self.add(
+                field,
+                "is your own agency; an exchange goes to another agency",
+            );
+        }
+    }
+
+    /// A timestamp that must be in the future, at most `max_ahead_ms` after `now_ms`.
+    pub fn future_time(&mut self, field: &str, t: &Timestamp, now_ms: i64, max_ahead_ms: i64) {
+        match timestamp_ms(t) {
+            None => self.add(field, "is not a valid timestamp"),
+            Some(ms) if ms <= now_ms => self.add(field, "is in the past; it must be in the future"),
+            Some(ms) if ms > now_ms + max_ahead_ms => self.add(
+                field,
+                format!(
+                    "is too far ahead; at most {} days from now",
+                    max_ahead_ms / 86_400_000
+                ),
+            ),
+            Some(_) => {}
         }
     }
 
@@ -246,6 +277,21 @@ impl Violations {
             },
         }
     }
+}
+
+/// What a reference to a document the caller may not read is told (whether the document
+/// exists is not disclosed).
+pub const UNREADABLE_DOCUMENT: &str =
+    "is not a document your agency uploaded or received in an exchange; \
+     upload it with DocumentService.UploadDocument first";
+
+/// A code naming something in the contract (a service, a question): 1-64 characters of
+/// A-Z a-z 0-9 . _ -, starting with a letter or digit.
+pub fn is_code(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 /// Unix milliseconds of a well-formed timestamp.

@@ -27,6 +27,14 @@ impl Caller {
 
 /// The caller of `request`; also records the request's hash for the audit entry.
 pub fn caller<T: prost::Message>(request: &Request<T>) -> Result<Caller, Status> {
+    let caller = identify(request)?;
+    caller.audit.set_request(request.get_ref());
+    Ok(caller)
+}
+
+/// The caller of `request`, for a client-streamed call: its audit entry has no request
+/// hash (the request is many messages).
+pub fn identify<T>(request: &Request<T>) -> Result<Caller, Status> {
     let info = request.extensions().get::<ConnInfo>().ok_or_else(|| {
         // Only reachable if a listener without client authentication served the call.
         Status::unauthenticated("no verified agency certificate on this connection")
@@ -45,7 +53,6 @@ pub fn caller<T: prost::Message>(request: &Request<T>) -> Result<Caller, Status>
                 .unwrap_or_else(new_trace_id),
         )),
     };
-    audit.set_request(request.get_ref());
     Ok(Caller {
         identity: info.identity.clone(),
         trace_id: audit.trace_id().to_string(),

@@ -56,6 +56,7 @@ impl Sandbox {
                 format!("sqlite://{}", s(file("jisr.db"))),
             ),
             ("JISR_AUDIT__SIGNING_KEY", s(file("audit-signing.key"))),
+            ("JISR_DOCUMENTS__DIR", s(file("documents"))),
             ("JISR_DELIVERY__CLIENT_CERT", s(file("gateway-client.pem"))),
             ("JISR_DELIVERY__CLIENT_KEY", s(file("gateway-client.key"))),
             ("JISR_DELIVERY__POLL_INTERVAL_MS", "100".into()),

@@ -204,7 +204,7 @@ impl Dispatcher {
         message.metadata = Some(DeliveryMetadata {
             delivery_id: row.delivery_id.clone(),
             attempt: row.attempts as u32,
-            created_at: Some(crate::api::referral::timestamp(row.created_at)),
+            created_at: Some(crate::api::convert::timestamp(row.created_at)),
             traceparent: row.traceparent.clone(),
         });
         let outbound = OutboundDelivery {

@@ -73,6 +73,7 @@ async fn gateway_moves(
     tx.set_referral_status(&referral.id, status, now).await?;
     tx.insert_event(&NewEvent {
         referral_id: &referral.id,
+        information_request_id: "",
         from_agency: &referral.from_agency,
         to_agency: &referral.to_agency,
         event_type: ReferralEventType::StatusChanged.as_str_name(),
@@ -87,7 +88,7 @@ async fn gateway_moves(
     let change = StatusChange {
         status: to as i32,
         actor_agency: GATEWAY_ACTOR.to_string(),
-        changed_at: Some(crate::api::referral::timestamp(now)),
+        changed_at: Some(crate::api::convert::timestamp(now)),
         reason_code: reason as i32,
         note: note.to_string(),
         outcome: 0,

@@ -2,33 +2,65 @@
 //! (metadata is filled in per attempt).
 
 use prost::Message;
+use prost_types::Timestamp;
 
 use crate::pb::adapter_v1::{
-    delivery, status_update, Delivery, ReferralStatusUpdate, StatusUpdate,
+    delivery, status_update, Delivery, InformationRequestStatusUpdate, ReferralStatusUpdate,
+    StatusUpdate,
 };
-use crate::pb::v1::{Referral, StatusChange};
+use crate::pb::v1::{InformationRequest, InformationRequestStatus, Referral, StatusChange};
 
 pub const KIND_REFERRAL: &str = "referral";
 pub const KIND_STATUS_UPDATE: &str = "status_update";
+pub const KIND_INFORMATION_REQUEST: &str = "information_request";
+pub const KIND_INFORMATION_RESPONSE: &str = "information_response";
 
-pub fn referral(r: &Referral) -> Vec<u8> {
+fn encode(payload: delivery::Payload) -> Vec<u8> {
     Delivery {
-        payload: Some(delivery::Payload::Referral(r.clone())),
+        payload: Some(payload),
         ..Delivery::default()
     }
     .encode_to_vec()
 }
 
+pub fn referral(r: &Referral) -> Vec<u8> {
+    encode(delivery::Payload::Referral(r.clone()))
+}
+
 pub fn referral_status(referral_id: &str, change: StatusChange, overdue: bool) -> Vec<u8> {
-    Delivery {
-        payload: Some(delivery::Payload::StatusUpdate(StatusUpdate {
-            target: Some(status_update::Target::Referral(ReferralStatusUpdate {
-                referral_id: referral_id.to_string(),
-                change: Some(change),
-                overdue,
-            })),
+    encode(delivery::Payload::StatusUpdate(StatusUpdate {
+        target: Some(status_update::Target::Referral(ReferralStatusUpdate {
+            referral_id: referral_id.to_string(),
+            change: Some(change),
+            overdue,
         })),
-        ..Delivery::default()
-    }
-    .encode_to_vec()
+    }))
+}
+
+/// An information request, to the asked agency.
+pub fn information_request(r: &InformationRequest) -> Vec<u8> {
+    encode(delivery::Payload::InformationRequest(r.clone()))
+}
+
+/// An answered or declined information request, to the requester.
+pub fn information_response(r: &InformationRequest) -> Vec<u8> {
+    encode(delivery::Payload::InformationResponse(r.clone()))
+}
+
+pub fn information_request_status(
+    information_request_id: &str,
+    status: InformationRequestStatus,
+    changed_at: Timestamp,
+    overdue: bool,
+) -> Vec<u8> {
+    encode(delivery::Payload::StatusUpdate(StatusUpdate {
+        target: Some(status_update::Target::InformationRequest(
+            InformationRequestStatusUpdate {
+                information_request_id: information_request_id.to_string(),
+                status: status as i32,
+                changed_at: Some(changed_at),
+                overdue,
+            },
+        )),
+    }))
 }

@@ -1,4 +1,5 @@
 //! Domain rules: what may happen to an exchange, independent of transport and storage.
 
+pub mod information_request;
 pub mod referral;
 pub mod time_frames;

@@ -9,6 +9,9 @@
 //! serialized by a transaction-scoped advisory lock.
 
 pub mod audit;
+pub mod blobs;
+pub mod documents;
+pub mod information_requests;
 pub mod outbox;
 pub mod referrals;
 pub mod writer;
@@ -278,6 +281,11 @@ fn migrator(backend: Backend) -> Migrator {
                 "overdue",
                 include_str!("../../migrations/sqlite/0004_overdue.sql"),
             ),
+            (
+                5,
+                "information_requests_documents",
+                include_str!("../../migrations/sqlite/0005_information_requests_documents.sql"),
+            ),
         ],
         Backend::Postgres => &[
             (
@@ -299,6 +307,11 @@ fn migrator(backend: Backend) -> Migrator {
                 4,
                 "overdue",
                 include_str!("../../migrations/postgres/0004_overdue.sql"),
+            ),
+            (
+                5,
+                "information_requests_documents",
+                include_str!("../../migrations/postgres/0005_information_requests_documents.sql"),
             ),
         ],
     };

@@ -30,9 +30,12 @@ pub struct ReferralRow {
     pub body: Vec<u8>,
 }
 
+/// An event of a referral, or of an information request (`information_request_id`
+/// non-empty; its `referral_id` is the referral it belongs to, or empty).
 #[derive(Debug, Clone)]
 pub struct NewEvent<'a> {
     pub referral_id: &'a str,
+    pub information_request_id: &'a str,
     pub from_agency: &'a str,
     pub to_agency: &'a str,
     pub event_type: &'a str,
@@ -47,7 +50,10 @@ pub struct NewEvent<'a> {
 #[derive(Debug, Clone)]
 pub struct EventRow {
     pub seq: i64,
+    /// Empty for an information request that stands alone.
     pub referral_id: String,
+    /// Empty for a referral's own events.
+    pub information_request_id: String,
     pub from_agency: String,
     pub to_agency: String,
     pub event_type: String,
@@ -77,8 +83,9 @@ pub struct ListFilter {
 
 const REFERRAL_COLUMNS: &str = "id, from_agency, to_agency, request_id, service_code, category, \
      priority, status, due_at, created_at, updated_at, body";
-const EVENT_COLUMNS: &str = "seq, referral_id, from_agency, to_agency, event_type, status, \
-     actor_agency, reason_code, note, outcome, occurred_at";
+const EVENT_COLUMNS: &str = "seq, COALESCE(referral_id, '') AS referral_id, \
+     COALESCE(information_request_id, '') AS information_request_id, from_agency, to_agency, \
+     event_type, status, actor_agency, reason_code, note, outcome, occurred_at";
 
 impl WriteTx {
     pub async fn insert_referral(&mut self, r: &ReferralRow) -> Result<(), StoreError> {
@@ -127,11 +134,12 @@ impl WriteTx {
     /// Appends an event and returns its sequence number.
     pub async fn insert_event(&mut self, e: &NewEvent<'_>) -> Result<i64, StoreError> {
         let (seq,): (i64,) = sqlx::query_as(
-            "INSERT INTO referral_events (referral_id, from_agency, to_agency, event_type, status, \
-             actor_agency, reason_code, note, outcome, occurred_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING seq",
+            "INSERT INTO referral_events (referral_id, information_request_id, from_agency, \
+             to_agency, event_type, status, actor_agency, reason_code, note, outcome, occurred_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING seq",
         )
-        .bind(e.referral_id)
+        .bind((!e.referral_id.is_empty()).then_some(e.referral_id))
+        .bind((!e.information_request_id.is_empty()).then_some(e.information_request_id))
         .bind(e.from_agency)
         .bind(e.to_agency)
         .bind(e.event_type)
@@ -237,7 +245,8 @@ impl Store {
         rows.iter().map(referral_row).collect()
     }
 
-    /// Events of referrals `agency` is party to, after `after_seq`, oldest first.
+    /// Events of referrals and information requests `agency` is party to, after
+    /// `after_seq`, oldest first.
     pub async fn events_after(
         &self,
         agency: &str,
@@ -284,7 +293,8 @@ async fn fetch_history<'e>(
     let mut q = SqlBuilder::default();
     let list: Vec<_> = ids.iter().map(|id| q.bind(Arg::Text(id.clone()))).collect();
     let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM referral_events WHERE referral_id IN ({}) ORDER BY seq",
+        "SELECT {EVENT_COLUMNS} FROM referral_events WHERE referral_id IN ({}) \
+         AND information_request_id IS NULL ORDER BY seq",
         list.join(", ")
     );
     let rows = q.query(&sql).fetch_all(ex).await?;
@@ -312,6 +322,7 @@ fn event_row(r: &AnyRow) -> Result<EventRow, StoreError> {
     Ok(EventRow {
         seq: r.try_get("seq")?,
         referral_id: r.try_get("referral_id")?,
+        information_request_id: r.try_get("information_request_id")?,
         from_agency: r.try_get("from_agency")?,
         to_agency: r.try_get("to_agency")?,
         event_type: r.try_get("event_type")?,

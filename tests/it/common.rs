@@ -5,6 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use jisr::config::Config;
+use jisr::pb::v1::document_service_client::DocumentServiceClient;
+use jisr::pb::v1::information_request_service_client::InformationRequestServiceClient;
 use jisr::pb::v1::referral_service_client::ReferralServiceClient;
 use jisr::pb::v1::*;
 use jisr::server::Gateway;
@@ -50,6 +52,7 @@ impl TestEnv {
             ("JISR_TLS__DEV_PKI", "false".to_string()),
             ("JISR_DATABASE__URL", url),
             ("JISR_AUDIT__SIGNING_KEY", p("audit-signing.key")),
+            ("JISR_DOCUMENTS__DIR", p("documents")),
             // Small, so tests see checkpoints without writing thousands of entries.
             ("JISR_AUDIT__CHECKPOINT_EVERY", "5".to_string()),
             ("JISR_AUDIT__CHECKPOINT_INTERVAL_MS", "200".to_string()),
@@ -172,10 +175,8 @@ pub fn referral_to(to: &str) -> Referral {
         }),
         summary: "Family of five facing eviction.".into(),
         reason: "Housing support is in the recipient's mandate.".into(),
-        attachments: vec![DocumentReference {
-            document_id: format!("sha256:{}", "ab".repeat(32)),
-            title: "Tenancy notice".into(),
-        }],
+        // Attachments must be documents the sender may read: see `uploaded`.
+        attachments: Vec::new(),
         consent: Some(Consent {
             reference: "CONSENT-42".into(),
             scope: "social-case-referral".into(),
@@ -185,6 +186,115 @@ pub fn referral_to(to: &str) -> Referral {
             }),
         }),
         ..Referral::default()
+    }
+}
+
+/// An InformationRequestService client connected as `agency`.
+pub async fn information_client(
+    env: &TestEnv,
+    gateway: &Gateway,
+    agency: &str,
+) -> InformationRequestServiceClient<Channel> {
+    let channel = env
+        .channel(gateway, &env.agency_cert(agency))
+        .await
+        .expect("agency connects");
+    InformationRequestServiceClient::new(channel)
+}
+
+/// A DocumentService client connected as `agency`.
+pub async fn document_client(
+    env: &TestEnv,
+    gateway: &Gateway,
+    agency: &str,
+) -> DocumentServiceClient<Channel> {
+    let channel = env
+        .channel(gateway, &env.agency_cert(agency))
+        .await
+        .expect("agency connects");
+    DocumentServiceClient::new(channel)
+}
+
+/// The UploadDocument stream for `bytes`: metadata, then chunks of `chunk` bytes.
+pub fn upload_messages(
+    media_type: &str,
+    title: &str,
+    bytes: &[u8],
+    chunk: usize,
+) -> Vec<UploadDocumentRequest> {
+    use upload_document_request::Content;
+    let mut messages = vec![UploadDocumentRequest {
+        content: Some(Content::Metadata(DocumentMetadata {
+            media_type: media_type.into(),
+            title: title.into(),
+            ..DocumentMetadata::default()
+        })),
+    }];
+    messages.extend(bytes.chunks(chunk).map(|c| UploadDocumentRequest {
+        content: Some(Content::Chunk(c.to_vec())),
+    }));
+    messages
+}
+
+/// Uploads `bytes` as a PDF and returns the stored document.
+pub async fn uploaded(client: &mut DocumentServiceClient<Channel>, bytes: &[u8]) -> Document {
+    client
+        .upload_document(tokio_stream::iter(upload_messages(
+            "application/pdf",
+            "Tenancy notice",
+            bytes,
+            64 * 1024,
+        )))
+        .await
+        .expect("upload")
+        .into_inner()
+        .document
+        .expect("document in the answer")
+}
+
+/// The bytes of a document the client may read (metadata first, then chunks).
+pub async fn downloaded(
+    client: &mut DocumentServiceClient<Channel>,
+    document_id: &str,
+) -> Result<(Document, Vec<u8>), tonic::Status> {
+    use download_document_response::Content;
+    let mut stream = client
+        .download_document(DownloadDocumentRequest {
+            document_id: document_id.to_string(),
+        })
+        .await?
+        .into_inner();
+    let mut document = None;
+    let mut bytes = Vec::new();
+    while let Some(message) = stream.message().await? {
+        match message.content {
+            Some(Content::Document(d)) if document.is_none() => document = Some(d),
+            Some(Content::Chunk(c)) if document.is_some() => bytes.extend(c),
+            other => panic!("unexpected download message {other:?}"),
+        }
+    }
+    Ok((document.expect("metadata first"), bytes))
+}
+
+/// A complete, valid information request to `to`, with two questions.
+pub fn information_request_to(to: &str) -> InformationRequest {
+    let referral = referral_to(to);
+    InformationRequest {
+        to_agency: to.to_string(),
+        subject: referral.subject,
+        questions: vec![
+            Question {
+                code: "household-income".into(),
+                text: "What is the household's monthly income?".into(),
+                document_requested: false,
+            },
+            Question {
+                code: "salary-certificate".into(),
+                text: "Please share the latest salary certificate.".into(),
+                document_requested: true,
+            },
+        ],
+        ..InformationRequest::default()
     }
 }
 

@@ -416,6 +416,7 @@ fn spawn_gateway(env: &TestEnv, port: u16, agency_addr: SocketAddr) -> std::proc
         .env("JISR_TLS__DEV_PKI", "false")
         .env("JISR_DATABASE__URL", &c.database.url)
         .env("JISR_AUDIT__SIGNING_KEY", &c.audit.signing_key)
+        .env("JISR_DOCUMENTS__DIR", &c.documents.dir)
         .env("JISR_DELIVERY__CLIENT_CERT", &c.delivery.client_cert)
         .env("JISR_DELIVERY__CLIENT_KEY", &c.delivery.client_key)
         .env("JISR_DELIVERY__TIMEOUT_MS", "1000")

@@ -355,7 +355,10 @@ async fn invalid_input_names_every_bad_field() {
     subject.identifier.as_mut().unwrap().value = "784-1990-1234567-1".into(); // wrong check digit
     subject.date_of_birth = "1990-02-30".into();
     subject.contact.as_mut().unwrap().phone = "0501234567".into();
-    bad.attachments[0].document_id = "not-a-document".into();
+    bad.attachments = vec![DocumentReference {
+        document_id: "not-a-document".into(),
+        title: "Tenancy notice".into(),
+    }];
     bad.consent.as_mut().unwrap().expires_at = Some(prost_types::Timestamp {
         seconds: 1_000_000,
         nanos: 0,

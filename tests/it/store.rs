@@ -77,6 +77,7 @@ fn row(id: &str, from: &str, to: &str, category: &str) -> ReferralRow {
 fn event<'a>(r: &'a ReferralRow, status: &'a str) -> NewEvent<'a> {
     NewEvent {
         referral_id: &r.id,
+        information_request_id: "",
         from_agency: &r.from_agency,
         to_agency: &r.to_agency,
         event_type: "REFERRAL_EVENT_TYPE_STATUS_CHANGED",

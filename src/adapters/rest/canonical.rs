@@ -11,25 +11,38 @@ use serde_json::{json, Map, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::delivery::payload::{KIND_REFERRAL, KIND_STATUS_UPDATE};
+use crate::delivery::payload::{
+    KIND_INFORMATION_REQUEST, KIND_INFORMATION_RESPONSE, KIND_REFERRAL, KIND_STATUS_UPDATE,
+};
 use crate::delivery::OutboundDelivery;
-use crate::pb::adapter_v1::{delivery, status_update, ReferralStatusUpdate};
+use crate::pb::adapter_v1::{
+    delivery, status_update, InformationRequestStatusUpdate, ReferralStatusUpdate,
+};
 use crate::pb::v1::{
-    Consent, ContactDetails, DocumentReference, IdentifierType, PersonIdentifier, Referral,
-    ReferralCategory, ReferralOutcome, ReferralPriority, ReferralStatus, StatusChange,
-    StatusReason, Subject,
+    Consent, ContactDetails, DeclineReason, DocumentReference, IdentifierType, InformationRequest,
+    InformationRequestStatus, PersonIdentifier, Referral, ReferralCategory, ReferralOutcome,
+    ReferralPriority, ReferralStatus, StatusChange, StatusReason, Subject,
 };
 
-/// The message kind (`referral` or `status_update`) and its canonical JSON object, or why
-/// the rest adapter cannot carry it.
+/// The message kind (`referral`, `information_request`, `information_response` or
+/// `status_update`) and its canonical JSON object, or why the rest adapter cannot carry it.
 pub fn canonical(d: &OutboundDelivery) -> Result<(&'static str, Map<String, Value>), String> {
     let (kind, payload) = match &d.message.payload {
         Some(delivery::Payload::Referral(r)) => (KIND_REFERRAL, referral(r)),
+        Some(delivery::Payload::InformationRequest(r)) => {
+            (KIND_INFORMATION_REQUEST, information_request(r))
+        }
+        Some(delivery::Payload::InformationResponse(r)) => {
+            (KIND_INFORMATION_RESPONSE, information_request(r))
+        }
         Some(delivery::Payload::StatusUpdate(u)) => match &u.target {
             Some(status_update::Target::Referral(u)) => (KIND_STATUS_UPDATE, status_update(u)),
-            other => return Err(format!("the rest adapter cannot deliver {other:?} yet")),
+            Some(status_update::Target::InformationRequest(u)) => {
+                (KIND_STATUS_UPDATE, information_request_status(u))
+            }
+            None => return Err("the status update names no referral or request".into()),
         },
-        other => return Err(format!("the rest adapter cannot deliver {other:?} yet")),
+        None => return Err("the delivery carries no payload".into()),
     };
     let meta = d.message.metadata.as_ref();
     let mut out = payload;
@@ -94,6 +107,78 @@ fn referral(r: &Referral) -> Map<String, Value> {
         "outcome".into(),
         enum_name::<ReferralOutcome>(r.outcome, "REFERRAL_OUTCOME_"),
     );
+    m
+}
+
+fn information_request(r: &InformationRequest) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("id".into(), json!(r.id));
+    m.insert("request_id".into(), json!(r.request_id));
+    m.insert("from_agency".into(), json!(r.from_agency));
+    m.insert("to_agency".into(), json!(r.to_agency));
+    m.insert("referral_id".into(), json!(r.referral_id));
+    m.insert(
+        "subject".into(),
+        r.subject.as_ref().map_or(Value::Null, subject),
+    );
+    m.insert(
+        "questions".into(),
+        Value::Array(
+            r.questions
+                .iter()
+                .map(|q| {
+                    json!({
+                        "code": q.code,
+                        "text": q.text,
+                        "document_requested": q.document_requested,
+                    })
+                })
+                .collect(),
+        ),
+    );
+    m.insert("due_at".into(), timestamp(r.due_at.as_ref()));
+    m.insert(
+        "status".into(),
+        enum_name::<InformationRequestStatus>(r.status, "INFORMATION_REQUEST_STATUS_"),
+    );
+    m.insert(
+        "answers".into(),
+        Value::Array(
+            r.answers
+                .iter()
+                .map(|a| {
+                    json!({
+                        "question_code": a.question_code,
+                        "value": a.value,
+                        "documents": a.documents.iter().map(document).collect::<Vec<_>>(),
+                    })
+                })
+                .collect(),
+        ),
+    );
+    m.insert(
+        "decline_reason".into(),
+        enum_name::<DeclineReason>(r.decline_reason, "DECLINE_REASON_"),
+    );
+    m.insert("decline_note".into(), json!(r.decline_note));
+    m.insert("created_at".into(), timestamp(r.created_at.as_ref()));
+    m.insert("updated_at".into(), timestamp(r.updated_at.as_ref()));
+    m.insert("overdue".into(), json!(r.overdue));
+    m
+}
+
+fn information_request_status(u: &InformationRequestStatusUpdate) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert(
+        "information_request_id".into(),
+        json!(u.information_request_id),
+    );
+    m.insert(
+        "status".into(),
+        enum_name::<InformationRequestStatus>(u.status, "INFORMATION_REQUEST_STATUS_"),
+    );
+    m.insert("changed_at".into(), timestamp(u.changed_at.as_ref()));
+    m.insert("overdue".into(), json!(u.overdue));
     m
 }
 
@@ -176,6 +261,8 @@ macro_rules! proto_enum {
     )*};
 }
 proto_enum!(
+    DeclineReason,
+    InformationRequestStatus,
     ReferralCategory,
     ReferralPriority,
     ReferralStatus,

@@ -1,0 +1,214 @@
+//! Information request rows. Their events share the referral event feed (`referrals`).
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Executor, Row};
+
+use super::{Arg, SqlBuilder, Store, StoreError, WriteTx};
+
+/// The one status an information request can be answered, declined or expired from.
+pub const OPEN: &str = "INFORMATION_REQUEST_STATUS_OPEN";
+
+#[derive(Debug, Clone)]
+pub struct InformationRequestRow {
+    pub id: String,
+    pub from_agency: String,
+    pub to_agency: String,
+    pub request_id: String,
+    /// Empty when the request stands alone.
+    pub referral_id: String,
+    pub status: String,
+    pub due_at: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// The jisr.v1.InformationRequest as sent, with its response once there is one.
+    pub body: Vec<u8>,
+}
+
+/// Which requests `list_information_requests` returns, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct InformationRequestFilter {
+    pub agency: String,
+    pub sent: bool,
+    pub received: bool,
+    pub statuses: Vec<String>,
+    pub referral_id: Option<String>,
+    /// Only those past due_at (unix ms) and still OPEN.
+    pub overdue_at: Option<i64>,
+    /// Keyset pagination: only ids below this one.
+    pub before_id: Option<String>,
+    pub limit: i64,
+}
+
+const COLUMNS: &str = "id, from_agency, to_agency, request_id, referral_id, status, due_at, \
+     created_at, updated_at, body";
+
+impl WriteTx {
+    pub async fn insert_information_request(
+        &mut self,
+        r: &InformationRequestRow,
+    ) -> Result<(), StoreError> {
+        sqlx::query(&format!(
+            "INSERT INTO information_requests ({COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        ))
+        .bind(&r.id)
+        .bind(&r.from_agency)
+        .bind(&r.to_agency)
+        .bind(&r.request_id)
+        .bind(&r.referral_id)
+        .bind(&r.status)
+        .bind(r.due_at)
+        .bind(r.created_at)
+        .bind(r.updated_at)
+        .bind(r.body.clone())
+        .execute(self.conn())
+        .await?;
+        Ok(())
+    }
+
+    /// The request as this transaction sees it (writers are serialized).
+    pub async fn information_request(
+        &mut self,
+        id: &str,
+    ) -> Result<Option<InformationRequestRow>, StoreError> {
+        fetch(self.conn(), id).await
+    }
+
+    /// Records a new status, and the request's new body (with its response).
+    pub async fn update_information_request(
+        &mut self,
+        r: &InformationRequestRow,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE information_requests SET status = $1, body = $2, updated_at = $3 WHERE id = $4",
+        )
+        .bind(&r.status)
+        .bind(r.body.clone())
+        .bind(r.updated_at)
+        .bind(&r.id)
+        .execute(self.conn())
+        .await?;
+        Ok(())
+    }
+
+    /// OPEN requests past due_at whose OVERDUE event was not emitted yet; each is marked
+    /// as notified.
+    pub async fn take_newly_overdue_information_requests(
+        &mut self,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<InformationRequestRow>, StoreError> {
+        let rows = self
+            .open_due_before(now, "AND overdue_notified = 0", limit)
+            .await?;
+        for r in &rows {
+            sqlx::query("UPDATE information_requests SET overdue_notified = 1 WHERE id = $1")
+                .bind(&r.id)
+                .execute(self.conn())
+                .await?;
+        }
+        Ok(rows)
+    }
+
+    /// OPEN requests due before `cutoff` (to be expired).
+    pub async fn open_information_requests_due_before(
+        &mut self,
+        cutoff: i64,
+        limit: i64,
+    ) -> Result<Vec<InformationRequestRow>, StoreError> {
+        self.open_due_before(cutoff, "", limit).await
+    }
+
+    async fn open_due_before(
+        &mut self,
+        cutoff: i64,
+        and: &str,
+        limit: i64,
+    ) -> Result<Vec<InformationRequestRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM information_requests WHERE status = $1 AND due_at < $2 {and} \
+             ORDER BY due_at LIMIT $3"
+        ))
+        .bind(OPEN)
+        .bind(cutoff)
+        .bind(limit)
+        .fetch_all(self.conn())
+        .await?;
+        rows.iter().map(row).collect()
+    }
+}
+
+impl Store {
+    pub async fn information_request(
+        &self,
+        id: &str,
+    ) -> Result<Option<InformationRequestRow>, StoreError> {
+        fetch(&self.pool, id).await
+    }
+
+    pub async fn list_information_requests(
+        &self,
+        f: &InformationRequestFilter,
+    ) -> Result<Vec<InformationRequestRow>, StoreError> {
+        let mut q = SqlBuilder::default();
+        let agency = q.bind(Arg::Text(f.agency.clone()));
+        let mut sql = format!("SELECT {COLUMNS} FROM information_requests WHERE ");
+        sql += &match (f.sent, f.received) {
+            (true, false) => format!("from_agency = {agency}"),
+            (false, true) => format!("to_agency = {agency}"),
+            _ => format!("(from_agency = {agency} OR to_agency = {agency})"),
+        };
+        if !f.statuses.is_empty() {
+            let list: Vec<_> = f
+                .statuses
+                .iter()
+                .map(|s| q.bind(Arg::Text(s.clone())))
+                .collect();
+            sql += &format!(" AND status IN ({})", list.join(", "));
+        }
+        if let Some(referral) = &f.referral_id {
+            sql += &format!(" AND referral_id = {}", q.bind(Arg::Text(referral.clone())));
+        }
+        if let Some(now) = f.overdue_at {
+            sql += &format!(
+                " AND due_at < {} AND status = {}",
+                q.bind(Arg::Int(now)),
+                q.bind(Arg::Text(OPEN.to_string()))
+            );
+        }
+        if let Some(before) = &f.before_id {
+            sql += &format!(" AND id < {}", q.bind(Arg::Text(before.clone())));
+        }
+        sql += &format!(" ORDER BY id DESC LIMIT {}", q.bind(Arg::Int(f.limit)));
+        let rows = q.query(&sql).fetch_all(&self.pool).await?;
+        rows.iter().map(row).collect()
+    }
+}
+
+async fn fetch<'e>(
+    ex: impl Executor<'e, Database = Any>,
+    id: &str,
+) -> Result<Option<InformationRequestRow>, StoreError> {
+    let r = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM information_requests WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(ex)
+    .await?;
+    r.as_ref().map(row).transpose()
+}
+
+fn row(r: &AnyRow) -> Result<InformationRequestRow, StoreError> {
+    Ok(InformationRequestRow {
+        id: r.try_get("id")?,
+        from_agency: r.try_get("from_agency")?,
+        to_agency: r.try_get("to_agency")?,
+        request_id: r.try_get("request_id")?,
+        referral_id: r.try_get("referral_id")?,
+        status: r.try_get("status")?,
+        due_at: r.try_get("due_at")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        body: r.try_get("body")?,
+    })
+}
