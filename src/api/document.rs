@@ -107,12 +107,14 @@ impl DocumentApi {
             index += 1;
             let chunk = match message.map_err(ApiError::Stream)?.content {
                 Some(Content::Chunk(chunk)) => chunk,
-                _ => return Err(invalid(
-                    "chunk",
-                    format!(
+                _ => {
+                    return Err(invalid(
+                        "chunk",
+                        format!(
                         "message {index} is not a chunk; only the first message carries metadata"
                     ),
-                )),
+                    ))
+                }
             };
             if chunk.len() as u64 > self.max_chunk {
                 return Err(ApiError::TooLarge {

@@ -68,7 +68,9 @@ impl ApiError {
     /// entry (with the rule that refused).
     pub fn refuse(self, audit: &crate::audit::context::AuditContext) -> Status {
         match &self {
-            ApiError::NotParty { kind, .. } => audit.deny(&format!("{kind}.party")),
+            ApiError::NotParty { kind, .. } => {
+                audit.deny(&format!("{}.party", kind.replace(' ', "_")))
+            }
             ApiError::NotAskedAgency { .. } => audit.deny("information_request.asked-agency"),
             ApiError::HiddenDocument { exists: true, .. } => audit.deny("document.reader"),
             _ => {}

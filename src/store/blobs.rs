@@ -102,7 +102,11 @@ impl Staged {
         drop(file);
         let target = blobs.path_of(&hash);
         if fs::try_exists(&target).await? {
-            return Ok(hash); // Drop removes the staged copy.
+            if sha256_of_file(&target).await? == hash {
+                return Ok(hash); // Drop removes the staged copy.
+            }
+            // The stored copy was damaged; this upload repairs it.
+            tracing::warn!(sha256 = %hash, "a stored document did not match its hash; replaced by a new upload");
         }
         let parent = target
             .parent()
@@ -113,6 +117,20 @@ impl Staged {
         // The rename is durable once its directory is.
         File::open(parent).await?.sync_all().await?;
         Ok(hash)
+    }
+}
+
+async fn sha256_of_file(path: &Path) -> io::Result<String> {
+    use tokio::io::AsyncReadExt;
+    let mut file = File::open(path).await?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(hex::encode(hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
     }
 }
 
@@ -152,6 +170,12 @@ mod tests {
         );
         let stored: Vec<_> = walk(&dir.path().join("sha256"));
         assert_eq!(stored.len(), 1, "{stored:?}");
+        assert_eq!(std::fs::read(&stored[0]).unwrap(), b"hello world");
+        // A damaged stored copy is repaired by the next upload of the same content.
+        std::fs::write(&stored[0], b"hello w0rld").unwrap();
+        let mut c = blobs.stage().await.unwrap();
+        c.write(b"hello world").await.unwrap();
+        assert_eq!(c.commit(&blobs).await.unwrap(), want);
         assert_eq!(std::fs::read(&stored[0]).unwrap(), b"hello world");
         assert!(blobs.read(&want).await.unwrap().is_some());
         assert!(blobs.read(&"0".repeat(64)).await.unwrap().is_none());

@@ -34,7 +34,7 @@ async fn auditor(
 }
 
 /// (method, code, decision, rule) of every entry, in log order.
-async fn entries(pool: &AnyPool) -> Vec<AuditEntry> {
+pub async fn entries(pool: &AnyPool) -> Vec<AuditEntry> {
     let rows: Vec<(Vec<u8>,)> =
         sqlx::query_as("SELECT entry FROM audit_entries ORDER BY leaf_index")
             .fetch_all(pool)

@@ -24,7 +24,7 @@ pub async fn mock_agency(env: &TestEnv) -> (SocketAddr, MockEndpoint) {
 }
 
 /// `agency` is reached through the grpc adapter at `addr`.
-fn push_to(env: &mut TestEnv, agency: &str, addr: SocketAddr) {
+pub(crate) fn push_to(env: &mut TestEnv, agency: &str, addr: SocketAddr) {
     let a = env
         .config
         .agencies
@@ -57,7 +57,7 @@ async fn wait_status(env: &TestEnv, gw: &Gateway, id: &str, want: ReferralStatus
     );
 }
 
-async fn inbox(
+pub(crate) async fn inbox(
     env: &TestEnv,
     gw: &Gateway,
     agency: &str,
@@ -65,7 +65,7 @@ async fn inbox(
     InboxServiceClient::new(env.channel(gw, &env.agency_cert(agency)).await.unwrap())
 }
 
-async fn pull(
+pub(crate) async fn pull(
     client: &mut InboxServiceClient<tonic::transport::Channel>,
     wait_ms: i32,
 ) -> Vec<Delivery> {
@@ -92,7 +92,7 @@ fn status_in(d: &Delivery) -> Option<(String, ReferralStatus)> {
     }
 }
 
-async fn ack(
+pub(crate) async fn ack(
     client: &mut InboxServiceClient<tonic::transport::Channel>,
     d: &Delivery,
 ) -> AckDeliveryResponse {

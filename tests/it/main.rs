@@ -6,6 +6,8 @@ mod cli;
 mod common;
 mod delivery;
 mod directory;
+mod documents;
+mod information_requests;
 mod referrals;
 mod rest;
 mod service;

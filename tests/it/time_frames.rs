@@ -13,7 +13,7 @@ use crate::common::*;
 
 /// The end (UTC) of the `days`-th working day after `start`, counted here independently of
 /// the gateway's calendar code, from the sample config's weekend and holidays.
-fn expected_due(start: OffsetDateTime, days: u32) -> OffsetDateTime {
+pub(crate) fn expected_due(start: OffsetDateTime, days: u32) -> OffsetDateTime {
     let calendar = &sample_config().calendar;
     let weekend: Vec<String> = calendar
         .weekend

@@ -1,5 +1,9 @@
 //! `jisr client`: call the gateway as one agency, for the tour in the README and for
-//! operators checking a deployment.
+//! operators checking a deployment. Referrals here; information requests and documents in
+//! their own files.
+
+mod documents;
+mod information;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -51,6 +55,9 @@ enum ClientCommand {
         summary: String,
         #[arg(long, default_value = "")]
         reason: String,
+        /// A document to attach (its id from `upload`); repeat for more.
+        #[arg(long = "attach", value_name = "DOCUMENT_ID")]
+        attachments: Vec<String>,
         /// Idempotency key (default: a new one).
         #[arg(long)]
         request_id: Option<String>,
@@ -97,6 +104,10 @@ enum ClientCommand {
         #[arg(long)]
         count: Option<usize>,
     },
+    #[command(flatten)]
+    Information(information::Command),
+    #[command(flatten)]
+    Documents(documents::Command),
 }
 
 pub async fn run(config: &Config, args: ClientArgs) -> anyhow::Result<()> {
@@ -105,8 +116,10 @@ pub async fn run(config: &Config, args: ClientArgs) -> anyhow::Result<()> {
     let channel: Channel = crate::tls::client::connect(&addr, &args.server_name, &creds)
         .await
         .with_context(|| format!("connecting to {addr} as {}", args.agency))?;
-    let mut client = ReferralServiceClient::new(channel);
+    let mut client = ReferralServiceClient::new(channel.clone());
     let result = match args.command {
+        ClientCommand::Information(command) => return information::run(channel, command).await,
+        ClientCommand::Documents(command) => return documents::run(channel, command).await,
         ClientCommand::Submit {
             to,
             service,
@@ -117,6 +130,7 @@ pub async fn run(config: &Config, args: ClientArgs) -> anyhow::Result<()> {
             name_ar,
             summary,
             reason,
+            attachments,
             request_id,
         } => {
             let referral = Referral {
@@ -144,6 +158,13 @@ pub async fn run(config: &Config, args: ClientArgs) -> anyhow::Result<()> {
                 }),
                 summary,
                 reason,
+                attachments: attachments
+                    .into_iter()
+                    .map(|document_id| DocumentReference {
+                        document_id,
+                        title: String::new(),
+                    })
+                    .collect(),
                 ..Referral::default()
             };
             client
@@ -259,15 +280,24 @@ pub async fn run(config: &Config, args: ClientArgs) -> anyhow::Result<()> {
                         }
                         Some(Ok(item)) => {
                             if let Some(e) = item.event {
+                                // An information request's event names the request.
+                                let (id, status) = if e.information_request_id.is_empty() {
+                                    (&e.referral_id, e.status().as_str_name())
+                                } else {
+                                    (
+                                        &e.information_request_id,
+                                        e.information_request_status().as_str_name(),
+                                    )
+                                };
                                 println!(
-                                    "cursor {:>6}  {}  {:<16} {}  {} -> {}  now {}",
+                                    "cursor {:>6}  {}  {:<21} {}  {} -> {}  now {}",
                                     e.cursor,
                                     when(e.occurred_at.as_ref()),
                                     short(e.r#type().as_str_name()),
-                                    e.referral_id,
+                                    id,
                                     e.from_agency,
                                     e.to_agency,
-                                    short(e.status().as_str_name())
+                                    short(status)
                                 );
                             }
                             seen += 1;
@@ -281,18 +311,22 @@ pub async fn run(config: &Config, args: ClientArgs) -> anyhow::Result<()> {
     result.map_err(describe_status)
 }
 
-fn new_request_id() -> String {
+pub(super) fn new_request_id() -> String {
     format!("cli-{}", ulid::Ulid::new())
 }
 
 /// `in-progress` → `REFERRAL_STATUS_IN_PROGRESS`.
-fn enum_arg<E>(prefix: &str, value: &str, parse: fn(&str) -> Option<E>) -> anyhow::Result<E> {
+pub(super) fn enum_arg<E>(
+    prefix: &str,
+    value: &str,
+    parse: fn(&str) -> Option<E>,
+) -> anyhow::Result<E> {
     let name = format!("{prefix}{}", value.to_ascii_uppercase().replace('-', "_"));
     parse(&name).with_context(|| format!("{value:?} is not a valid value (looked for {name})"))
 }
 
 /// `REFERRAL_STATUS_IN_PROGRESS` → `IN_PROGRESS`.
-fn short(name: &str) -> &str {
+pub(super) fn short(name: &str) -> &str {
     for prefix in [
         "REFERRAL_STATUS_",
         "REFERRAL_EVENT_TYPE_",
@@ -300,6 +334,8 @@ fn short(name: &str) -> &str {
         "REFERRAL_PRIORITY_",
         "STATUS_REASON_",
         "REFERRAL_OUTCOME_",
+        "INFORMATION_REQUEST_STATUS_",
+        "DECLINE_REASON_",
     ] {
         if let Some(rest) = name.strip_prefix(prefix) {
             return rest;
@@ -308,7 +344,7 @@ fn short(name: &str) -> &str {
     name
 }
 
-fn when(t: Option<&prost_types::Timestamp>) -> String {
+pub(super) fn when(t: Option<&prost_types::Timestamp>) -> String {
     t.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t.seconds).ok())
         .and_then(|t| {
             t.format(&time::format_description::well_known::Rfc3339)
@@ -356,7 +392,7 @@ fn print_referral(r: Option<&Referral>) {
 }
 
 /// A gRPC error with its field violations and reason, for people.
-fn describe_status(status: tonic::Status) -> anyhow::Error {
+pub(super) fn describe_status(status: tonic::Status) -> anyhow::Error {
     let mut text = format!("{:?}: {}", status.code(), status.message());
     if let Some(bad) = status.get_details_bad_request() {
         // The message repeats the violations on one line; list them one per line instead.
