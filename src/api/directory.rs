@@ -48,9 +48,7 @@ impl DirectoryService for DirectoryApi {
         request: Request<ListAgenciesRequest>,
     ) -> Result<Response<ListAgenciesResponse>, Status> {
         let caller = auth::caller(&request)?;
-        self.list(request.into_inner())
-            .map(Response::new)
-            .map_err(|e| e.refuse(&caller.audit))
+        super::reply(&caller, self.list(request.into_inner()))
     }
 
     async fn search_services(
@@ -58,9 +56,7 @@ impl DirectoryService for DirectoryApi {
         request: Request<SearchServicesRequest>,
     ) -> Result<Response<SearchServicesResponse>, Status> {
         let caller = auth::caller(&request)?;
-        self.search(request.into_inner())
-            .map(Response::new)
-            .map_err(|e| e.refuse(&caller.audit))
+        super::reply(&caller, self.search(request.into_inner()))
     }
 
     async fn recommend_agency(
@@ -68,9 +64,7 @@ impl DirectoryService for DirectoryApi {
         request: Request<RecommendAgencyRequest>,
     ) -> Result<Response<RecommendAgencyResponse>, Status> {
         let caller = auth::caller(&request)?;
-        self.recommend(request.into_inner())
-            .map(Response::new)
-            .map_err(|e| e.refuse(&caller.audit))
+        super::reply(&caller, self.recommend(request.into_inner()))
     }
 }
 

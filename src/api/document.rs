@@ -61,10 +61,7 @@ impl DocumentService for DocumentApi {
         request: Request<Streaming<UploadDocumentRequest>>,
     ) -> Result<Response<UploadDocumentResponse>, Status> {
         let caller = auth::identify(&request)?;
-        let result = self.upload(&caller, request.into_inner()).await;
-        result
-            .map(Response::new)
-            .map_err(|e| e.refuse(&caller.audit))
+        super::reply(&caller, self.upload(&caller, request.into_inner()).await)
     }
 
     type DownloadDocumentStream = DownloadStream;
@@ -74,10 +71,7 @@ impl DocumentService for DocumentApi {
         request: Request<DownloadDocumentRequest>,
     ) -> Result<Response<DownloadStream>, Status> {
         let caller = auth::caller(&request)?;
-        let result = self.download(&caller, request.into_inner()).await;
-        result
-            .map(Response::new)
-            .map_err(|e| e.refuse(&caller.audit))
+        super::reply(&caller, self.download(&caller, request.into_inner()).await)
     }
 }
 

@@ -68,10 +68,7 @@ impl InformationRequestService for InformationRequestApi {
         request: Request<RequestInformationRequest>,
     ) -> Result<Response<RequestInformationResponse>, Status> {
         let caller = auth::caller(&request)?;
-        let result = self.request(&caller, request.into_inner()).await;
-        result
-            .map(Response::new)
-            .map_err(|e| e.refuse(&caller.audit))
+        super::reply(&caller, self.request(&caller, request.into_inner()).await)
     }
 
     async fn respond_to_information_request(
@@ -79,10 +76,7 @@ impl InformationRequestService for InformationRequestApi {
         request: Request<RespondToInformationRequestRequest>,
     ) -> Result<Response<RespondToInformationRequestResponse>, Status> {
         let caller = auth::caller(&request)?;
-        let result = self.respond(&caller, request.into_inner()).await;
-        result
-            .map(Response::new)
-            .map_err(|e| e.refuse(&caller.audit))
+        super::reply(&caller, self.respond(&caller, request.into_inner()).await)
     }
 
     async fn get_information_request(
@@ -90,10 +84,7 @@ impl InformationRequestService for InformationRequestApi {
         request: Request<GetInformationRequestRequest>,
     ) -> Result<Response<GetInformationRequestResponse>, Status> {
         let caller = auth::caller(&request)?;
-        let result = self.get(&caller, request.into_inner()).await;
-        result
-            .map(Response::new)
-            .map_err(|e| e.refuse(&caller.audit))
+        super::reply(&caller, self.get(&caller, request.into_inner()).await)
     }
 
     async fn list_information_requests(
@@ -101,10 +92,7 @@ impl InformationRequestService for InformationRequestApi {
         request: Request<ListInformationRequestsRequest>,
     ) -> Result<Response<ListInformationRequestsResponse>, Status> {
         let caller = auth::caller(&request)?;
-        let result = self.list(&caller, request.into_inner()).await;
-        result
-            .map(Response::new)
-            .map_err(|e| e.refuse(&caller.audit))
+        super::reply(&caller, self.list(&caller, request.into_inner()).await)
     }
 }
 

@@ -11,3 +11,14 @@ pub mod information_request;
 mod paging;
 pub mod referral;
 pub mod validate;
+
+/// How every handler ends: the answer, or the error as a status with details (after
+/// noting a refusal, with its rule, in the call's audit entry).
+pub(crate) fn reply<T>(
+    caller: &crate::auth::Caller,
+    result: Result<T, error::ApiError>,
+) -> Result<tonic::Response<T>, tonic::Status> {
+    result
+        .map(tonic::Response::new)
+        .map_err(|e| e.refuse(&caller.audit))
+}

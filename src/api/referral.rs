@@ -70,10 +70,7 @@ impl ReferralService for ReferralApi {
         request: Request<SubmitReferralRequest>,
     ) -> Result<Response<SubmitReferralResponse>, Status> {
         let caller = auth::caller(&request)?;
-        let result = self.submit(&caller, request.into_inner()).await;
-        result
-            .map(Response::new)
-            .map_err(|e| e.refuse(&caller.audit))
+        super::reply(&caller, self.submit(&caller, request.into_inner()).await)
     }
 
     async fn get_referral(
@@ -81,10 +78,7 @@ impl ReferralService for ReferralApi {
         request: Request<GetReferralRequest>,
     ) -> Result<Response<GetReferralResponse>, Status> {
         let caller = auth::caller(&request)?;
-        let result = self.get(&caller, request.into_inner()).await;
-        result
-            .map(Response::new)
-            .map_err(|e| e.refuse(&caller.audit))
+        super::reply(&caller, self.get(&caller, request.into_inner()).await)
     }
 
     async fn list_referrals(
@@ -92,10 +86,7 @@ impl ReferralService for ReferralApi {
         request: Request<ListReferralsRequest>,
     ) -> Result<Response<ListReferralsResponse>, Status> {
         let caller = auth::caller(&request)?;
-        let result = self.list(&caller, request.into_inner()).await;
-        result
-            .map(Response::new)
-            .map_err(|e| e.refuse(&caller.audit))
+        super::reply(&caller, self.list(&caller, request.into_inner()).await)
     }
 
     async fn update_referral_status(
@@ -103,10 +94,7 @@ impl ReferralService for ReferralApi {
         request: Request<UpdateReferralStatusRequest>,
     ) -> Result<Response<UpdateReferralStatusResponse>, Status> {
         let caller = auth::caller(&request)?;
-        let result = self.update(&caller, request.into_inner()).await;
-        result
-            .map(Response::new)
-            .map_err(|e| e.refuse(&caller.audit))
+        super::reply(&caller, self.update(&caller, request.into_inner()).await)
     }
 
     type WatchReferralEventsStream = EventStream;
@@ -116,10 +104,7 @@ impl ReferralService for ReferralApi {
         request: Request<WatchReferralEventsRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let caller = auth::caller(&request)?;
-        let result = self.watch(&caller, request.into_inner()).await;
-        result
-            .map(Response::new)
-            .map_err(|e| e.refuse(&caller.audit))
+        super::reply(&caller, self.watch(&caller, request.into_inner()).await)
     }
 }
 

@@ -352,6 +352,37 @@ impl SqlBuilder {
         format!("${}", self.args.len())
     }
 
+    /// The rows `agency` is party to: as sender (`sent`), recipient (`received`) or either.
+    pub(crate) fn party(&mut self, agency: &str, sent: bool, received: bool) -> String {
+        let agency = self.bind(Arg::Text(agency.to_string()));
+        match (sent, received) {
+            (true, false) => format!("from_agency = {agency}"),
+            (false, true) => format!("to_agency = {agency}"),
+            _ => format!("(from_agency = {agency} OR to_agency = {agency})"),
+        }
+    }
+
+    /// ` AND column IN (...)`, or nothing when `values` is empty.
+    pub(crate) fn and_in(&mut self, column: &str, values: &[String]) -> String {
+        if values.is_empty() {
+            return String::new();
+        }
+        let list: Vec<_> = values
+            .iter()
+            .map(|v| self.bind(Arg::Text(v.clone())))
+            .collect();
+        format!(" AND {column} IN ({})", list.join(", "))
+    }
+
+    /// Keyset pagination by id, newest first.
+    pub(crate) fn newest_first(&mut self, before_id: Option<&String>, limit: i64) -> String {
+        let mut sql = String::new();
+        if let Some(before) = before_id {
+            sql += &format!(" AND id < {}", self.bind(Arg::Text(before.clone())));
+        }
+        sql + &format!(" ORDER BY id DESC LIMIT {}", self.bind(Arg::Int(limit)))
+    }
+
     pub(crate) fn query(
         self,
         sql: &str,

@@ -205,21 +205,11 @@ impl Store {
 
     pub async fn list_referrals(&self, f: &ListFilter) -> Result<Vec<ReferralRow>, StoreError> {
         let mut q = SqlBuilder::default();
-        let agency = q.bind(Arg::Text(f.agency.clone()));
-        let mut sql = format!("SELECT {REFERRAL_COLUMNS} FROM referrals WHERE ");
-        sql += &match (f.sent, f.received) {
-            (true, false) => format!("from_agency = {agency}"),
-            (false, true) => format!("to_agency = {agency}"),
-            _ => format!("(from_agency = {agency} OR to_agency = {agency})"),
-        };
-        if !f.statuses.is_empty() {
-            let list: Vec<_> = f
-                .statuses
-                .iter()
-                .map(|s| q.bind(Arg::Text(s.clone())))
-                .collect();
-            sql += &format!(" AND status IN ({})", list.join(", "));
-        }
+        let mut sql = format!(
+            "SELECT {REFERRAL_COLUMNS} FROM referrals WHERE {}",
+            q.party(&f.agency, f.sent, f.received)
+        );
+        sql += &q.and_in("status", &f.statuses);
         if let Some(c) = &f.category {
             sql += &format!(" AND category = {}", q.bind(Arg::Text(c.clone())));
         }
@@ -237,10 +227,7 @@ impl Store {
                 finals.join(", ")
             );
         }
-        if let Some(before) = &f.before_id {
-            sql += &format!(" AND id < {}", q.bind(Arg::Text(before.clone())));
-        }
-        sql += &format!(" ORDER BY id DESC LIMIT {}", q.bind(Arg::Int(f.limit)));
+        sql += &q.newest_first(f.before_id.as_ref(), f.limit);
         let rows = q.query(&sql).fetch_all(&self.pool).await?;
         rows.iter().map(referral_row).collect()
     }

@@ -344,6 +344,59 @@ mod tests {
     }
 
     #[test]
+    fn information_requests_and_responses_have_their_own_kinds_and_fields() {
+        let request = crate::pb::v1::InformationRequest {
+            id: "01IR".into(),
+            from_agency: "social-services".into(),
+            to_agency: "charity".into(),
+            questions: vec![crate::pb::v1::Question {
+                code: "income".into(),
+                text: "Monthly income?".into(),
+                document_requested: true,
+            }],
+            status: InformationRequestStatus::Answered as i32,
+            answers: vec![crate::pb::v1::Answer {
+                question_code: "income".into(),
+                value: "12000".into(),
+                documents: vec![DocumentReference {
+                    document_id: "sha256:ab".into(),
+                    title: "Salary".into(),
+                }],
+            }],
+            ..Default::default()
+        };
+        let mut d = sample_delivery("01DEL3", "charity", "unused");
+        d.message.payload = Some(delivery::Payload::InformationResponse(request.clone()));
+        let (kind, j) = canonical(&d).unwrap();
+        assert_eq!(kind, "information_response");
+        assert_eq!(j["kind"], "information_response");
+        assert_eq!(j["id"], "01IR");
+        assert_eq!(j["status"], "ANSWERED");
+        assert_eq!(j["decline_reason"], "UNSPECIFIED");
+        assert_eq!(
+            j["questions"],
+            json!([{"code": "income", "text": "Monthly income?", "document_requested": true}])
+        );
+        assert_eq!(j["answers"][0]["documents"][0]["document_id"], "sha256:ab");
+        d.message.payload = Some(delivery::Payload::InformationRequest(request));
+        assert_eq!(canonical(&d).unwrap().0, "information_request");
+        d.message.payload = Some(delivery::Payload::StatusUpdate(StatusUpdate {
+            target: Some(status_update::Target::InformationRequest(
+                InformationRequestStatusUpdate {
+                    information_request_id: "01IR".into(),
+                    status: InformationRequestStatus::Expired as i32,
+                    changed_at: None,
+                    overdue: false,
+                },
+            )),
+        }));
+        let (kind, j) = canonical(&d).unwrap();
+        assert_eq!(kind, "status_update");
+        assert_eq!(j["information_request_id"], "01IR");
+        assert_eq!(j["status"], "EXPIRED");
+    }
+
+    #[test]
     fn a_status_update_carries_the_change() {
         let d = OutboundDelivery {
             delivery_id: "01DEL2".into(),
