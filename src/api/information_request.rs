@@ -103,7 +103,7 @@ impl InformationRequestApi {
         req: RequestInformationRequest,
     ) -> Result<RequestInformationResponse, ApiError> {
         let now = now_ms();
-        let mut ir = self.validate_request(caller, &req, now)?;
+        let mut ir = validate_request(&self.registry, caller.agency(), &req, now)?;
         // Output-only fields were dropped: a spoofed from_agency neither counts nor sticks.
         let hash = Sha256::digest(ir.encode_to_vec()).to_vec();
         caller.audit.set_target("", &ir.to_agency);
@@ -206,61 +206,6 @@ impl InformationRequestApi {
             tracing::info!(from = %caller.agency(), to = %response.information_request.as_ref().map_or("", |r| r.to_agency.as_str()), "information requested");
         }
         Ok(response)
-    }
-
-    /// Checks every input field and returns the request with only its input fields.
-    fn validate_request(
-        &self,
-        caller: &Caller,
-        req: &RequestInformationRequest,
-        now: i64,
-    ) -> Result<InformationRequest, ApiError> {
-        let mut v = Violations::default();
-        v.request_id("request_id", &req.request_id);
-        let Some(r) = &req.information_request else {
-            v.add("information_request", "is required");
-            return Err(v.into_error());
-        };
-        v.recipient(
-            "information_request.to_agency",
-            &r.to_agency,
-            caller.agency(),
-            &self.registry,
-        );
-        if !r.referral_id.is_empty() {
-            v.ulid("information_request.referral_id", &r.referral_id);
-        }
-        v.subject("information_request.subject", r.subject.as_ref());
-        let n = r.questions.len();
-        v.check(
-            (1..=MAX_QUESTIONS).contains(&n),
-            "information_request.questions",
-            format!("has {n} questions; between 1 and {MAX_QUESTIONS} are allowed"),
-        );
-        for (i, q) in r.questions.iter().enumerate() {
-            let field = format!("information_request.questions[{i}]");
-            v.check(
-                is_code(&q.code),
-                format!("{field}.code"),
-                "is required: 1-64 characters of A-Z a-z 0-9 . _ -, such as household-income",
-            );
-            if r.questions[..i].iter().any(|p| p.code == q.code) {
-                v.add(format!("{field}.code"), "is used by an earlier question");
-            }
-            v.required_text(&format!("{field}.text"), &q.text, 2000);
-        }
-        if let Some(due) = &r.due_at {
-            v.future_time("information_request.due_at", due, now, MAX_DUE_AHEAD_MS);
-        }
-        v.finish()?;
-        Ok(InformationRequest {
-            to_agency: r.to_agency.clone(),
-            referral_id: r.referral_id.clone(),
-            subject: r.subject.clone(),
-            questions: r.questions.clone(),
-            due_at: r.due_at,
-            ..InformationRequest::default()
-        })
     }
 
     async fn respond(
@@ -485,9 +430,64 @@ impl InformationRequestApi {
     }
 }
 
+/// Checks every input field and returns the request with only its input fields.
+pub fn validate_request(
+    registry: &Registry,
+    caller: &str,
+    req: &RequestInformationRequest,
+    now: i64,
+) -> Result<InformationRequest, ApiError> {
+    let mut v = Violations::default();
+    v.request_id("request_id", &req.request_id);
+    let Some(r) = &req.information_request else {
+        v.add("information_request", "is required");
+        return Err(v.into_error());
+    };
+    v.recipient(
+        "information_request.to_agency",
+        &r.to_agency,
+        caller,
+        registry,
+    );
+    if !r.referral_id.is_empty() {
+        v.ulid("information_request.referral_id", &r.referral_id);
+    }
+    v.subject("information_request.subject", r.subject.as_ref());
+    let n = r.questions.len();
+    v.check(
+        (1..=MAX_QUESTIONS).contains(&n),
+        "information_request.questions",
+        format!("has {n} questions; between 1 and {MAX_QUESTIONS} are allowed"),
+    );
+    for (i, q) in r.questions.iter().enumerate() {
+        let field = format!("information_request.questions[{i}]");
+        v.check(
+            is_code(&q.code),
+            format!("{field}.code"),
+            "is required: 1-64 characters of A-Z a-z 0-9 . _ -, such as household-income",
+        );
+        if r.questions[..i].iter().any(|p| p.code == q.code) {
+            v.add(format!("{field}.code"), "is used by an earlier question");
+        }
+        v.required_text(&format!("{field}.text"), &q.text, 2000);
+    }
+    if let Some(due) = &r.due_at {
+        v.future_time("information_request.due_at", due, now, MAX_DUE_AHEAD_MS);
+    }
+    v.finish()?;
+    Ok(InformationRequest {
+        to_agency: r.to_agency.clone(),
+        referral_id: r.referral_id.clone(),
+        subject: r.subject.clone(),
+        questions: r.questions.clone(),
+        due_at: r.due_at,
+        ..InformationRequest::default()
+    })
+}
+
 /// Checks the shape of a response; whether the answers fit the request is checked in
 /// the transaction (`check_answers`).
-fn validate_response(req: &RespondToInformationRequestRequest) -> Result<(), ApiError> {
+pub fn validate_response(req: &RespondToInformationRequestRequest) -> Result<(), ApiError> {
     let mut v = Violations::default();
     v.ulid("information_request_id", &req.information_request_id);
     v.request_id("request_id", &req.request_id);

@@ -115,7 +115,8 @@ impl ReferralApi {
         req: SubmitReferralRequest,
     ) -> Result<SubmitReferralResponse, ApiError> {
         let now = now_ms();
-        let mut referral = self.validate_submit(caller, &req, now)?;
+        let mut referral =
+            validate_submit(&self.registry, &self.directory, caller.agency(), &req, now)?;
         // The same request_id with a different body is a different request; output-only
         // fields (a spoofed from_agency, say) were dropped above and do not count.
         let hash = Sha256::digest(referral.encode_to_vec()).to_vec();
@@ -233,82 +234,6 @@ impl ReferralApi {
             tracing::info!(from = %caller.agency(), to = %response.referral.as_ref().map_or("", |r| r.to_agency.as_str()), "referral submitted");
         }
         Ok(response)
-    }
-
-    /// Checks every input field and returns the referral with only its input fields.
-    fn validate_submit(
-        &self,
-        caller: &Caller,
-        req: &SubmitReferralRequest,
-        now: i64,
-    ) -> Result<Referral, ApiError> {
-        let mut v = Violations::default();
-        v.request_id("request_id", &req.request_id);
-        let Some(r) = &req.referral else {
-            v.add("referral", "is required");
-            return Err(v.into_error());
-        };
-        v.recipient(
-            "referral.to_agency",
-            &r.to_agency,
-            caller.agency(),
-            &self.registry,
-        );
-        let service_ok = is_code(&r.service_code);
-        v.check(
-            service_ok,
-            "referral.service_code",
-            "is required: the receiving agency's service code (1-64 of A-Z a-z 0-9 . _ -)",
-        );
-        // Where the directory lists the recipient's services, the code must be one of them.
-        let offered: Vec<&str> = self
-            .directory
-            .services()
-            .iter()
-            .filter(|s| s.agency_id == r.to_agency)
-            .map(|s| s.code.as_str())
-            .collect();
-        if service_ok && !offered.is_empty() && !offered.contains(&r.service_code.as_str()) {
-            v.add(
-                "referral.service_code",
-                format!(
-                    "{:?} is not a service of {}; it offers: {} (see DirectoryService.SearchServices)",
-                    r.service_code,
-                    r.to_agency,
-                    offered.join(", ")
-                ),
-            );
-        }
-        v.enum_value::<ReferralCategory>(
-            "referral.category",
-            r.category,
-            true,
-            "a ReferralCategory",
-        );
-        v.enum_value::<ReferralPriority>(
-            "referral.priority",
-            r.priority,
-            true,
-            "a ReferralPriority",
-        );
-        v.subject("referral.subject", r.subject.as_ref());
-        v.required_text("referral.summary", &r.summary, 4000);
-        v.max_len("referral.reason", &r.reason, 4000);
-        v.attachments("referral.attachments", &r.attachments);
-        v.consent("referral.consent", r.consent.as_ref(), now);
-        v.finish()?;
-        Ok(Referral {
-            to_agency: r.to_agency.clone(),
-            service_code: r.service_code.clone(),
-            category: r.category,
-            priority: r.priority,
-            subject: r.subject.clone(),
-            summary: r.summary.clone(),
-            reason: r.reason.clone(),
-            attachments: r.attachments.clone(),
-            consent: r.consent.clone(),
-            ..Referral::default()
-        })
     }
 
     async fn get(
@@ -651,6 +576,67 @@ impl ReferralApi {
         });
         Ok(Box::pin(ReceiverStream::new(rx)))
     }
+}
+
+/// Checks every input field and returns the referral with only its input fields.
+pub fn validate_submit(
+    registry: &Registry,
+    directory: &Directory,
+    caller: &str,
+    req: &SubmitReferralRequest,
+    now: i64,
+) -> Result<Referral, ApiError> {
+    let mut v = Violations::default();
+    v.request_id("request_id", &req.request_id);
+    let Some(r) = &req.referral else {
+        v.add("referral", "is required");
+        return Err(v.into_error());
+    };
+    v.recipient("referral.to_agency", &r.to_agency, caller, registry);
+    let service_ok = is_code(&r.service_code);
+    v.check(
+        service_ok,
+        "referral.service_code",
+        "is required: the receiving agency's service code (1-64 of A-Z a-z 0-9 . _ -)",
+    );
+    // Where the directory lists the recipient's services, the code must be one of them.
+    let offered: Vec<&str> = directory
+        .services()
+        .iter()
+        .filter(|s| s.agency_id == r.to_agency)
+        .map(|s| s.code.as_str())
+        .collect();
+    if service_ok && !offered.is_empty() && !offered.contains(&r.service_code.as_str()) {
+        v.add(
+            "referral.service_code",
+            format!(
+                "{:?} is not a service of {}; it offers: {} (see DirectoryService.SearchServices)",
+                r.service_code,
+                r.to_agency,
+                offered.join(", ")
+            ),
+        );
+    }
+    v.enum_value::<ReferralCategory>("referral.category", r.category, true, "a ReferralCategory");
+    v.enum_value::<ReferralPriority>("referral.priority", r.priority, true, "a ReferralPriority");
+    v.subject("referral.subject", r.subject.as_ref());
+    v.required_text("referral.summary", &r.summary, 4000);
+    v.max_len("referral.reason", &r.reason, 4000);
+    v.attachments("referral.attachments", &r.attachments);
+    v.consent("referral.consent", r.consent.as_ref(), now);
+    v.finish()?;
+    Ok(Referral {
+        to_agency: r.to_agency.clone(),
+        service_code: r.service_code.clone(),
+        category: r.category,
+        priority: r.priority,
+        subject: r.subject.clone(),
+        summary: r.summary.clone(),
+        reason: r.reason.clone(),
+        attachments: r.attachments.clone(),
+        consent: r.consent.clone(),
+        ..Referral::default()
+    })
 }
 
 /// The other agency of a referral, seen from `agency`.
