@@ -132,18 +132,41 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
 }
 
+/// Limits that keep one agency (or one attacker) from starving the others. Exceeding a
+/// per-call limit is RESOURCE_EXHAUSTED with a retry hint.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Most TCP connections served at once; more wait in the kernel backlog.
-    #[serde(default = "default_max_connections_total")]
     pub max_connections: usize,
+    /// Most TLS connections one agency may hold open; more are closed after the handshake.
+    pub max_connections_per_agency: usize,
+    /// Most HTTP/2 streams (calls) open at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// Sustained calls per second one agency may make (token bucket)...
+    pub requests_per_second: f64,
+    /// ...with bursts up to this many calls.
+    pub burst: u32,
+    /// Most calls of one agency in progress at once (streams included).
+    pub max_in_flight_per_agency: usize,
+    /// Largest request message (DocumentService uploads have their own chunk limit).
+    pub max_message_bytes: usize,
+    /// Deadline of every unary call (a shorter grpc-timeout from the client wins);
+    /// streams are bounded by their own rules.
+    pub call_timeout_ms: u64,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_connections: default_max_connections_total(),
+            max_connections_per_agency: 64,
+            max_concurrent_streams: 128,
+            requests_per_second: 200.0,
+            burst: 400,
+            max_in_flight_per_agency: 64,
+            max_message_bytes: 4 * 1024 * 1024,
+            call_timeout_ms: 30_000,
         }
     }
 }
@@ -590,8 +613,35 @@ impl Config {
                 &format!("at most {MAX_CHUNK_BYTES} (16 MiB)"),
             ));
         }
-        if self.limits.max_connections == 0 {
-            return Err(invalid("limits.max_connections".into(), "0", "at least 1"));
+        let l = &self.limits;
+        for (key, value) in [
+            ("limits.max_connections", l.max_connections as u64),
+            (
+                "limits.max_connections_per_agency",
+                l.max_connections_per_agency as u64,
+            ),
+            (
+                "limits.max_concurrent_streams",
+                u64::from(l.max_concurrent_streams),
+            ),
+            ("limits.burst", u64::from(l.burst)),
+            (
+                "limits.max_in_flight_per_agency",
+                l.max_in_flight_per_agency as u64,
+            ),
+            ("limits.max_message_bytes", l.max_message_bytes as u64),
+            ("limits.call_timeout_ms", l.call_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(invalid(key.into(), "0", "at least 1"));
+            }
+        }
+        if !(l.requests_per_second > 0.0 && l.requests_per_second.is_finite()) {
+            return Err(invalid(
+                "limits.requests_per_second".into(),
+                &l.requests_per_second.to_string(),
+                "a positive number of calls per second",
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, agency) in self.agencies.iter().enumerate() {
