@@ -57,6 +57,9 @@ pub struct Config {
     /// Information requests: default time frame and expiry.
     #[serde(default)]
     pub information_requests: InformationRequestsConfig,
+    /// Officer identity tokens (`authorization: Bearer`): JWKS and/or introspection.
+    #[serde(default)]
+    pub officers: crate::auth::officer::OfficerConfig,
 }
 
 /// DocumentService: content-addressed storage of documents on disk.
@@ -121,6 +124,29 @@ pub struct TlsConfig {
     /// Seconds a client has to finish the TLS handshake.
     #[serde(default = "default_handshake_timeout")]
     pub handshake_timeout_secs: u64,
+    /// PEM CRL files (`-----BEGIN X509 CRL-----`, one or more per file) checked on every
+    /// handshake. When any is listed, a client certificate whose issuer no CRL covers is
+    /// refused (revocation status unknown). Empty: revocation is not checked.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+    /// A CRL past its nextUpdate: `refuse` every client it covers, or `accept` it as valid.
+    #[serde(default)]
+    pub expired_crl: ExpiredCrl,
+    /// Seconds between checks of the certificate, key, trust bundle and CRL files; a changed
+    /// file reloads them all. 0: reload only on SIGHUP.
+    #[serde(default = "default_reload_interval")]
+    pub reload_interval_secs: u64,
+}
+
+/// What a CRL past its nextUpdate means (`tls.expired_crl`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExpiredCrl {
+    /// Every client certificate the CRL covers is refused until a fresh CRL is loaded.
+    #[default]
+    Refuse,
+    /// The CRL is used as if it were still current.
+    Accept,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -215,6 +241,9 @@ pub struct AgencyConfig {
     /// How the gateway delivers to this agency (default: the agency pulls from its inbox).
     #[serde(default)]
     pub adapter: AdapterConfig,
+    /// What the agency may do (default: nothing; see `auth::policy`).
+    #[serde(default)]
+    pub policy: crate::auth::policy::PolicyConfig,
     /// What the agency does, in English and Arabic (DirectoryService).
     #[serde(default)]
     pub description_en: String,
@@ -408,6 +437,9 @@ fn default_server_names() -> Vec<String> {
 fn default_handshake_timeout() -> u64 {
     10
 }
+fn default_reload_interval() -> u64 {
+    5
+}
 fn default_signing_key() -> PathBuf {
     PathBuf::from("certs/dev/audit-signing.key")
 }
@@ -450,6 +482,8 @@ pub enum ConfigError {
         origin: Origin,
         message: String,
     },
+    #[error("policy mistakes in the config:\n  - {}", .0.join("\n  - "))]
+    Policy(Vec<String>),
     #[error("config key `{key}`{origin}: value {value:?} is invalid, expected {expected}")]
     Invalid {
         key: String,
@@ -549,6 +583,22 @@ impl Config {
                 "trust_domain".into(),
                 &self.trust_domain,
                 "a SPIFFE trust domain: lowercase letters, digits, '.', '-' and '_', e.g. jisr.gov.ae",
+            ));
+        }
+        for (i, crl) in self.tls.crls.iter().enumerate() {
+            if crl.as_os_str().is_empty() {
+                return Err(invalid(
+                    format!("tls.crls[{i}]"),
+                    "",
+                    "the path of a PEM CRL file",
+                ));
+            }
+        }
+        if self.tls.handshake_timeout_secs == 0 {
+            return Err(invalid(
+                "tls.handshake_timeout_secs".into(),
+                "0",
+                "at least 1",
             ));
         }
         let url = &self.database.url;
@@ -680,7 +730,13 @@ impl Config {
             }
         }
         // Services, contacts, the calendar and the routing questionnaire.
-        crate::directory::config::validate(self)
+        crate::directory::config::validate(self)?;
+        crate::auth::officer::validate(&self.officers)?;
+        let problems = crate::auth::policy::check(self);
+        if !problems.is_empty() {
+            return Err(ConfigError::Policy(problems));
+        }
+        Ok(())
     }
 
     /// Whether the agency holds `role`.

@@ -8,7 +8,6 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
 use tonic::transport::Server;
 
 use crate::api::audit::AuditApi;
@@ -18,6 +17,8 @@ use crate::api::inbox::InboxApi;
 use crate::api::information_request::InformationRequestApi;
 use crate::api::referral::ReferralApi;
 use crate::audit::layer::AuditLayer;
+use crate::auth::gate::{Authorize, GateLayer, Limits};
+use crate::auth::policy::Policy;
 use crate::config::Config;
 use crate::delivery::dispatcher::Dispatcher;
 use crate::pb;
@@ -47,8 +48,8 @@ impl Gateway {
     pub async fn start(config: &Config) -> anyhow::Result<Gateway> {
         let registry = Registry::of(config);
         let directory = DirectoryApi::new(config).context("directory configuration")?;
-        let tls_config =
-            tls::server_config(config, registry.clone()).context("TLS configuration")?;
+        let server_tls = tls::reload::ServerTls::load(tls::TlsSource::of(config, registry.clone()))
+            .context("TLS configuration")?;
         let log = LogSettings {
             log_id: config.node_id.clone(),
             signer: Arc::new(crate::audit::load_signer(config).context("audit signing key")?),
@@ -66,12 +67,19 @@ impl Gateway {
         let incoming = listener::incoming(
             tcp,
             ListenerSettings {
-                acceptor: TlsAcceptor::from(tls_config),
+                tls: server_tls.subscribe(),
                 trust_domain: config.trust_domain.clone(),
                 registry: registry.clone(),
                 max_connections: config.limits.max_connections,
+                max_connections_per_agency: config.limits.max_connections_per_agency,
                 handshake_timeout: Duration::from_secs(config.tls.handshake_timeout_secs),
             },
+            tls_stats.clone(),
+        );
+        // Reloads certificates, trust bundle and CRLs on change and on SIGHUP; it stops
+        // by itself once the listener is gone.
+        server_tls.spawn_reloader(
+            Duration::from_secs(config.tls.reload_interval_secs),
             tls_stats.clone(),
         );
 
@@ -93,15 +101,18 @@ impl Gateway {
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
+        let policy = Policy::of(config);
         let referrals = ReferralApi::new(
             store.clone(),
             registry.clone(),
+            policy.clone(),
             directory.directory().clone(),
             shutdown_rx.clone(),
         );
         let information_requests = InformationRequestApi::new(
             store.clone(),
             registry,
+            policy.clone(),
             directory.directory().clone(),
             config.information_requests.default_time_frame_working_days,
         );
@@ -114,27 +125,42 @@ impl Gateway {
             shutdown_rx.clone(),
         );
 
+        let limits = &config.limits;
+        let max_message = limits.max_message_bytes;
         let router = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            // Every call, on every service, ends in the audit layer.
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            // The deadline of every call (a shorter grpc-timeout from the client wins).
+            .timeout(Duration::from_millis(limits.call_timeout_ms))
+            // The request path, outermost first. Every call, on every service, ends in the
+            // audit layer, whatever the layers under it decide.
             .layer(AuditLayer::new(store.clone()))
+            .layer(GateLayer(Limits::new(config)))
+            .layer(GateLayer(Authorize(policy)))
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(ReferralServiceServer::new(referrals))
-            .add_service(InformationRequestServiceServer::new(information_requests))
+            .add_service(
+                ReferralServiceServer::new(referrals).max_decoding_message_size(max_message),
+            )
+            .add_service(
+                InformationRequestServiceServer::new(information_requests)
+                    .max_decoding_message_size(max_message),
+            )
             .add_service(
                 DocumentServiceServer::new(documents)
                     .max_decoding_message_size(DocumentApi::max_message_bytes(&config.documents)),
             )
-            .add_service(AuditServiceServer::new(AuditApi::new(
-                store.pool().clone(),
-                config,
-            )))
-            .add_service(InboxServiceServer::new(InboxApi::new(
-                store.clone(),
-                config,
-            )))
-            .add_service(DirectoryServiceServer::new(directory));
+            .add_service(
+                AuditServiceServer::new(AuditApi::new(store.pool().clone(), config))
+                    .max_decoding_message_size(max_message),
+            )
+            .add_service(
+                InboxServiceServer::new(InboxApi::new(store.clone(), config))
+                    .max_decoding_message_size(max_message),
+            )
+            .add_service(
+                DirectoryServiceServer::new(directory).max_decoding_message_size(max_message),
+            );
         let dispatcher = Dispatcher::new(
             store.clone(),
             crate::adapters::build(config)?,

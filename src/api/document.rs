@@ -174,7 +174,7 @@ impl DocumentApi {
         };
         let (response, receipt) = self
             .store
-            .write(Some(caller.audit.entry(0)), move |tx| {
+            .write(Some(&caller.audit), move |tx| {
                 Box::pin(async move {
                     let (stored, deduplicated) = tx.record_upload(&grant, now).await?;
                     Ok::<_, ApiError>(UploadDocumentResponse {
@@ -186,7 +186,6 @@ impl DocumentApi {
             })
             .await?;
         if receipt.is_some() {
-            caller.audit.mark_recorded();
             tracing::info!(by = %caller.agency(), size, deduplicated = response.deduplicated, "document uploaded");
         }
         Ok(response)

@@ -30,6 +30,8 @@ pub enum ApiError {
         referral_id: String,
         source: TransitionError,
     },
+    #[error("{message}")]
+    PolicyDenied { rule: String, message: String },
     #[error("{kind} {id} is {current}; only an OPEN {kind} can be {action}")]
     NotOpen {
         kind: &'static str,
@@ -64,6 +66,24 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// Notes an allowing policy decision in the call's audit entry, or refuses with a
+    /// message from `explain`.
+    pub fn check_policy(
+        decision: &crate::auth::policy::Decision,
+        audit: &crate::audit::context::AuditContext,
+        explain: impl FnOnce() -> String,
+    ) -> Result<(), ApiError> {
+        if decision.allowed {
+            audit.allow(&decision.rule);
+            Ok(())
+        } else {
+            Err(ApiError::PolicyDenied {
+                rule: decision.rule.clone(),
+                message: explain(),
+            })
+        }
+    }
+
     /// The status for the caller, after noting an access refusal in the call's audit
     /// entry (with the rule that refused).
     pub fn refuse(self, audit: &crate::audit::context::AuditContext) -> Status {
@@ -72,6 +92,7 @@ impl ApiError {
                 audit.deny(&format!("{}.party", kind.replace(' ', "_")))
             }
             ApiError::NotAskedAgency { .. } => audit.deny("information_request.asked-agency"),
+            ApiError::PolicyDenied { rule, .. } => audit.deny(rule),
             ApiError::HiddenDocument { exists: true, .. } => audit.deny("document.reader"),
             _ => {}
         }
@@ -155,6 +176,11 @@ impl From<ApiError> for Status {
                 details.add_precondition_failure_violation("STATUS", id.as_str(), message.clone());
                 Status::with_error_details(Code::FailedPrecondition, message.clone(), details)
             }
+            ApiError::PolicyDenied { ref rule, .. } => Status::with_error_details(
+                Code::PermissionDenied,
+                message.clone(),
+                info("POLICY_DENIED", &[("rule", rule)]),
+            ),
             ApiError::NotAskedAgency { ref id, ref asked } => Status::with_error_details(
                 Code::PermissionDenied,
                 message.clone(),

@@ -30,6 +30,8 @@ pub struct InboxApi {
     /// Agencies whose adapter is `inbox`.
     pullers: Arc<HashSet<String>>,
     visibility_ms: i64,
+    /// The longest long-poll: 60 s, and a second inside the call deadline.
+    max_wait: Duration,
 }
 
 impl InboxApi {
@@ -45,6 +47,10 @@ impl InboxApi {
                     .collect(),
             ),
             visibility_ms: config.delivery.visibility_timeout_ms as i64,
+            max_wait: MAX_WAIT.min(
+                Duration::from_millis(config.limits.call_timeout_ms)
+                    .saturating_sub(Duration::from_secs(1)),
+            ),
         }
     }
 }
@@ -79,7 +85,7 @@ impl InboxService for InboxApi {
         let wait = match &req.wait {
             None => Duration::ZERO,
             Some(w) if w.seconds >= 0 && (0..1_000_000_000).contains(&w.nanos) => {
-                Duration::new(w.seconds as u64, w.nanos as u32).min(MAX_WAIT)
+                Duration::new(w.seconds as u64, w.nanos as u32).min(self.max_wait)
             }
             Some(_) => {
                 v.add("wait", "must be a non-negative duration");
@@ -155,7 +161,7 @@ impl InboxService for InboxApi {
         let agency = caller.agency().to_string();
         let result = self
             .store
-            .write(Some(caller.audit.entry(0)), move |tx| {
+            .write(Some(&caller.audit), move |tx| {
                 Box::pin(async move {
                     let now = now_ms();
                     let row = tx
@@ -186,10 +192,7 @@ impl InboxService for InboxApi {
             })
             .await;
         match result {
-            Ok((response, _)) => {
-                caller.audit.mark_recorded();
-                Ok(Response::new(response))
-            }
+            Ok((response, _)) => Ok(Response::new(response)),
             Err(e) => Err(e.refuse(&caller.audit)),
         }
     }

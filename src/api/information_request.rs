@@ -16,6 +16,7 @@ use super::error::ApiError;
 use super::paging::IdPage;
 use super::referral::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use super::validate::{is_code, Violations};
+use crate::auth::policy::Policy;
 use crate::auth::{self, Caller};
 use crate::delivery::payload;
 use crate::directory::calendar::add_working_days;
@@ -40,6 +41,8 @@ const MAX_DUE_AHEAD_MS: i64 = 366 * 86_400_000;
 pub struct InformationRequestApi {
     store: Store,
     registry: Registry,
+    /// Which agencies each agency may ask.
+    policy: Policy,
     /// The working-day calendar (default due dates).
     directory: Arc<Directory>,
     default_time_frame_days: u32,
@@ -49,12 +52,14 @@ impl InformationRequestApi {
     pub fn new(
         store: Store,
         registry: Registry,
+        policy: Policy,
         directory: Arc<Directory>,
         default_time_frame_days: u32,
     ) -> InformationRequestApi {
         InformationRequestApi {
             store,
             registry,
+            policy,
             directory,
             default_time_frame_days,
         }
@@ -104,9 +109,17 @@ impl InformationRequestApi {
     ) -> Result<RequestInformationResponse, ApiError> {
         let now = now_ms();
         let mut ir = validate_request(&self.registry, caller.agency(), &req, now)?;
+        caller.audit.set_target("", &ir.to_agency);
+        let decision = self.policy.may_ask(caller.agency(), &ir.to_agency);
+        ApiError::check_policy(&decision, &caller.audit, || {
+            format!(
+                "agency {} may not send information requests to {}: its policy.ask does not allow it",
+                caller.agency(),
+                ir.to_agency
+            )
+        })?;
         // Output-only fields were dropped: a spoofed from_agency neither counts nor sticks.
         let hash = Sha256::digest(ir.encode_to_vec()).to_vec();
-        caller.audit.set_target("", &ir.to_agency);
         let due_at = match &ir.due_at {
             Some(t) => super::validate::timestamp_ms(t).unwrap_or(now),
             None => add_working_days(now, self.default_time_frame_days, self.directory.calendar()),
@@ -116,7 +129,7 @@ impl InformationRequestApi {
         let request_id = req.request_id;
         let (response, receipt) = self
             .store
-            .write(Some(caller.audit.entry(0)), move |tx| {
+            .write(Some(&caller.audit), move |tx| {
                 Box::pin(async move {
                     if let Some(prev) = tx.idempotent_record(&agency, &request_id).await? {
                         return replay::<RequestInformationResponse>(
@@ -202,7 +215,6 @@ impl InformationRequestApi {
             caller.audit.set_target(&r.id, &r.to_agency);
         }
         if receipt.is_some() {
-            caller.audit.mark_recorded();
             tracing::info!(from = %caller.agency(), to = %response.information_request.as_ref().map_or("", |r| r.to_agency.as_str()), "information requested");
         }
         Ok(response)
@@ -221,7 +233,7 @@ impl InformationRequestApi {
         let trace_id = caller.trace_id.clone();
         let (response, receipt) = self
             .store
-            .write(Some(caller.audit.entry(0)), move |tx| {
+            .write(Some(&caller.audit), move |tx| {
                 Box::pin(async move {
                     if let Some(prev) = tx.idempotent_record(&agency, &req.request_id).await? {
                         return replay::<RespondToInformationRequestResponse>(
@@ -328,7 +340,6 @@ impl InformationRequestApi {
             })
             .await?;
         if receipt.is_some() {
-            caller.audit.mark_recorded();
             tracing::info!(by = %caller.agency(), status = ?response.information_request.as_ref().map(|r| r.status()), "information request answered");
         }
         Ok(response)

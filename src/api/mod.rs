@@ -8,7 +8,8 @@ pub mod document;
 pub mod error;
 pub mod inbox;
 pub mod information_request;
-mod paging;
+/// Page tokens bound to their filters (public for the property tests).
+pub mod paging;
 pub mod referral;
 pub mod validate;
 

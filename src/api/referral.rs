@@ -16,6 +16,7 @@ use super::convert::{receipt_proto, replay, timestamp, traceparent};
 use super::error::ApiError;
 use super::paging::IdPage;
 use super::validate::{is_code, Violations, UNREADABLE_DOCUMENT};
+use crate::auth::policy::Policy;
 use crate::auth::{self, Caller};
 use crate::delivery::payload;
 use crate::directory::Directory;
@@ -40,6 +41,8 @@ const WATCH_POLL: Duration = Duration::from_secs(2);
 pub struct ReferralApi {
     store: Store,
     registry: Registry,
+    /// Where each agency may send referrals.
+    policy: Policy,
     /// Services and their time frames (due dates).
     directory: Arc<Directory>,
     shutdown: watch::Receiver<bool>,
@@ -49,12 +52,14 @@ impl ReferralApi {
     pub fn new(
         store: Store,
         registry: Registry,
+        policy: Policy,
         directory: Arc<Directory>,
         shutdown: watch::Receiver<bool>,
     ) -> ReferralApi {
         ReferralApi {
             store,
             registry,
+            policy,
             directory,
             shutdown,
         }
@@ -117,18 +122,29 @@ impl ReferralApi {
         let now = now_ms();
         let mut referral =
             validate_submit(&self.registry, &self.directory, caller.agency(), &req, now)?;
+        let decision =
+            self.policy
+                .may_refer(caller.agency(), &referral.to_agency, &referral.service_code);
+        caller.audit.set_target("", &referral.to_agency);
+        ApiError::check_policy(&decision, &caller.audit, || {
+            format!(
+                "agency {} may not send referrals for {} to {}: its policy.refer_to does not allow it",
+                caller.agency(),
+                referral.service_code,
+                referral.to_agency
+            )
+        })?;
         // The same request_id with a different body is a different request; output-only
         // fields (a spoofed from_agency, say) were dropped above and do not count.
         let hash = Sha256::digest(referral.encode_to_vec()).to_vec();
 
-        caller.audit.set_target("", &referral.to_agency);
         let due_at = time_frames::due_at(&self.directory, &referral.service_code, now);
         let agency = caller.agency().to_string();
         let trace_id = caller.trace_id.clone();
         let request_id = req.request_id;
         let (response, receipt) = self
             .store
-            .write(Some(caller.audit.entry(0)), move |tx| {
+            .write(Some(&caller.audit), move |tx| {
                 Box::pin(async move {
                     if let Some(prev) = tx.idempotent_record(&agency, &request_id).await? {
                         return replay::<SubmitReferralResponse>(prev, SUBMIT, &hash, &request_id);
@@ -230,7 +246,6 @@ impl ReferralApi {
             caller.audit.set_target(&r.id, &r.to_agency);
         }
         if receipt.is_some() {
-            caller.audit.mark_recorded();
             tracing::info!(from = %caller.agency(), to = %response.referral.as_ref().map_or("", |r| r.to_agency.as_str()), "referral submitted");
         }
         Ok(response)
@@ -411,7 +426,7 @@ impl ReferralApi {
         let agency = caller.agency().to_string();
         let (response, receipt) = self
             .store
-            .write(Some(caller.audit.entry(0)), move |tx| {
+            .write(Some(&caller.audit), move |tx| {
                 Box::pin(async move {
                     if let Some(prev) = tx.idempotent_record(&agency, &req.request_id).await? {
                         return replay::<UpdateReferralStatusResponse>(
@@ -502,7 +517,6 @@ impl ReferralApi {
                 .set_target(&r.id, counterpart_of(r, caller.agency()));
         }
         if receipt.is_some() {
-            caller.audit.mark_recorded();
             tracing::info!(status = ?response.referral.as_ref().map(|r| r.status()), by = %caller.agency(), "referral status changed");
         }
         Ok(response)

@@ -23,6 +23,8 @@ pub struct AuditContext {
     trace_id: String,
     identity: Option<Arc<AgencyIdentity>>,
     state: Mutex<State>,
+    /// Changes when a write of this call settles (commits or fails).
+    settled: tokio::sync::watch::Sender<()>,
 }
 
 #[derive(Default)]
@@ -31,7 +33,10 @@ struct State {
     target_ids: Vec<String>,
     recipient_agency: String,
     decided_by: Option<(Decision, String)>,
+    officer_subject: String,
     recorded: bool,
+    /// Writes of this call handed to the writer and not yet settled.
+    writes_in_flight: usize,
 }
 
 impl AuditContext {
@@ -46,6 +51,7 @@ impl AuditContext {
             trace_id,
             identity,
             state: Mutex::new(State::default()),
+            settled: tokio::sync::watch::channel(()).0,
         }
     }
 
@@ -87,9 +93,41 @@ impl AuditContext {
         self.state().decided_by = Some((Decision::Allow, rule.to_string()));
     }
 
+    /// The officer acting, from a verified token (never the token itself).
+    pub fn set_officer(&self, subject: &str) {
+        self.state().officer_subject = subject.to_string();
+    }
+
     /// The entry was written by the handler, in its transaction.
     pub fn mark_recorded(&self) {
         self.state().recorded = true;
+    }
+
+    /// A write carrying this call's entry was handed to the writer.
+    pub fn begin_write(&self) {
+        self.state().writes_in_flight += 1;
+    }
+
+    /// That write settled: committed with the entry sealed in it (`recorded`), or not.
+    pub fn end_write(&self, recorded: bool) {
+        {
+            let mut s = self.state();
+            s.writes_in_flight = s.writes_in_flight.saturating_sub(1);
+            s.recorded |= recorded;
+        }
+        self.settled.send_replace(());
+    }
+
+    /// Waits until no write of this call is in flight. A call abandoned mid-write (its
+    /// client went away, its deadline passed) is recorded only after this, and only if
+    /// the write did not record it: exactly one entry either way.
+    pub async fn settled(&self) {
+        let mut rx = self.settled.subscribe();
+        while self.state().writes_in_flight > 0 {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     pub fn is_recorded(&self) -> bool {
@@ -124,7 +162,7 @@ impl AuditContext {
                 .as_ref()
                 .map(|i| i.cert_serial.clone())
                 .unwrap_or_default(),
-            officer_subject: String::new(),
+            officer_subject: s.officer_subject.clone(),
             method: self.method.clone(),
             target_ids: s.target_ids.clone(),
             recipient_agency: s.recipient_agency.clone(),

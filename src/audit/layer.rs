@@ -80,7 +80,13 @@ where
             store: self.store.clone(),
         };
         Box::pin(async move {
+            // Dropped before an answer (the client went away, or its deadline passed):
+            // the guard records the call as CANCELLED.
+            let mut unanswered = Unanswered(Some(pending));
             let response = inner.call(request).await?;
+            let Some(pending) = unanswered.0.take() else {
+                return Ok(response);
+            };
             let (parts, body) = response.into_parts();
             // An error answer carries its status in the headers ("trailers-only"): the
             // call is over, record it before answering.
@@ -111,12 +117,27 @@ struct Pending {
 
 impl Pending {
     async fn record(self, code: i32) {
+        // A write of this call still in flight records it, or settles without doing so.
+        self.ctx.settled().await;
         if self.ctx.is_recorded() {
             return;
         }
         let entry = self.ctx.entry(code);
         if let Err(e) = self.store.append_audit(entry, self.ctx.started()).await {
             tracing::error!(error = %e, trace_id = %self.ctx.trace_id(), "audit entry could not be written");
+        }
+    }
+}
+
+/// A call not answered yet; recorded as CANCELLED if it is dropped so.
+struct Unanswered(Option<Pending>);
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(pending) = self.0.take() {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(pending.record(tonic::Code::Cancelled as i32));
+            }
         }
     }
 }

@@ -1,6 +1,10 @@
 //! Who is calling. The agency comes only from the verified client certificate (attached
 //! to every request by the TLS listener), never from a payload field.
 
+pub mod gate;
+pub mod officer;
+pub mod policy;
+
 use std::sync::Arc;
 
 use tonic::{Request, Status};

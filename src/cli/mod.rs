@@ -80,6 +80,13 @@ enum CertsCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Revoke an agency's development certificate: add its serial to the development CRL
+    /// (<tls.dev_pki_dir>/crl.pem), re-signed by the development CA. A running gateway
+    /// refuses it from its next reload (tls.reload_interval_secs, or SIGHUP).
+    Revoke {
+        /// The agency id, e.g. housing.
+        agency: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -128,7 +135,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let report = pki::init_dev_pki(&config, force)?;
             println!(
-                "development PKI written to {}: CA, server certificate, {} agency certificates (ECDSA P-256)",
+                "development PKI written to {}: CA, server certificate, {} agency certificates (ECDSA P-256), empty CRL",
                 report.dir.display(),
                 report.agencies
             );
@@ -136,6 +143,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "audit checkpoint verifier key: {}",
                 report.audit_verifier_key
             );
+            Ok(())
+        }
+        Command::Certs {
+            command: CertsCommand::Revoke { agency },
+        } => {
+            let report = pki::revoke_dev_agency(&config, &agency)?;
+            if report.already_revoked {
+                println!(
+                    "the development certificate of {agency} (serial {}) is already on {}",
+                    report.serial,
+                    report.crl.display()
+                );
+            } else {
+                println!(
+                    "revoked the development certificate of {agency} (serial {}): {} lists {} certificate(s); \
+                     a running gateway refuses it after its next TLS reload (within tls.reload_interval_secs = {}s, or on SIGHUP)",
+                    report.serial,
+                    report.crl.display(),
+                    report.listed,
+                    config.tls.reload_interval_secs
+                );
+            }
+            if !config.tls.crls.contains(&report.crl) {
+                eprintln!(
+                    "warning: {} is not in tls.crls, so the gateway does not read it",
+                    report.crl.display()
+                );
+            }
             Ok(())
         }
         Command::Config {
@@ -166,8 +201,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!(
             dir = %report.dir.display(),
             agencies = report.agencies,
-            "TLS files were missing: created a development PKI (CA, server certificate, one client certificate per agency)"
+            "TLS files were missing: created a development PKI (CA, server certificate, one client certificate per agency, empty CRL)"
         );
+    }
+    // Before the TLS configuration loads: a development PKI from before CRLs has none.
+    if config.tls.dev_pki {
+        if let Some(done) = pki::ensure_dev_crl(&config)? {
+            tracing::info!("{done}");
+        }
     }
     let gateway = Gateway::start(&config).await?;
     shutdown_signal().await;

@@ -71,6 +71,16 @@ impl Sandbox {
                 .chain(tuning),
         )?;
         crate::audit::create_signing_key(&config, &config.audit.signing_key)?;
+        let now = time::OffsetDateTime::now_utc();
+        write(
+            "crl.pem",
+            &ca.crl(
+                &[],
+                now - time::Duration::hours(1),
+                now + time::Duration::days(1),
+            )?,
+        )?;
+        config.tls.crls = vec![file("crl.pem")];
         let mut gateway_cert = LeafSpec::agency(&config.trust_domain, "unused");
         gateway_cert.uris = vec![format!("spiffe://{}/gateway/sandbox", config.trust_domain)];
         let issued = ca.issue(&gateway_cert)?;

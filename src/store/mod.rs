@@ -25,6 +25,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{Any, AnyPool, Executor};
 use tokio::sync::watch;
 
+use crate::audit::context::AuditContext;
 use crate::audit::entry::AuditEntry;
 use crate::config::DatabaseConfig;
 
@@ -101,12 +102,13 @@ impl Store {
         &self.pool
     }
 
-    /// Runs `job` in the writer's next batch, with the call's audit entry `draft`; returns
-    /// once the batch has committed (durably), with the entry's receipt if the job sealed
-    /// it (`WriteTx::audit_receipt`).
+    /// Runs `job` in the writer's next batch, with the entry of the call `audit` (if any)
+    /// as its draft; returns once the batch has committed (durably), with the entry's
+    /// receipt if the job sealed it (`WriteTx::audit_receipt`). The call's context is told
+    /// at commit, so the call counts as recorded even if its handler is gone by then.
     pub async fn write<T, E, F>(
         &self,
-        draft: Option<AuditEntry>,
+        audit: Option<&Arc<AuditContext>>,
         job: F,
     ) -> Result<(T, Option<Receipt>), E>
     where
@@ -114,7 +116,7 @@ impl Store {
         E: From<StoreError> + Send + 'static,
         F: for<'t> FnOnce(&'t mut WriteTx) -> BoxFuture<'t, Result<T, E>> + Send + 'static,
     {
-        self.writer.write(draft, job).await
+        self.writer.write(audit.cloned(), job).await
     }
 
     /// Appends an audit entry on its own; returns once it is durable.

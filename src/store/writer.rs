@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{Backend, StoreError, PG_WRITE_LOCK};
 use crate::audit::checkpoint::{Checkpoint, NoteSigner};
+use crate::audit::context::AuditContext;
 use crate::audit::entry::AuditEntry;
 use crate::audit::merkle::{self, CompactTree, Hash};
 
@@ -129,6 +130,26 @@ pub(super) enum Work {
     },
 }
 
+/// Tells a call's audit context its write settled; if the job is dropped unrun (the
+/// writer stopped), it settled without recording.
+struct Settle(Option<Arc<AuditContext>>);
+
+impl Settle {
+    fn finish(mut self, recorded: bool) {
+        if let Some(ctx) = self.0.take() {
+            ctx.end_write(recorded);
+        }
+    }
+}
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        if let Some(ctx) = self.0.take() {
+            ctx.end_write(false);
+        }
+    }
+}
+
 /// Sends jobs to the writer and waits for their commit.
 #[derive(Clone)]
 pub(super) struct WriterHandle {
@@ -138,7 +159,7 @@ pub(super) struct WriterHandle {
 impl WriterHandle {
     pub(super) async fn write<T, E, F>(
         &self,
-        draft: Option<AuditEntry>,
+        audit: Option<Arc<AuditContext>>,
         job: F,
     ) -> Result<(T, Option<Receipt>), E>
     where
@@ -147,6 +168,11 @@ impl WriterHandle {
         F: for<'t> FnOnce(&'t mut WriteTx) -> BoxFuture<'t, Result<T, E>> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
+        let draft = audit.as_ref().map(|ctx| {
+            ctx.begin_write();
+            ctx.entry(0)
+        });
+        let settle = Settle(audit);
         let run: JobFn = Box::new(move |wtx: &mut WriteTx| {
             Box::pin(async move {
                 let result = job(wtx).await;
@@ -157,6 +183,9 @@ impl WriterHandle {
                         (_, Err(e)) => Err(e),
                         (Err(e), Ok(_)) => Err(E::from(StoreError::Commit(e.to_string()))),
                     };
+                    // The call's entry is durable (sealed in this commit) or was not written;
+                    // either way the call's context knows before anyone is answered.
+                    settle.finish(matches!(outcome, Ok((_, Some(_)))));
                     let _ = tx.send(outcome);
                 });
                 (ok, complete)

@@ -1,10 +1,14 @@
-//! The accept loop: TCP → TLS handshake (with a deadline) → agency identity → tonic.
+//! The accept loop: TCP → TLS handshake (with a deadline) → agency identity → per-agency
+//! connection limit → tonic.
 //!
-//! Connections are capped by a semaphore (mini-redis style); the permit lives as long
-//! as the connection. Refused handshakes never reach tonic: they are logged and counted
-//! here (they are not audit entries: no RPC was made).
+//! Connections are capped by a semaphore (mini-redis style) and per agency by a count;
+//! the permit and the count's slot live as long as the connection. Each connection is
+//! accepted with the TLS configuration in force when it arrives (see `reload`); open
+//! connections keep theirs. Refused handshakes never reach tonic: they are logged and
+//! counted here (they are not audit entries: no RPC was made).
 
-use std::collections::VecDeque;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,16 +16,17 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
 use super::identity::{agency_identity, AgencyIdentity};
-use super::Registry;
+use super::{Registry, REFUSAL_NOTE};
 
 /// What every request on a connection knows about its peer (a request extension).
 #[derive(Debug, Clone)]
@@ -35,6 +40,7 @@ pub struct AgencyStream {
     inner: TlsStream<TcpStream>,
     info: ConnInfo,
     _permit: OwnedSemaphorePermit,
+    _agency_slot: AgencySlot,
 }
 
 impl Connected for AgencyStream {
@@ -80,16 +86,56 @@ impl AsyncWrite for AgencyStream {
     }
 }
 
-/// Counts of handshakes, for operators and tests. Reasons hold no secrets: they name
-/// the check that failed and the peer address.
+/// Counts of handshakes, open connections per agency and TLS reloads, for operators and
+/// tests. Reasons hold no secrets: they name the check that failed and the peer address.
 #[derive(Debug, Default)]
 pub struct TlsStats {
     accepted: AtomicU64,
     refused: AtomicU64,
     recent_refusals: Mutex<VecDeque<String>>,
+    open: Mutex<HashMap<String, usize>>,
+    reloads: AtomicU64,
+    reload_failures: AtomicU64,
+    last_reload_error: Mutex<Option<String>>,
 }
 
 impl TlsStats {
+    /// Successful reloads of the TLS files since start.
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(Ordering::Acquire)
+    }
+    /// Reloads that failed (and kept the previous configuration).
+    pub fn reload_failures(&self) -> u64 {
+        self.reload_failures.load(Ordering::Acquire)
+    }
+    /// Why the last failed reload failed (it names the file).
+    pub fn last_reload_error(&self) -> Option<String> {
+        lock(&self.last_reload_error).clone()
+    }
+    /// Connections `agency` holds open now.
+    pub fn open_connections(&self, agency: &str) -> usize {
+        lock(&self.open).get(agency).copied().unwrap_or(0)
+    }
+    pub(crate) fn reloaded(&self) {
+        self.reloads.fetch_add(1, Ordering::Release);
+    }
+    pub(crate) fn reload_failed(&self, error: String) {
+        *lock(&self.last_reload_error) = Some(error);
+        self.reload_failures.fetch_add(1, Ordering::Release);
+    }
+    /// Takes a slot for one more connection of `agency`, unless it holds `limit` already.
+    fn admit(self: &Arc<Self>, agency: &str, limit: usize) -> Option<AgencySlot> {
+        let mut open = lock(&self.open);
+        let count = open.entry(agency.to_string()).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(AgencySlot {
+            stats: self.clone(),
+            agency: agency.to_string(),
+        })
+    }
     pub fn accepted(&self) -> u64 {
         self.accepted.load(Ordering::Relaxed)
     }
@@ -111,17 +157,40 @@ impl TlsStats {
         self.refused.fetch_add(1, Ordering::Release);
     }
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<String>> {
-        self.recent_refusals
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        lock(&self.recent_refusals)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One open connection of an agency; the count drops when the connection is dropped.
+#[derive(Debug)]
+struct AgencySlot {
+    stats: Arc<TlsStats>,
+    agency: String,
+}
+
+impl Drop for AgencySlot {
+    fn drop(&mut self) {
+        let mut open = lock(&self.stats.open);
+        if let Some(count) = open.get_mut(&self.agency) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.agency);
+            }
+        }
     }
 }
 
 pub struct ListenerSettings {
-    pub acceptor: TlsAcceptor,
+    /// The TLS configuration in force (replaced by reloads).
+    pub tls: watch::Receiver<Arc<ServerConfig>>,
     pub trust_domain: String,
     pub registry: Registry,
     pub max_connections: usize,
+    pub max_connections_per_agency: usize,
     pub handshake_timeout: Duration,
 }
 
@@ -154,24 +223,35 @@ pub fn incoming(
             let _ = tcp.set_nodelay(true);
             let (tx, settings, stats) = (tx.clone(), settings.clone(), stats.clone());
             tokio::spawn(async move {
-                match handshake(tcp, peer, &settings).await {
-                    Ok((inner, identity)) => {
-                        stats.accepted.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(%peer, agency = %identity.agency_id, "agency connected");
-                        let info = ConnInfo {
-                            remote_addr: peer,
-                            identity: Arc::new(identity),
-                        };
-                        let _ = tx
-                            .send(Ok(AgencyStream {
-                                inner,
-                                info,
-                                _permit: permit,
-                            }))
-                            .await;
-                    }
-                    Err(reason) => stats.refuse(peer, reason),
-                }
+                let (inner, identity) = match handshake(tcp, peer, &settings).await {
+                    Ok(verified) => verified,
+                    Err(reason) => return stats.refuse(peer, reason),
+                };
+                let agency = identity.agency_id.clone();
+                let Some(slot) = stats.admit(&agency, settings.max_connections_per_agency) else {
+                    // Dropping the stream closes the connection.
+                    return stats.refuse(
+                        peer,
+                        format!(
+                            "{peer}: too many connections for agency {agency:?} (limits.max_connections_per_agency = {})",
+                            settings.max_connections_per_agency
+                        ),
+                    );
+                };
+                stats.accepted.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, %agency, "agency connected");
+                let info = ConnInfo {
+                    remote_addr: peer,
+                    identity: Arc::new(identity),
+                };
+                let _ = tx
+                    .send(Ok(AgencyStream {
+                        inner,
+                        info,
+                        _permit: permit,
+                        _agency_slot: slot,
+                    }))
+                    .await;
             });
         }
     });
@@ -183,10 +263,21 @@ async fn handshake(
     peer: SocketAddr,
     settings: &ListenerSettings,
 ) -> Result<(TlsStream<TcpStream>, AgencyIdentity), String> {
-    let tls = tokio::time::timeout(settings.handshake_timeout, settings.acceptor.accept(tcp))
-        .await
+    // The configuration in force now; a reload later does not touch this connection.
+    let acceptor = TlsAcceptor::from(settings.tls.borrow().clone());
+    let (accepted, note) = REFUSAL_NOTE
+        .scope(RefCell::new(None), async {
+            let accepted =
+                tokio::time::timeout(settings.handshake_timeout, acceptor.accept(tcp)).await;
+            (accepted, REFUSAL_NOTE.with(|n| n.borrow_mut().take()))
+        })
+        .await;
+    let tls = accepted
         .map_err(|_| format!("{peer}: handshake timed out"))?
-        .map_err(|e| format!("{peer}: {}", describe(&e)))?;
+        .map_err(|e| match note {
+            Some(note) => format!("{peer}: {} ({note})", describe(&e)),
+            None => format!("{peer}: {}", describe(&e)),
+        })?;
     // The verifier already checked the identity; read it again to attach it.
     let cert = tls
         .get_ref()
@@ -209,6 +300,16 @@ fn describe(err: &std::io::Error) -> String {
         Some(Error::InvalidCertificate(CertificateError::Other(OtherError(inner)))) => {
             format!("invalid peer certificate: {inner}")
         }
+        Some(Error::InvalidCertificate(CertificateError::Revoked)) => {
+            "client certificate is revoked (listed in a CRL of tls.crls)".into()
+        }
+        Some(Error::InvalidCertificate(CertificateError::UnknownRevocationStatus)) => {
+            "client certificate's revocation status is unknown: no CRL in tls.crls covers its issuer".into()
+        }
+        Some(Error::InvalidCertificate(
+            CertificateError::ExpiredRevocationList
+            | CertificateError::ExpiredRevocationListContext { .. },
+        )) => "the CRL covering the client certificate is past its nextUpdate (tls.expired_crl = \"refuse\")".into(),
         _ => err.to_string(),
     }
 }

@@ -1,13 +1,15 @@
-//! Certificate issuing with rcgen: the development PKI (`jisr certs init`) and the
-//! certificates tests need (expired, foreign CA, two URI SANs, ...).
+//! Certificate issuing with rcgen: the development PKI (`jisr certs init`, `jisr certs
+//! revoke`), its CRL, and the certificates and CRLs tests need (expired, foreign CA, two
+//! URI SANs, revoked, ...).
 //!
 //! Keys are ECDSA P-256. A production deployment uses its own CA; see docs/pki.md.
 
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevokedCertParams, SanType, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -31,6 +33,41 @@ pub enum PkiError {
 pub struct Issued {
     pub cert_pem: String,
     pub key_pem: String,
+}
+
+impl Issued {
+    /// The certificate's serial number, lowercase hex (as audit entries and CRLs name it).
+    pub fn serial(&self) -> Result<String, PkiError> {
+        serial_of_pem(&self.cert_pem)
+    }
+}
+
+/// The serial number of a PEM certificate, lowercase hex of its DER integer.
+pub fn serial_of_pem(cert_pem: &str) -> Result<String, PkiError> {
+    use rustls::pki_types::pem::PemObject;
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|e| PkiError::Invalid(format!("not a PEM certificate: {e}")))?;
+    let (_, cert) = X509Certificate::from_der(&der)
+        .map_err(|e| PkiError::Invalid(format!("certificate cannot be parsed: {e}")))?;
+    Ok(hex::encode(cert.tbs_certificate.raw_serial()))
+}
+
+/// A certificate on a CRL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// Serial number, hex (as [`Issued::serial`] gives it).
+    pub serial: String,
+    pub revoked_at: OffsetDateTime,
+}
+
+impl Revocation {
+    pub fn new(serial: &str, revoked_at: OffsetDateTime) -> Revocation {
+        Revocation {
+            serial: serial.to_string(),
+            revoked_at,
+        }
+    }
 }
 
 /// What a leaf certificate says. Start from [`LeafSpec::agency`] or [`LeafSpec::server`]
@@ -127,6 +164,41 @@ impl CertAuthority {
         &self.cert_pem
     }
 
+    /// A CRL (PEM) signed by this CA, listing `revoked`, issued at `this_update` and due to
+    /// be replaced at `next_update` (a `next_update` in the past makes an expired CRL). Its
+    /// CRL number is `this_update` in nanoseconds, so later CRLs have higher numbers.
+    pub fn crl(
+        &self,
+        revoked: &[Revocation],
+        this_update: OffsetDateTime,
+        next_update: OffsetDateTime,
+    ) -> Result<String, PkiError> {
+        let revoked_certs = revoked
+            .iter()
+            .map(|r| {
+                let serial = hex::decode(&r.serial).map_err(|_| {
+                    PkiError::Invalid(format!("serial {:?} is not hexadecimal", r.serial))
+                })?;
+                Ok(RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&serial),
+                    revocation_time: r.revoked_at,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+            })
+            .collect::<Result<Vec<_>, PkiError>>()?;
+        let number = u64::try_from(this_update.unix_timestamp_nanos()).unwrap_or(0);
+        let params = CertificateRevocationListParams {
+            this_update,
+            next_update,
+            crl_number: SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
+    }
+
     pub fn issue(&self, spec: &LeafSpec) -> Result<Issued, PkiError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
@@ -214,7 +286,12 @@ pub fn init_dev_pki(config: &Config, force: bool) -> Result<DevPkiReport, PkiErr
     }
     let ca = CertAuthority::generate("Jisr development CA")?;
     write(&config.tls.ca_cert, ca.cert_pem())?;
-    write_secret(&config.tls.ca_cert.with_extension("key"), &ca.key_pem)?;
+    write_secret(&dev_ca_key_path(config), &ca.key_pem)?;
+    let now = OffsetDateTime::now_utc();
+    write(
+        &dev_crl_path(config),
+        &ca.crl(&[], now - Duration::minutes(5), now + DEV_CRL_VALIDITY)?,
+    )?;
     let server = ca.issue(&LeafSpec::server(&config.tls.server_names))?;
     write(&config.tls.server_cert, &server.cert_pem)?;
     write_secret(&config.tls.server_key, &server.key_pem)?;
@@ -243,6 +320,146 @@ pub fn init_dev_pki(config: &Config, force: bool) -> Result<DevPkiReport, PkiErr
     })
 }
 
+/// How long a development CRL stays current (`jisr serve` re-signs an expired one).
+const DEV_CRL_VALIDITY: Duration = Duration::days(365);
+
+/// The development CRL, `<dev_pki_dir>/crl.pem` (the sample config lists it in `tls.crls`).
+pub fn dev_crl_path(config: &Config) -> PathBuf {
+    config.tls.dev_pki_dir.join("crl.pem")
+}
+
+/// The development CA's private key, beside its certificate.
+pub fn dev_ca_key_path(config: &Config) -> PathBuf {
+    config.tls.ca_cert.with_extension("key")
+}
+
+fn load_dev_ca(config: &Config) -> Result<CertAuthority, PkiError> {
+    let key_path = dev_ca_key_path(config);
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).map_err(|source| PkiError::Io {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let cert = read(&config.tls.ca_cert)?;
+    let key = read(&key_path).map_err(|e| {
+        PkiError::Invalid(format!(
+            "{e}: the development CA key is needed (this works only for the development PKI;              with your own CA, revoke with it, e.g. `openssl ca -revoke`, see docs/pki.md)"
+        ))
+    })?;
+    CertAuthority::load(&cert, &key)
+}
+
+/// The certificates a CRL file lists (none when the file does not exist).
+fn revoked_in(path: &Path) -> Result<Option<Vec<Revocation>>, PkiError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(PkiError::Io {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    let invalid = |m: String| PkiError::Invalid(format!("{}: {m}", path.display()));
+    let mut revoked = Vec::new();
+    for der in super::crl::parse_pem(&bytes).map_err(invalid)? {
+        let info = super::crl::info(&der).map_err(invalid)?;
+        revoked.extend(
+            info.revoked
+                .into_iter()
+                .map(|(serial, at)| Revocation::new(&serial, at)),
+        );
+    }
+    Ok(Some(revoked))
+}
+
+/// Creates the development CRL when `tls.crls` lists it and it is missing (a development
+/// PKI made before CRLs existed), and re-signs it, same entries, when past its nextUpdate.
+/// Returns what it did, if anything.
+pub fn ensure_dev_crl(config: &Config) -> Result<Option<String>, PkiError> {
+    let path = dev_crl_path(config);
+    if !config.tls.crls.contains(&path) || !dev_ca_key_path(config).exists() {
+        return Ok(None);
+    }
+    let now = OffsetDateTime::now_utc();
+    let (revoked, what) = match std::fs::read(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            (Vec::new(), "created an empty development CRL")
+        }
+        Err(source) => return Err(PkiError::Io { path, source }),
+        Ok(bytes) => {
+            let infos: Result<Vec<_>, _> = super::crl::parse_pem(&bytes)
+                .and_then(|ders| ders.iter().map(|d| super::crl::info(d)).collect());
+            // An unreadable CRL is left alone: loading the TLS configuration reports it,
+            // naming the file.
+            let Ok(infos) = infos else { return Ok(None) };
+            if !infos.iter().any(|i| i.is_expired(now)) {
+                return Ok(None);
+            }
+            let revoked = infos
+                .into_iter()
+                .flat_map(|i| i.revoked)
+                .map(|(serial, at)| Revocation::new(&serial, at))
+                .collect();
+            (revoked, "re-signed the expired development CRL")
+        }
+    };
+    let ca = load_dev_ca(config)?;
+    write_replacing(
+        &path,
+        &ca.crl(&revoked, now - Duration::minutes(5), now + DEV_CRL_VALIDITY)?,
+    )?;
+    Ok(Some(format!("{what} {}", path.display())))
+}
+
+/// What [`revoke_dev_agency`] did.
+#[derive(Debug)]
+pub struct RevokeReport {
+    pub serial: String,
+    pub crl: PathBuf,
+    /// The certificate was on the CRL already (nothing was written).
+    pub already_revoked: bool,
+    /// Certificates the CRL lists now.
+    pub listed: usize,
+}
+
+/// `jisr certs revoke`: puts the agency's development certificate on the development CRL,
+/// re-signed by the development CA.
+pub fn revoke_dev_agency(config: &Config, agency: &str) -> Result<RevokeReport, PkiError> {
+    let (cert_path, _) = config.dev_agency_cert_paths(agency);
+    let cert_pem = std::fs::read_to_string(&cert_path).map_err(|source| PkiError::Io {
+        path: cert_path.clone(),
+        source,
+    })?;
+    let serial = serial_of_pem(&cert_pem)
+        .map_err(|e| PkiError::Invalid(format!("{}: {e}", cert_path.display())))?;
+    let ca = load_dev_ca(config)?;
+    let crl = dev_crl_path(config);
+    let mut revoked = revoked_in(&crl)?.unwrap_or_default();
+    if revoked.iter().any(|r| r.serial == serial) {
+        return Ok(RevokeReport {
+            serial,
+            crl,
+            already_revoked: true,
+            listed: revoked.len(),
+        });
+    }
+    let now = OffsetDateTime::now_utc();
+    revoked.push(Revocation::new(&serial, now));
+    write_replacing(
+        &crl,
+        &ca.crl(&revoked, now - Duration::minutes(5), now + DEV_CRL_VALIDITY)?,
+    )?;
+    Ok(RevokeReport {
+        serial,
+        crl,
+        already_revoked: false,
+        listed: revoked.len(),
+    })
+}
+
 fn write(path: &Path, contents: &str) -> Result<(), PkiError> {
     let io = |source| PkiError::Io {
         path: path.to_owned(),
@@ -252,6 +469,19 @@ fn write(path: &Path, contents: &str) -> Result<(), PkiError> {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
     std::fs::write(path, contents).map_err(io)
+}
+
+/// Writes a sibling file and renames it over `path`, so a running gateway never reads
+/// half a file.
+fn write_replacing(path: &Path, contents: &str) -> Result<(), PkiError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = PathBuf::from(tmp);
+    write(&tmp, contents)?;
+    std::fs::rename(&tmp, path).map_err(|source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Private keys are readable by the owner only.
@@ -268,4 +498,113 @@ fn write_secret(path: &Path, contents: &str) -> Result<(), PkiError> {
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, UnixTime};
+    use rustls::server::WebPkiClientVerifier;
+    use rustls::{CertificateError, Error, RootCertStore};
+
+    use super::*;
+
+    /// rustls-webpki's verdict on `leaf`, trusting `ca` and checking `crl_pem`.
+    fn verdict(ca: &CertAuthority, crl_pem: &str, leaf: &Issued, refuse_expired: bool) -> Result<(), Error> {
+        let provider = crate::tls::crypto_provider();
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap())
+            .unwrap();
+        let crls = crate::tls::crl::parse_pem(crl_pem.as_bytes()).unwrap();
+        let mut builder =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).with_crls(crls);
+        if refuse_expired {
+            builder = builder.enforce_revocation_expiration();
+        }
+        let leaf = CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).unwrap();
+        builder
+            .build()
+            .unwrap()
+            .verify_client_cert(&leaf, &[], UnixTime::now())
+            .map(|_| ())
+    }
+
+    fn agency(ca: &CertAuthority, id: &str) -> Issued {
+        ca.issue(&LeafSpec::agency("jisr.gov.ae", id)).unwrap()
+    }
+
+    #[test]
+    fn a_crl_from_a_reloaded_ca_revokes_exactly_the_serials_it_lists() {
+        let ca = CertAuthority::generate("test CA").unwrap();
+        // As `jisr certs revoke` does: the CA loaded back from its PEM files.
+        let reloaded = CertAuthority::load(ca.cert_pem(), &ca.key_pem).unwrap();
+        let (housing, police) = (agency(&ca, "housing"), agency(&ca, "police"));
+        let now = OffsetDateTime::now_utc();
+        let serial = housing.serial().unwrap();
+        let crl = reloaded
+            .crl(
+                &[Revocation::new(&serial, now)],
+                now - Duration::hours(1),
+                now + Duration::days(1),
+            )
+            .unwrap();
+        assert_eq!(
+            verdict(&ca, &crl, &housing, true),
+            Err(Error::InvalidCertificate(CertificateError::Revoked))
+        );
+        assert_eq!(verdict(&ca, &crl, &police, true), Ok(()));
+        let der = &crate::tls::crl::parse_pem(crl.as_bytes()).unwrap()[0];
+        let info = crate::tls::crl::info(der).unwrap();
+        assert!(info.lists(&serial) && info.revoked.len() == 1, "{info:?}");
+        assert!(info.issuer.contains("test CA"), "{}", info.issuer);
+        assert!(!info.is_expired(now));
+    }
+
+    #[test]
+    fn an_expired_crl_refuses_only_when_expiry_is_enforced() {
+        let ca = CertAuthority::generate("test CA").unwrap();
+        let housing = agency(&ca, "housing");
+        let now = OffsetDateTime::now_utc();
+        let crl = ca
+            .crl(&[], now - Duration::days(2), now - Duration::days(1))
+            .unwrap();
+        assert!(matches!(
+            verdict(&ca, &crl, &housing, true),
+            Err(Error::InvalidCertificate(
+                CertificateError::ExpiredRevocationList
+                    | CertificateError::ExpiredRevocationListContext { .. }
+            ))
+        ));
+        assert_eq!(verdict(&ca, &crl, &housing, false), Ok(()));
+    }
+
+    #[test]
+    fn a_certificate_no_crl_covers_has_an_unknown_status() {
+        let (ca, other) = (
+            CertAuthority::generate("test CA").unwrap(),
+            CertAuthority::generate("other CA").unwrap(),
+        );
+        let now = OffsetDateTime::now_utc();
+        let crl = other
+            .crl(&[], now - Duration::hours(1), now + Duration::days(1))
+            .unwrap();
+        assert_eq!(
+            verdict(&ca, &crl, &agency(&ca, "housing"), true),
+            Err(Error::InvalidCertificate(
+                CertificateError::UnknownRevocationStatus
+            ))
+        );
+    }
+
+    #[test]
+    fn a_bad_serial_or_a_next_update_before_this_update_is_refused() {
+        let ca = CertAuthority::generate("test CA").unwrap();
+        let now = OffsetDateTime::now_utc();
+        let bad = [Revocation::new("not-hex", now)];
+        assert!(ca.crl(&bad, now, now + Duration::days(1)).is_err());
+        assert!(ca.crl(&[], now, now - Duration::days(1)).is_err());
+    }
 }

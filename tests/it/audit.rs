@@ -129,19 +129,19 @@ async fn every_call_writes_exactly_one_entry_and_refused_handshakes_none() {
             "/jisr.v1.ReferralService/SubmitReferral",
             0,
             Decision::Allow,
-            "mtls.registered-agency",
+            "policy.refer_to:housing",
         ),
         (
             "/jisr.v1.ReferralService/SubmitReferral",
             0,
             Decision::Allow,
-            "mtls.registered-agency",
+            "policy.refer_to:housing",
         ),
         (
             "/jisr.v1.ReferralService/SubmitReferral",
             3,
             Decision::Allow,
-            "mtls.registered-agency",
+            "policy.allow:jisr.v1.ReferralService/*",
         ),
         (
             "/jisr.v1.ReferralService/GetReferral",
@@ -153,13 +153,13 @@ async fn every_call_writes_exactly_one_entry_and_refused_handshakes_none() {
             "/jisr.v1.ReferralService/UpdateReferralStatus",
             9,
             Decision::Allow,
-            "mtls.registered-agency",
+            "policy.allow:jisr.v1.ReferralService/*",
         ),
         (
             "/jisr.v1.ReferralService/ListReferrals",
             0,
             Decision::Allow,
-            "mtls.registered-agency",
+            "policy.allow:jisr.v1.ReferralService/*",
         ),
         (
             "/jisr.v1.AuditService/GetCheckpoint",
@@ -171,13 +171,13 @@ async fn every_call_writes_exactly_one_entry_and_refused_handshakes_none() {
             "/jisr.v1.InformationRequestService/GetInformationRequest",
             3,
             Decision::Allow,
-            "mtls.registered-agency",
+            "policy.allow:jisr.v1.InformationRequestService/*",
         ),
         (
             "/jisr.v1.ReferralService/WatchReferralEvents",
             1,
             Decision::Allow,
-            "mtls.registered-agency",
+            "policy.allow:jisr.v1.ReferralService/*",
         ),
     ];
     let mut got = Vec::new();

@@ -70,6 +70,17 @@ impl TestEnv {
         gateway.uris = vec![format!("spiffe://{TRUST_DOMAIN}/gateway/test")];
         let issued = ca.issue(&gateway).expect("gateway client cert");
         let mut config = config;
+        // An empty CRL of the test CA, so every test runs with revocation checked.
+        let now = time::OffsetDateTime::now_utc();
+        let crl = ca
+            .crl(
+                &[],
+                now - time::Duration::hours(1),
+                now + time::Duration::days(1),
+            )
+            .expect("CRL");
+        config.tls.crls = vec![dir.path().join("crl.pem")];
+        write(&config.tls.crls[0], &crl);
         config.delivery.client_cert = dir.path().join("gateway-client.pem");
         config.delivery.client_key = dir.path().join("gateway-client.key");
         write(&config.delivery.client_cert, &issued.cert_pem);
@@ -128,6 +139,15 @@ impl TestEnv {
 
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write test file");
+}
+
+/// `paths` as a TOML array, for a `JISR_...` variable such as JISR_TLS__CRLS.
+pub fn toml_paths(paths: &[std::path::PathBuf]) -> String {
+    let quoted: Vec<String> = paths
+        .iter()
+        .map(|p| format!("{:?}", p.display().to_string()))
+        .collect();
+    format!("[{}]", quoted.join(", "))
 }
 
 /// A valid Emirates ID number (the check digit is right).

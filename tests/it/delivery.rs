@@ -402,8 +402,9 @@ fn free_port() -> u16 {
 fn spawn_gateway(env: &TestEnv, port: u16, agency_addr: SocketAddr) -> std::process::Child {
     let c = &env.config;
     let agencies = format!(
-        "[{{id=\"social-services\",name_en=\"Social Services\",name_ar=\"الخدمات\"}},\
-         {{id=\"housing\",name_en=\"Housing\",name_ar=\"الإسكان\",\
+        "[{{id=\"social-services\",name_en=\"Social Services\",name_ar=\"الخدمات\",\
+         policy={{allow=[\"*\"],refer_to=[\"housing\"]}}}},\
+         {{id=\"housing\",name_en=\"Housing\",name_ar=\"الإسكان\",policy={{allow=[\"*\"]}},\
          adapter={{kind=\"grpc\",endpoint=\"https://{agency_addr}\",server_name=\"localhost\"}}}}]"
     );
     std::process::Command::new(env!("CARGO_BIN_EXE_jisr"))
@@ -414,6 +415,7 @@ fn spawn_gateway(env: &TestEnv, port: u16, agency_addr: SocketAddr) -> std::proc
         .env("JISR_TLS__SERVER_CERT", &c.tls.server_cert)
         .env("JISR_TLS__SERVER_KEY", &c.tls.server_key)
         .env("JISR_TLS__DEV_PKI", "false")
+        .env("JISR_TLS__CRLS", toml_paths(&c.tls.crls))
         .env("JISR_DATABASE__URL", &c.database.url)
         .env("JISR_AUDIT__SIGNING_KEY", &c.audit.signing_key)
         .env("JISR_DOCUMENTS__DIR", &c.documents.dir)

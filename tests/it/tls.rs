@@ -13,7 +13,7 @@ use crate::common::*;
 
 /// Connects with `creds`, makes one call, and returns the refusal reasons the gateway
 /// recorded. Panics if the call succeeds.
-async fn refused(env: &TestEnv, gw: &Gateway, creds: Option<AgencyCredentials>) -> String {
+pub(crate) async fn refused(env: &TestEnv, gw: &Gateway, creds: Option<AgencyCredentials>) -> String {
     let before = gw.tls_stats.refused();
     let endpoint = match creds {
         Some(c) => jisr::tls::client::endpoint(&gw.addr.to_string(), "localhost", &c).unwrap(),
@@ -60,7 +60,7 @@ async fn refused(env: &TestEnv, gw: &Gateway, creds: Option<AgencyCredentials>) 
     recent[recent.len().saturating_sub(new)..].join(" | ")
 }
 
-fn creds(env: &TestEnv, issued: &Issued) -> Option<AgencyCredentials> {
+pub(crate) fn creds(env: &TestEnv, issued: &Issued) -> Option<AgencyCredentials> {
     Some(env.credentials(issued))
 }
 

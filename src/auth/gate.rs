@@ -1,0 +1,314 @@
+//! The checks every call passes before its handler, as tower layers stacked in
+//! `server.rs` (after the audit layer, which records whatever they decide):
+//!
+//! ```text
+//! limits (per-agency rate and calls in progress) → officer token → authorize (policy)
+//! ```
+//!
+//! Each is a [`Gate`]: it looks at the request (and may annotate it), then lets it through,
+//! holding something until the handler has answered, or refuses it with a status. A refusal
+//! names its rule in the call's audit entry.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::body::Body;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+use tower::{Layer, Service};
+
+use super::policy::{Policy, AUDIT_SERVICE};
+use crate::api::error::ERROR_DOMAIN;
+use crate::audit::context::AuditContext;
+use crate::config::Config;
+use crate::store::BoxFuture;
+use crate::tls::listener::ConnInfo;
+
+/// One check on the request path.
+pub trait Gate: Clone + Send + Sync + 'static {
+    /// Held until the handler has answered (a concurrency permit, say).
+    type Hold: Send + 'static;
+    fn check<'a>(
+        &'a self,
+        request: &'a mut http::Request<Body>,
+    ) -> BoxFuture<'a, Result<Self::Hold, Status>>;
+}
+
+/// A [`Gate`] as a tower layer.
+#[derive(Clone)]
+pub struct GateLayer<G>(pub G);
+
+impl<S, G: Clone> Layer<S> for GateLayer<G> {
+    type Service = Gated<S, G>;
+    fn layer(&self, inner: S) -> Gated<S, G> {
+        Gated {
+            inner,
+            gate: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Gated<S, G> {
+    inner: S,
+    gate: G,
+}
+
+impl<S, G> Service<http::Request<Body>> for Gated<S, G>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    G: Gate,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        // The service that was polled ready serves this call (tower's clone-and-swap).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let gate = self.gate.clone();
+        Box::pin(async move {
+            match gate.check(&mut request).await {
+                Ok(hold) => {
+                    let response = inner.call(request).await;
+                    drop(hold);
+                    response
+                }
+                Err(status) => Ok(status.into_http()),
+            }
+        })
+    }
+}
+
+/// What the gates know of a call: its agency (from the certificate), its method
+/// (`package.Service/Method`) and its audit context.
+fn call_of(request: &http::Request<Body>) -> Option<(String, String, Arc<AuditContext>)> {
+    let agency = request
+        .extensions()
+        .get::<ConnInfo>()?
+        .identity
+        .agency_id
+        .clone();
+    let audit = request.extensions().get::<Arc<AuditContext>>()?.clone();
+    let method = request.uri().path().trim_start_matches('/').to_string();
+    Some((agency, method, audit))
+}
+
+/// A refusal with an ErrorInfo (and a retry hint, when waiting helps).
+fn refusal(
+    code: Code,
+    message: String,
+    reason: &str,
+    metadata: &[(&str, &str)],
+    retry_after: Option<Duration>,
+) -> Status {
+    let metadata: HashMap<String, String> = metadata
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
+    if let Some(delay) = retry_after {
+        details.set_retry_info(Some(delay));
+    }
+    Status::with_error_details(code, message, details)
+}
+
+// ---- limits -------------------------------------------------------------------------------
+
+/// Per-agency rate (token bucket) and calls in progress (semaphore): one agency flooding
+/// the gateway is refused early, without slowing the others.
+#[derive(Clone)]
+pub struct Limits {
+    agencies: Arc<HashMap<String, AgencyLimits>>,
+    rate: f64,
+    burst: f64,
+}
+
+struct AgencyLimits {
+    bucket: Mutex<Bucket>,
+    in_flight: Arc<Semaphore>,
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Limits {
+    pub fn new(config: &Config) -> Limits {
+        let l = &config.limits;
+        let burst = f64::from(l.burst);
+        Limits {
+            agencies: Arc::new(
+                config
+                    .agencies
+                    .iter()
+                    .map(|a| {
+                        (
+                            a.id.clone(),
+                            AgencyLimits {
+                                bucket: Mutex::new(Bucket {
+                                    tokens: burst,
+                                    at: Instant::now(),
+                                }),
+                                in_flight: Arc::new(Semaphore::new(l.max_in_flight_per_agency)),
+                            },
+                        )
+                    })
+                    .collect(),
+            ),
+            rate: l.requests_per_second,
+            burst,
+        }
+    }
+
+    /// Takes one token, or says how long until one is available.
+    fn take(&self, limits: &AgencyLimits) -> Result<(), Duration> {
+        let mut b = limits.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let refill = now.duration_since(b.at).as_secs_f64() * self.rate;
+        b.tokens = (b.tokens + refill).min(self.burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - b.tokens) / self.rate))
+        }
+    }
+}
+
+impl Gate for Limits {
+    type Hold = Option<OwnedSemaphorePermit>;
+
+    fn check<'a>(
+        &'a self,
+        request: &'a mut http::Request<Body>,
+    ) -> BoxFuture<'a, Result<Self::Hold, Status>> {
+        Box::pin(async move {
+            let Some((agency, _, audit)) = call_of(request) else {
+                return Ok(None);
+            };
+            let Some(limits) = self.agencies.get(&agency) else {
+                return Ok(None);
+            };
+            if let Err(wait) = self.take(limits) {
+                audit.deny("limits.rate");
+                let wait = wait.max(Duration::from_millis(1));
+                return Err(refusal(
+                    Code::ResourceExhausted,
+                    format!(
+                        "agency {agency} is over its rate limit of {} calls per second; retry after {} ms",
+                        self.rate,
+                        wait.as_millis().max(1)
+                    ),
+                    "RATE_LIMITED",
+                    &[("agency", &agency)],
+                    Some(wait),
+                ));
+            }
+            match limits.in_flight.clone().try_acquire_owned() {
+                Ok(permit) => Ok(Some(permit)),
+                Err(_) => {
+                    audit.deny("limits.in-flight");
+                    Err(refusal(
+                        Code::ResourceExhausted,
+                        format!(
+                            "agency {agency} has too many calls in progress; retry when some have finished"
+                        ),
+                        "TOO_MANY_CALLS_IN_PROGRESS",
+                        &[("agency", &agency)],
+                        Some(Duration::from_millis(100)),
+                    ))
+                }
+            }
+        })
+    }
+}
+
+// ---- authorize ----------------------------------------------------------------------------
+
+/// Default deny: the call's RPC must be granted by the agency's policy (or its role), and
+/// an officer token must be present where the policy requires one.
+#[derive(Clone)]
+pub struct Authorize(pub Policy);
+
+/// Set on requests that carried a valid officer token (by the officer gate).
+#[derive(Debug, Clone)]
+pub struct OfficerSubject(pub String);
+
+impl Gate for Authorize {
+    type Hold = ();
+
+    fn check<'a>(
+        &'a self,
+        request: &'a mut http::Request<Body>,
+    ) -> BoxFuture<'a, Result<(), Status>> {
+        Box::pin(async move {
+            let Some((agency, method, audit)) = call_of(request) else {
+                // Only reachable if a listener without client authentication served the call.
+                return Err(Status::unauthenticated(
+                    "no verified agency certificate on this connection",
+                ));
+            };
+            let decision = self.0.rpc(&agency, &method);
+            if !decision.allowed {
+                audit.deny(&decision.rule);
+                let auditor_only = method.starts_with(AUDIT_SERVICE);
+                let (reason, message) = if auditor_only {
+                    (
+                        "AUDITOR_ROLE_REQUIRED",
+                        format!(
+                            "agency {agency} does not hold the auditor role; only auditors may read the audit trail"
+                        ),
+                    )
+                } else {
+                    (
+                        "POLICY_DENIED",
+                        format!(
+                            "agency {agency} may not call {method}: its policy does not grant it (default deny); \
+                             ask the gateway operator to add it to the agency's policy.allow"
+                        ),
+                    )
+                };
+                return Err(refusal(
+                    Code::PermissionDenied,
+                    message,
+                    reason,
+                    &[
+                        ("agency", &agency),
+                        ("method", &method),
+                        ("rule", &decision.rule),
+                    ],
+                    None,
+                ));
+            }
+            audit.allow(&decision.rule);
+            if let Some(rule) = self.0.officer_required(&agency, &method) {
+                if request.extensions().get::<OfficerSubject>().is_none() {
+                    audit.deny(&rule);
+                    return Err(refusal(
+                        Code::Unauthenticated,
+                        format!(
+                            "{method} needs the acting officer's token for agency {agency}: \
+                             send `authorization: Bearer <token>`"
+                        ),
+                        "OFFICER_TOKEN_REQUIRED",
+                        &[("agency", &agency), ("method", &method), ("rule", &rule)],
+                        None,
+                    ));
+                }
+            }
+            Ok(())
+        })
+    }
+}
