@@ -17,7 +17,8 @@ use crate::api::inbox::InboxApi;
 use crate::api::information_request::InformationRequestApi;
 use crate::api::referral::ReferralApi;
 use crate::audit::layer::AuditLayer;
-use crate::auth::gate::{Authorize, GateLayer, Limits};
+use crate::auth::gate::{Authorize, GateLayer, Limits, Officers};
+use crate::auth::officer::OfficerVerifier;
 use crate::auth::policy::Policy;
 use crate::config::Config;
 use crate::delivery::dispatcher::Dispatcher;
@@ -102,6 +103,12 @@ impl Gateway {
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
         let policy = Policy::of(config);
+        let officers =
+            Arc::new(OfficerVerifier::new(config).context("officer token verification")?);
+        if let Err(e) = officers.prefetch().await {
+            // The keys are fetched again when a token needs them.
+            tracing::warn!(error = %e, "officer keys could not be fetched at start");
+        }
         let referrals = ReferralApi::new(
             store.clone(),
             registry.clone(),
@@ -136,6 +143,7 @@ impl Gateway {
             // audit layer, whatever the layers under it decide.
             .layer(AuditLayer::new(store.clone()))
             .layer(GateLayer(Limits::new(config)))
+            .layer(GateLayer(Officers(officers)))
             .layer(GateLayer(Authorize(policy)))
             .add_service(health_service)
             .add_service(reflection)

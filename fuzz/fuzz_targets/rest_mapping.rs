@@ -1,6 +1,7 @@
-//! The REST adapter's JSON path: `canonical` of a delivery decoded from bytes, and
-//! `mapping::apply` of an arbitrary mapping to an arbitrary JSON object (or to that
-//! canonical JSON). Neither panics; `apply` answers an object or an error.
+//! The REST adapter's JSON path. First byte odd: `canonical` of a delivery decoded from
+//! bytes (two bytes of length, little-endian, then the delivery), then an arbitrary
+//! mapping of that JSON from the bytes after it. Even: an arbitrary mapping of an
+//! arbitrary JSON object. Neither panics; `apply` answers an object or an error.
 #![no_main]
 
 use arbitrary::Unstructured;
@@ -13,16 +14,14 @@ use prost::Message;
 use serde_json::Value;
 
 fuzz_target!(|data: &[u8]| {
-    let mut u = Unstructured::new(data);
-    let Ok(canonical_first) = u.arbitrary::<bool>() else {
+    let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let doc = if canonical_first {
-        // A delivery off the wire (length-prefixed), then a mapping from the rest.
-        let Ok(n) = u.arbitrary_len::<u8>() else {
+    let (doc, rest) = if mode % 2 == 1 {
+        let Some((len, rest)) = rest.split_first_chunk::<2>() else {
             return;
         };
-        let Ok(bytes) = u.bytes(n) else { return };
+        let (bytes, rest) = rest.split_at(usize::from(u16::from_le_bytes(*len)).min(rest.len()));
         let Ok(message) = Delivery::decode(bytes) else {
             return;
         };
@@ -32,19 +31,21 @@ fuzz_target!(|data: &[u8]| {
             attempt: 1,
             message,
         };
-        match canonical(&d) {
-            Ok((kind, json)) => {
-                assert_eq!(json.get("kind"), Some(&Value::from(kind)));
-                serde_json::to_string(&json).expect("canonical JSON serializes");
-                json
-            }
-            Err(_) => return,
-        }
+        let Ok((kind, json)) = canonical(&d) else {
+            return;
+        };
+        assert_eq!(json.get("kind"), Some(&Value::from(kind)));
+        serde_json::to_string(&json).expect("canonical JSON serializes");
+        (json, rest)
     } else {
+        let mut u = Unstructured::new(rest);
         let Ok(doc) = object(&mut u, 4) else { return };
-        doc
+        let used = rest.len() - u.len();
+        (doc, &rest[used..])
     };
-    let Ok(m) = mapping(&mut u) else { return };
+    let Ok(m) = mapping(&mut Unstructured::new(rest)) else {
+        return;
+    };
     if let Ok(out) = apply(&m, doc) {
         assert!(out.is_object(), "apply answered a non-object: {out}");
         serde_json::to_string(&out).expect("mapped JSON serializes");

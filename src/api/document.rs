@@ -237,7 +237,11 @@ impl DocumentApi {
         caller.audit.set_target(&id, "");
         let Some(grant) = self.store.document_grant(&id, caller.agency()).await? else {
             let exists = self.store.document_exists(&id).await?;
-            return Err(ApiError::HiddenDocument { id, exists });
+            return Err(ApiError::Hidden {
+                kind: "document",
+                id,
+                refused_by: exists.then_some("document.reader"),
+            });
         };
         // Check the stored bytes before sending any of them.
         let verified = self.read_verified(&sha256, &id, |_| async { true }).await?;

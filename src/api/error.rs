@@ -41,10 +41,14 @@ pub enum ApiError {
     },
     #[error("only the agency asked ({asked}) may respond to information request {id}")]
     NotAskedAgency { id: String, asked: String },
-    /// A document the caller may not read: told NOT_FOUND, so its existence is not
-    /// disclosed; `exists` only decides the audit entry (a refusal, or a plain miss).
-    #[error("document {id} not found")]
-    HiddenDocument { id: String, exists: bool },
+    /// Something the caller may not see: told NOT_FOUND, so its existence is not
+    /// disclosed; `refused_by` (when it exists) is the rule noted in the audit entry.
+    #[error("{kind} {id} not found")]
+    Hidden {
+        kind: &'static str,
+        id: String,
+        refused_by: Option<&'static str>,
+    },
     #[error(
         "{field}: {actual} bytes is over the gateway's limit of {limit} bytes; nothing was stored"
     )]
@@ -93,7 +97,10 @@ impl ApiError {
             }
             ApiError::NotAskedAgency { .. } => audit.deny("information_request.asked-agency"),
             ApiError::PolicyDenied { rule, .. } => audit.deny(rule),
-            ApiError::HiddenDocument { exists: true, .. } => audit.deny("document.reader"),
+            ApiError::Hidden {
+                refused_by: Some(rule),
+                ..
+            } => audit.deny(rule),
             _ => {}
         }
         Status::from(self)
@@ -189,10 +196,10 @@ impl From<ApiError> for Status {
                     &[("information_request_id", id), ("asked_agency", asked)],
                 ),
             ),
-            ApiError::HiddenDocument { ref id, .. } => Status::with_error_details(
+            ApiError::Hidden { kind, ref id, .. } => Status::with_error_details(
                 Code::NotFound,
                 message.clone(),
-                info("NOT_FOUND", &[("kind", "document"), ("id", id)]),
+                info("NOT_FOUND", &[("kind", kind), ("id", id)]),
             ),
             ApiError::TooLarge {
                 reason,

@@ -164,14 +164,17 @@ impl InboxService for InboxApi {
             .write(Some(&caller.audit), move |tx| {
                 Box::pin(async move {
                     let now = now_ms();
-                    let row = tx
-                        .delivery(&req.delivery_id)
-                        .await?
-                        .filter(|r| r.agency == agency)
-                        .ok_or_else(|| ApiError::NotFound {
-                            kind: "delivery",
-                            id: req.delivery_id.clone(),
-                        })?;
+                    // Another agency's delivery is not found either (audited as a refusal).
+                    let row = match tx.delivery(&req.delivery_id).await? {
+                        Some(r) if r.agency == agency => r,
+                        other => {
+                            return Err(ApiError::Hidden {
+                                kind: "delivery",
+                                id: req.delivery_id.clone(),
+                                refused_by: other.is_some().then_some("delivery.recipient"),
+                            })
+                        }
+                    };
                     // Acknowledged before (a retried ack): nothing changes.
                     if row.state != DELIVERED && row.state != DEAD {
                         if outcome == AckOutcome::Accepted {

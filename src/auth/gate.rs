@@ -20,6 +20,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use tower::{Layer, Service};
 
+use super::officer::{OfficerError, OfficerReason, OfficerVerifier};
 use super::policy::{Policy, AUDIT_SERVICE};
 use crate::api::error::ERROR_DOMAIN;
 use crate::audit::context::AuditContext;
@@ -228,6 +229,69 @@ impl Gate for Limits {
                         "TOO_MANY_CALLS_IN_PROGRESS",
                         &[("agency", &agency)],
                         Some(Duration::from_millis(100)),
+                    ))
+                }
+            }
+        })
+    }
+}
+
+// ---- officer token ------------------------------------------------------------------------
+
+/// `authorization: Bearer <token>`, when present, must name a verified officer; the
+/// subject goes into the audit entry and the request, the token goes nowhere (the header
+/// is removed before the handler).
+#[derive(Clone)]
+pub struct Officers(pub Arc<OfficerVerifier>);
+
+impl Gate for Officers {
+    type Hold = ();
+
+    fn check<'a>(
+        &'a self,
+        request: &'a mut http::Request<Body>,
+    ) -> BoxFuture<'a, Result<(), Status>> {
+        Box::pin(async move {
+            let Some(header) = request.headers_mut().remove(http::header::AUTHORIZATION) else {
+                return Ok(());
+            };
+            let Some((agency, _, audit)) = call_of(request) else {
+                return Ok(());
+            };
+            let token = header
+                .to_str()
+                .ok()
+                .and_then(|h| h.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token.trim());
+            let result = match token {
+                Some(token) => self.0.verify(token).await,
+                None => Err(OfficerError::new(
+                    OfficerReason::TokenMalformed,
+                    "the authorization header is not `Bearer <token>`",
+                )),
+            };
+            match result {
+                Ok(officer) => {
+                    audit.set_officer(&officer.subject);
+                    request
+                        .extensions_mut()
+                        .insert(OfficerSubject(officer.subject));
+                    Ok(())
+                }
+                Err(e) => {
+                    audit.deny("officer.token");
+                    let (code, retry) = if e.reason.is_unavailable() {
+                        (Code::Unavailable, Some(Duration::from_secs(1)))
+                    } else {
+                        (Code::Unauthenticated, None)
+                    };
+                    Err(refusal(
+                        code,
+                        e.message.clone(),
+                        e.code(),
+                        &[("agency", &agency)],
+                        retry,
                     ))
                 }
             }

@@ -238,6 +238,14 @@ pub fn check(config: &Config) -> Vec<String> {
                 }
             }
         }
+        if !a.policy.officer_required.is_empty() && !config.officers.enabled() {
+            problems.push(format!(
+                "agencies[{}].policy.officer_required (agency {}): no officer token can be verified \
+                 (configure [officers] jwks_file, jwks_url or introspection), so these RPCs could never be called",
+                index_of(config, &a.id),
+                a.id
+            ));
+        }
         for (i, pat) in a.policy.officer_required.iter().enumerate() {
             let allowed = rpcs
                 .iter()

@@ -304,7 +304,7 @@ fn describe(err: &std::io::Error) -> String {
             "client certificate is revoked (listed in a CRL of tls.crls)".into()
         }
         Some(Error::InvalidCertificate(CertificateError::UnknownRevocationStatus)) => {
-            "client certificate's revocation status is unknown: no CRL in tls.crls covers its issuer".into()
+            "client certificate's revocation status is unknown: tls.crls holds no CRL from its issuer, or from the issuer of an intermediate CA in its chain".into()
         }
         Some(Error::InvalidCertificate(
             CertificateError::ExpiredRevocationList

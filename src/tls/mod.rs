@@ -141,9 +141,13 @@ pub(crate) fn build_server_config(
         let ders = crl::parse_pem(file.bytes()?).map_err(|m| file.error(m))?;
         for der in &ders {
             let info = crl::info(der).map_err(|m| file.error(m))?;
-            let next_update = info
-                .next_update
-                .map_or_else(|| "none".to_string(), |t| t.to_string());
+            let next_update = info.next_update.map_or_else(
+                || "none".to_string(),
+                |t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_else(|_| t.to_string())
+                },
+            );
             if info.is_expired(now) {
                 tracing::warn!(
                     file = %file.path.display(),

@@ -512,7 +512,12 @@ mod tests {
     use super::*;
 
     /// rustls-webpki's verdict on `leaf`, trusting `ca` and checking `crl_pem`.
-    fn verdict(ca: &CertAuthority, crl_pem: &str, leaf: &Issued, refuse_expired: bool) -> Result<(), Error> {
+    fn verdict(
+        ca: &CertAuthority,
+        crl_pem: &str,
+        leaf: &Issued,
+        refuse_expired: bool,
+    ) -> Result<(), Error> {
         let provider = crate::tls::crypto_provider();
         let mut roots = RootCertStore::empty();
         roots

@@ -299,7 +299,11 @@ mod tests {
         tls.check(false, &stats).await;
         assert_eq!(stats.reloads(), 0, "nothing changed");
         tls.check(true, &stats).await;
-        assert_eq!(stats.reloads(), 1, "SIGHUP reloads even when nothing changed");
+        assert_eq!(
+            stats.reloads(),
+            1,
+            "SIGHUP reloads even when nothing changed"
+        );
         assert!(!Arc::ptr_eq(&first, &current.borrow()));
 
         let crl_path = dir.path().join("crl.pem");
@@ -311,7 +315,11 @@ mod tests {
         assert!(error.contains(&crl_path.display().to_string()), "{error}");
         assert!(Arc::ptr_eq(&before, &current.borrow()), "the old one stays");
         tls.check(false, &stats).await;
-        assert_eq!(stats.reload_failures(), 1, "a broken state is reported once");
+        assert_eq!(
+            stats.reload_failures(),
+            1,
+            "a broken state is reported once"
+        );
 
         std::fs::write(&crl_path, crl(&ca)).unwrap();
         tls.check(false, &stats).await;
@@ -322,7 +330,10 @@ mod tests {
         std::fs::write(dir.path().join("server.key"), &other.key_pem).unwrap();
         tls.check(false, &stats).await;
         let error = stats.last_reload_error().unwrap();
-        assert!(error.contains("server.key") && error.contains("server.pem"), "{error}");
+        assert!(
+            error.contains("server.key") && error.contains("server.pem"),
+            "{error}"
+        );
         assert_eq!(stats.reloads(), 2);
     }
 

@@ -160,7 +160,11 @@ fn certs_revoke_puts_the_agency_certificate_on_the_development_crl() {
     use jisr::tls::crl;
     let dir = tempfile::tempdir().unwrap();
     let init = jisr(dir.path()).args(["certs", "init"]).output().unwrap();
-    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
     let listed = || {
         let pem = std::fs::read(dir.path().join("pki/crl.pem")).unwrap();
         let ders = crl::parse_pem(&pem).unwrap();
@@ -170,24 +174,43 @@ fn certs_revoke_puts_the_agency_certificate_on_the_development_crl() {
     assert!(empty.revoked.is_empty() && empty.issuer.contains("Jisr development CA"));
     assert!(!empty.is_expired(time::OffsetDateTime::now_utc()));
 
-    let out = jisr(dir.path()).args(["certs", "revoke", "housing"]).output().unwrap();
+    let out = jisr(dir.path())
+        .args(["certs", "revoke", "housing"])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cert = std::fs::read_to_string(dir.path().join("pki/agencies/housing.pem")).unwrap();
     let serial = jisr::tls::pki::serial_of_pem(&cert).unwrap();
-    assert!(stdout.contains("revoked") && stdout.contains(&serial), "{stdout}");
+    assert!(
+        stdout.contains("revoked") && stdout.contains(&serial),
+        "{stdout}"
+    );
     let crl = listed();
     assert!(crl.lists(&serial) && crl.revoked.len() == 1, "{crl:?}");
 
     // Twice is once; another agency joins the list; an unknown one is an error.
-    let again = jisr(dir.path()).args(["certs", "revoke", "housing"]).output().unwrap();
+    let again = jisr(dir.path())
+        .args(["certs", "revoke", "housing"])
+        .output()
+        .unwrap();
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).contains("already"));
-    let police = jisr(dir.path()).args(["certs", "revoke", "police"]).output().unwrap();
+    let police = jisr(dir.path())
+        .args(["certs", "revoke", "police"])
+        .output()
+        .unwrap();
     assert!(police.status.success());
     assert_eq!(listed().revoked.len(), 2);
     assert!(listed().lists(&serial));
-    let unknown = jisr(dir.path()).args(["certs", "revoke", "ministry-of-magic"]).output().unwrap();
+    let unknown = jisr(dir.path())
+        .args(["certs", "revoke", "ministry-of-magic"])
+        .output()
+        .unwrap();
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("ministry-of-magic.pem"));
 }

@@ -73,7 +73,10 @@ async fn answered(channel: &Channel) -> bool {
 /// Connects with `issued` and makes one call, which must be answered.
 async fn served(env: &TestEnv, gw: &Gateway, issued: &Issued) -> Channel {
     let channel = env.channel(gw, issued).await.expect("connects");
-    assert!(answered(&channel).await, "the gateway must serve this client");
+    assert!(
+        answered(&channel).await,
+        "the gateway must serve this client"
+    );
     channel
 }
 
@@ -86,8 +89,7 @@ async fn reloaded(gw: &Gateway, before: u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revoked_agency_certificate_is_refused_while_another_agency_of_the_same_ca_is_served()
-{
+async fn a_revoked_agency_certificate_is_refused_while_another_agency_of_the_same_ca_is_served() {
     let env = TestEnv::sqlite();
     let (housing, police) = (env.agency_cert("housing"), env.agency_cert("police"));
     replace(crl_path(&env), &crl_of(&env.ca, &[&housing]));
@@ -153,7 +155,10 @@ async fn a_crl_written_while_serving_refuses_the_next_handshake_and_spares_open_
     reloaded(&gw, before).await;
 
     // The connection opened before the reload keeps working...
-    assert!(answered(&open).await, "an open connection survives a reload");
+    assert!(
+        answered(&open).await,
+        "an open connection survives a reload"
+    );
     // ...while a new one with the revoked certificate is refused.
     let reason = refused(&env, &gw, creds(&env, &housing)).await;
     assert!(reason.contains("revoked"), "{reason}");
@@ -195,7 +200,10 @@ async fn a_rotated_server_certificate_is_served_to_new_connections_and_old_ones_
     let open = served(&env, &gw, &housing).await;
     let original = std::fs::read_to_string(&env.config.tls.server_cert).unwrap();
     let original = jisr::tls::pki::serial_of_pem(&original).unwrap();
-    assert_eq!(served_certificate_serial(&env, &gw, &housing).await, original);
+    assert_eq!(
+        served_certificate_serial(&env, &gw, &housing).await,
+        original
+    );
 
     let rotated = env
         .ca
@@ -211,7 +219,10 @@ async fn a_rotated_server_certificate_is_served_to_new_connections_and_old_ones_
         served_certificate_serial(&env, &gw, &housing).await,
         rotated.serial().unwrap()
     );
-    assert!(answered(&open).await, "the old connection keeps its certificate");
+    assert!(
+        answered(&open).await,
+        "the old connection keeps its certificate"
+    );
     served(&env, &gw, &housing).await;
     gw.shutdown().await.unwrap();
 }
@@ -253,7 +264,10 @@ async fn a_broken_file_keeps_the_configuration_in_force_and_says_which() {
     let gw = env.start().await;
 
     for (path, junk) in [
-        (crl_path(&env).to_owned(), "-----BEGIN X509 CRL-----\nMAA=\n-----END X509 CRL-----\n"),
+        (
+            crl_path(&env).to_owned(),
+            "-----BEGIN X509 CRL-----\nMAA=\n-----END X509 CRL-----\n",
+        ),
         (env.config.tls.server_key.clone(), "not a key"),
         (env.config.tls.ca_cert.clone(), ""),
     ] {

@@ -13,7 +13,11 @@ use crate::common::*;
 
 /// Connects with `creds`, makes one call, and returns the refusal reasons the gateway
 /// recorded. Panics if the call succeeds.
-pub(crate) async fn refused(env: &TestEnv, gw: &Gateway, creds: Option<AgencyCredentials>) -> String {
+pub(crate) async fn refused(
+    env: &TestEnv,
+    gw: &Gateway,
+    creds: Option<AgencyCredentials>,
+) -> String {
     let before = gw.tls_stats.refused();
     let endpoint = match creds {
         Some(c) => jisr::tls::client::endpoint(&gw.addr.to_string(), "localhost", &c).unwrap(),

@@ -16,6 +16,10 @@
 //!   Active answers are cached for `cache_secs` (never past the token's `exp`), keyed by the
 //!   token's SHA-256.
 //!
+//! A JWT reaching a gateway with introspection but no JWKS is introspected too; an opaque
+//! token reaching a gateway with only a JWKS is TOKEN_MALFORMED; with neither configured,
+//! every token is NOT_CONFIGURED.
+//!
 //! Every refusal is an [`OfficerError`] with a stable reason code ([`OfficerReason::code`])
 //! and a message that says what was wrong and what to do. The token itself never appears in
 //! an error, a log line or a `Debug` output: only decoded facts (claim values, the key id)
