@@ -36,6 +36,11 @@ pub trait Gate: Clone + Send + Sync + 'static {
         &'a self,
         request: &'a mut http::Request<Body>,
     ) -> BoxFuture<'a, Result<Self::Hold, Status>>;
+
+    /// Sees the answer on its way out (the default passes it on unchanged).
+    fn answer(&self, _hold: &Self::Hold, response: http::Response<Body>) -> http::Response<Body> {
+        response
+    }
 }
 
 /// A [`Gate`] as a tower layer.
@@ -80,9 +85,8 @@ where
         Box::pin(async move {
             match gate.check(&mut request).await {
                 Ok(hold) => {
-                    let response = inner.call(request).await;
-                    drop(hold);
-                    response
+                    let response = inner.call(request).await?;
+                    Ok(gate.answer(&hold, response))
                 }
                 Err(status) => Ok(status.into_http()),
             }
@@ -188,8 +192,53 @@ impl Limits {
     }
 }
 
+/// What the limits gate holds for a call: its permit, and what it needs to tell a
+/// message the transport refused as too large.
+pub struct LimitHold {
+    _permit: Option<OwnedSemaphorePermit>,
+    call: Option<(String, Arc<AuditContext>)>,
+}
+
 impl Gate for Limits {
-    type Hold = Option<OwnedSemaphorePermit>;
+    type Hold = LimitHold;
+
+    /// tonic refuses a request message over the size limit with OUT_OF_RANGE; gRPC says
+    /// RESOURCE_EXHAUSTED, with the limit, which is what the caller gets.
+    fn answer(&self, hold: &LimitHold, response: http::Response<Body>) -> http::Response<Body> {
+        let message = response
+            .headers()
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .map(|m| m.replace("%20", " "))
+            .unwrap_or_default();
+        let too_large = response
+            .headers()
+            .get("grpc-status")
+            .is_some_and(|s| s == "11")
+            && message.contains("too large");
+        let Some((agency, audit)) = hold.call.as_ref().filter(|_| too_large) else {
+            return response;
+        };
+        audit.deny("limits.message-size");
+        // The limit of the service called (documents have their own), as tonic states it.
+        let max = message
+            .split("limit is: ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap_or_default()
+            .to_string();
+        refusal(
+            Code::ResourceExhausted,
+            format!(
+                "a request message of agency {agency} is over the gateway's limit of {max} bytes; \
+                 send smaller messages (documents: in chunks)"
+            ),
+            "MESSAGE_TOO_LARGE",
+            &[("agency", agency), ("max_bytes", &max)],
+            None,
+        )
+        .into_http()
+    }
 
     fn check<'a>(
         &'a self,
@@ -197,10 +246,16 @@ impl Gate for Limits {
     ) -> BoxFuture<'a, Result<Self::Hold, Status>> {
         Box::pin(async move {
             let Some((agency, _, audit)) = call_of(request) else {
-                return Ok(None);
+                return Ok(LimitHold {
+                    _permit: None,
+                    call: None,
+                });
             };
             let Some(limits) = self.agencies.get(&agency) else {
-                return Ok(None);
+                return Ok(LimitHold {
+                    _permit: None,
+                    call: Some((agency, audit)),
+                });
             };
             if let Err(wait) = self.take(limits) {
                 audit.deny("limits.rate");
@@ -218,7 +273,10 @@ impl Gate for Limits {
                 ));
             }
             match limits.in_flight.clone().try_acquire_owned() {
-                Ok(permit) => Ok(Some(permit)),
+                Ok(permit) => Ok(LimitHold {
+                    _permit: Some(permit),
+                    call: Some((agency, audit)),
+                }),
                 Err(_) => {
                     audit.deny("limits.in-flight");
                     Err(refusal(

@@ -112,15 +112,8 @@ impl TlsSource {
     }
 }
 
-/// The server side of mTLS, built from the config's CA bundle, CRLs, certificate and key
-/// as they are on disk now.
-pub fn server_config(config: &Config, registry: Registry) -> Result<Arc<ServerConfig>, TlsError> {
-    let source = TlsSource::of(config, registry);
-    build_server_config(&source, &reload::TlsFiles::read(&source))
-}
-
-/// Builds the server configuration from files already read, so what is served is exactly
-/// what the reloader fingerprinted. Every error names the file at fault.
+/// The server side of mTLS, built from files already read (`reload::TlsFiles`), so what is
+/// served is exactly what the reloader fingerprinted. Every error names the file at fault.
 pub(crate) fn build_server_config(
     source: &TlsSource,
     files: &reload::TlsFiles,

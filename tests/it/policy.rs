@@ -45,26 +45,106 @@ const HIDDEN: Expect = Denied(Code::NotFound);
 /// the expected outcome for [the owner, an unrelated agency, the auditor, an agency with
 /// no grant]. A new RPC without a row fails `every_rpc_has_a_row`.
 const MATRIX: &[(&str, &str, [Expect; 4])] = &[
-    ("jisr.v1.ReferralService/SubmitReferral", "social-services", [Ok, Ok, Ok, PD]),
-    ("jisr.v1.ReferralService/GetReferral", "social-services", [Ok, PD, PD, PD]),
-    ("jisr.v1.ReferralService/ListReferrals", "social-services", [Ok, Ok, Ok, PD]),
-    ("jisr.v1.ReferralService/UpdateReferralStatus", "housing", [Ok, PD, PD, PD]),
-    ("jisr.v1.ReferralService/WatchReferralEvents", "social-services", [Ok, Ok, Ok, PD]),
-    ("jisr.v1.InformationRequestService/RequestInformation", "social-services", [Ok, Ok, Ok, PD]),
-    ("jisr.v1.InformationRequestService/RespondToInformationRequest", "housing", [Ok, PD, PD, PD]),
-    ("jisr.v1.InformationRequestService/GetInformationRequest", "social-services", [Ok, PD, PD, PD]),
-    ("jisr.v1.InformationRequestService/ListInformationRequests", "social-services", [Ok, Ok, Ok, PD]),
-    ("jisr.v1.DocumentService/UploadDocument", "social-services", [Ok, Ok, Ok, PD]),
-    ("jisr.v1.DocumentService/DownloadDocument", "social-services", [Ok, HIDDEN, HIDDEN, PD]),
-    ("jisr.v1.DirectoryService/ListAgencies", "social-services", [Ok, Ok, Ok, PD]),
-    ("jisr.v1.DirectoryService/SearchServices", "social-services", [Ok, Ok, Ok, PD]),
-    ("jisr.v1.DirectoryService/RecommendAgency", "social-services", [Ok, Ok, Ok, PD]),
-    ("jisr.v1.AuditService/QueryAuditEvents", "digital", [Ok, PD, Ok, PD]),
-    ("jisr.v1.AuditService/GetCheckpoint", "digital", [Allowed, PD, Allowed, PD]),
-    ("jisr.v1.AuditService/GetInclusionProof", "digital", [Allowed, PD, Allowed, PD]),
-    ("jisr.v1.AuditService/GetConsistencyProof", "digital", [Allowed, PD, Allowed, PD]),
-    ("jisr.adapter.v1.InboxService/PullDeliveries", "housing", [Ok, Ok, Ok, PD]),
-    ("jisr.adapter.v1.InboxService/AckDelivery", "housing", [Ok, HIDDEN, HIDDEN, PD]),
+    (
+        "jisr.v1.ReferralService/SubmitReferral",
+        "social-services",
+        [Ok, Ok, Ok, PD],
+    ),
+    (
+        "jisr.v1.ReferralService/GetReferral",
+        "social-services",
+        [Ok, PD, PD, PD],
+    ),
+    (
+        "jisr.v1.ReferralService/ListReferrals",
+        "social-services",
+        [Ok, Ok, Ok, PD],
+    ),
+    (
+        "jisr.v1.ReferralService/UpdateReferralStatus",
+        "housing",
+        [Ok, PD, PD, PD],
+    ),
+    (
+        "jisr.v1.ReferralService/WatchReferralEvents",
+        "social-services",
+        [Ok, Ok, Ok, PD],
+    ),
+    (
+        "jisr.v1.InformationRequestService/RequestInformation",
+        "social-services",
+        [Ok, Ok, Ok, PD],
+    ),
+    (
+        "jisr.v1.InformationRequestService/RespondToInformationRequest",
+        "housing",
+        [Ok, PD, PD, PD],
+    ),
+    (
+        "jisr.v1.InformationRequestService/GetInformationRequest",
+        "social-services",
+        [Ok, PD, PD, PD],
+    ),
+    (
+        "jisr.v1.InformationRequestService/ListInformationRequests",
+        "social-services",
+        [Ok, Ok, Ok, PD],
+    ),
+    (
+        "jisr.v1.DocumentService/UploadDocument",
+        "social-services",
+        [Ok, Ok, Ok, PD],
+    ),
+    (
+        "jisr.v1.DocumentService/DownloadDocument",
+        "social-services",
+        [Ok, HIDDEN, HIDDEN, PD],
+    ),
+    (
+        "jisr.v1.DirectoryService/ListAgencies",
+        "social-services",
+        [Ok, Ok, Ok, PD],
+    ),
+    (
+        "jisr.v1.DirectoryService/SearchServices",
+        "social-services",
+        [Ok, Ok, Ok, PD],
+    ),
+    (
+        "jisr.v1.DirectoryService/RecommendAgency",
+        "social-services",
+        [Ok, Ok, Ok, PD],
+    ),
+    (
+        "jisr.v1.AuditService/QueryAuditEvents",
+        "digital",
+        [Ok, PD, Ok, PD],
+    ),
+    (
+        "jisr.v1.AuditService/GetCheckpoint",
+        "digital",
+        [Allowed, PD, Allowed, PD],
+    ),
+    (
+        "jisr.v1.AuditService/GetInclusionProof",
+        "digital",
+        [Allowed, PD, Allowed, PD],
+    ),
+    (
+        "jisr.v1.AuditService/GetConsistencyProof",
+        "digital",
+        [Allowed, PD, Allowed, PD],
+    ),
+    (
+        "jisr.adapter.v1.InboxService/PullDeliveries",
+        "housing",
+        [Ok, Ok, Ok, PD],
+    ),
+    (
+        "jisr.adapter.v1.InboxService/AckDelivery",
+        "housing",
+        [Ok, HIDDEN, HIDDEN, PD],
+    ),
 ];
 
 /// The callers of a row: the owner, an unrelated agency (police is party to nothing in the
@@ -150,9 +230,8 @@ async fn inbox_client(
 /// Makes the call `rpc` as `agency`; returns its status code.
 async fn call(env: &TestEnv, gw: &Gateway, w: &World, rpc: &str, agency: &str, n: usize) -> Code {
     let channel = env.channel(gw, &env.agency_cert(agency)).await.unwrap();
-    let mut referrals = jisr::pb::v1::referral_service_client::ReferralServiceClient::new(
-        channel.clone(),
-    );
+    let mut referrals =
+        jisr::pb::v1::referral_service_client::ReferralServiceClient::new(channel.clone());
     let mut information =
         jisr::pb::v1::information_request_service_client::InformationRequestServiceClient::new(
             channel.clone(),
@@ -372,7 +451,9 @@ async fn every_rpc_allows_and_denies_the_right_callers_and_audits_each_denial() 
     for (method, agency) in &denials {
         let entry = logged
             .iter()
-            .find(|e| &e.method == method && &e.caller_agency == agency && e.decision == Decision::Deny)
+            .find(|e| {
+                &e.method == method && &e.caller_agency == agency && e.decision == Decision::Deny
+            })
             .unwrap_or_else(|| panic!("no DENY entry for {method} by {agency}"));
         assert!(!entry.rule.is_empty());
         if agency == NO_GRANT {
@@ -411,7 +492,10 @@ async fn referrals_and_requests_go_only_where_the_policy_allows_naming_the_rule(
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    assert_eq!(err.get_details_error_info().unwrap().reason, "POLICY_DENIED");
+    assert_eq!(
+        err.get_details_error_info().unwrap().reason,
+        "POLICY_DENIED"
+    );
     let mut info = information_client(&env, &gw, "police").await;
     let err = info
         .request_information(RequestInformationRequest {
@@ -428,10 +512,7 @@ async fn referrals_and_requests_go_only_where_the_policy_allows_naming_the_rule(
     .await
     .expect("police may ask housing");
 
-    let telecom = env
-        .channel(&gw, &env.agency_cert("telecom"))
-        .await
-        .unwrap();
+    let telecom = env.channel(&gw, &env.agency_cert("telecom")).await.unwrap();
     let err = jisr::pb::v1::referral_service_client::ReferralServiceClient::new(telecom)
         .submit_referral(submit("t", referral_to("housing")))
         .await
@@ -546,7 +627,11 @@ async fn the_officer_subject_reaches_the_audit_entry_and_the_token_never_does() 
     let signature = token.rsplit('.').next().unwrap();
     for e in &logged {
         let bytes = String::from_utf8_lossy(&e.encode()).to_string();
-        assert!(!bytes.contains(signature) && !bytes.contains(&token[..20]), "entry {} holds the token", e.leaf_index);
+        assert!(
+            !bytes.contains(signature) && !bytes.contains(&token[..20]),
+            "entry {} holds the token",
+            e.leaf_index
+        );
     }
     gw.shutdown().await.unwrap();
 }
@@ -576,11 +661,23 @@ async fn hostile_officer_tokens_are_refused_over_the_wire_and_audited() {
     };
     claims["sub"] = json!("officer-1");
     let cases = [
-        ("alg none", issuer.unsigned(&claims), "ALGORITHM_NOT_ALLOWED"),
+        (
+            "alg none",
+            issuer.unsigned(&claims),
+            "ALGORITHM_NOT_ALLOWED",
+        ),
         ("a wrong key", stranger.mint(&claims), "BAD_SIGNATURE"),
-        ("a wrong audience", issuer.mint(&wrong_audience), "WRONG_AUDIENCE"),
+        (
+            "a wrong audience",
+            issuer.mint(&wrong_audience),
+            "WRONG_AUDIENCE",
+        ),
         ("expired", issuer.mint(&expired), "TOKEN_EXPIRED"),
-        ("exp of the wrong JSON type", issuer.mint(&exp_as_string), "INVALID_CLAIM"),
+        (
+            "exp of the wrong JSON type",
+            issuer.mint(&exp_as_string),
+            "INVALID_CLAIM",
+        ),
         ("not a token", "a b c".to_string(), "TOKEN_MALFORMED"),
     ];
     for (i, (what, token, reason)) in cases.iter().enumerate() {
