@@ -343,6 +343,73 @@ mod tests {
         assert!(!target_matches("police", "housing", None));
     }
 
+    fn sample() -> Config {
+        Config::parse(
+            std::path::Path::new("config/jisr.toml"),
+            include_str!("../../config/jisr.toml"),
+            Vec::new(),
+        )
+        .expect("the sample config is valid, policy included")
+    }
+
+    #[test]
+    fn config_check_names_each_policy_mistake() {
+        let mut config = sample();
+        let police = config.agencies.iter_mut().find(|a| a.id == "police").unwrap();
+        police.policy.allow.push("jisr.v1.ReferalService/*".into());
+        police.policy.allow.push("jisr.v1.AuditService/*".into());
+        police.policy.refer_to = vec![
+            "nowhere".into(),
+            "police".into(),
+            "housing/no-such-service".into(),
+        ];
+        police.policy.ask = vec!["housing/housing-support".into()];
+        police.policy.officer_required = vec!["jisr.v1.ReferralService/SubmitReferral".into()];
+        let telecom = config.agencies.iter_mut().find(|a| a.id == "telecom").unwrap();
+        telecom.policy.refer_to = vec!["housing".into()];
+        let problems = check(&config);
+        let text = problems.join("\n");
+        for expected in [
+            "\"jisr.v1.ReferalService/*\" names no RPC",
+            "AuditService is only for agencies with the auditor role",
+            "\"nowhere\" names no registered agency",
+            "\"police\" is the agency itself",
+            "housing offers no service \"no-such-service\"",
+            "information requests name no service",
+            "no officer token can be verified",
+            "(agency telecom): the agency may not call ReferralService/SubmitReferral",
+        ] {
+            assert!(text.contains(expected), "{expected:?} missing from:\n{text}");
+        }
+        assert_eq!(problems.len(), 8, "{text}");
+        assert!(check(&sample()).is_empty());
+    }
+
+    #[test]
+    fn default_deny_roles_and_rules_decide_with_their_names() {
+        let policy = Policy::of(&sample());
+        let submit = "jisr.v1.ReferralService/SubmitReferral";
+        assert_eq!(
+            policy.rpc("social-services", submit),
+            Decision::allow("policy.allow:jisr.v1.ReferralService/*")
+        );
+        assert_eq!(policy.rpc("telecom", submit), Decision::deny(RULE_DEFAULT_DENY));
+        assert_eq!(policy.rpc("unknown", submit), Decision::deny(RULE_DEFAULT_DENY));
+        let checkpoint = "jisr.v1.AuditService/GetCheckpoint";
+        assert_eq!(policy.rpc("digital", checkpoint), Decision::allow(RULE_AUDITOR_ROLE));
+        assert_eq!(
+            policy.rpc("social-services", checkpoint),
+            Decision::deny(RULE_AUDITOR_REQUIRED)
+        );
+        assert_eq!(
+            policy.rpc("telecom", "grpc.health.v1.Health/Check"),
+            Decision::allow(RULE_STANDARD)
+        );
+        assert!(policy.may_refer("social-services", "housing", "x").allowed);
+        assert!(!policy.may_refer("telecom", "housing", "x").allowed);
+        assert!(!policy.may_ask("telecom", "housing").allowed);
+    }
+
     #[test]
     fn the_contract_lists_the_rpcs_the_gateway_serves() {
         let rpcs = served_rpcs();

@@ -91,6 +91,36 @@ fn serve_on_a_fresh_checkout_creates_the_pki_and_says_so() {
 }
 
 #[test]
+fn config_check_reports_policy_mistakes_before_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = include_str!("../../config/jisr.toml");
+    // Social Services' first policy rule now names an agency that does not exist, and a
+    // service Housing does not offer.
+    let bad = sample.replacen(
+        "refer_to = [\"family-court\"",
+        "refer_to = [\"nowhere\", \"housing/no-such-service\", \"family-court\"",
+        1,
+    );
+    assert_ne!(bad, sample, "the sample's first refer_to rule moved");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, bad).unwrap();
+    let out = jisr(dir.path())
+        .arg("--config")
+        .arg(&path)
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("policy mistakes")
+            && err.contains("agencies[0].policy.refer_to[0] (agency social-services): \"nowhere\" names no registered agency")
+            && err.contains("housing offers no service \"no-such-service\""),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_bad_setting_stops_the_start_naming_key_value_and_expectation() {
     let dir = tempfile::tempdir().unwrap();
     let out = jisr(dir.path())
