@@ -355,7 +355,11 @@ mod tests {
     #[test]
     fn config_check_names_each_policy_mistake() {
         let mut config = sample();
-        let police = config.agencies.iter_mut().find(|a| a.id == "police").unwrap();
+        let police = config
+            .agencies
+            .iter_mut()
+            .find(|a| a.id == "police")
+            .unwrap();
         police.policy.allow.push("jisr.v1.ReferalService/*".into());
         police.policy.allow.push("jisr.v1.AuditService/*".into());
         police.policy.refer_to = vec![
@@ -365,7 +369,11 @@ mod tests {
         ];
         police.policy.ask = vec!["housing/housing-support".into()];
         police.policy.officer_required = vec!["jisr.v1.ReferralService/SubmitReferral".into()];
-        let telecom = config.agencies.iter_mut().find(|a| a.id == "telecom").unwrap();
+        let telecom = config
+            .agencies
+            .iter_mut()
+            .find(|a| a.id == "telecom")
+            .unwrap();
         telecom.policy.refer_to = vec!["housing".into()];
         let problems = check(&config);
         let text = problems.join("\n");
@@ -379,7 +387,10 @@ mod tests {
             "no officer token can be verified",
             "(agency telecom): the agency may not call ReferralService/SubmitReferral",
         ] {
-            assert!(text.contains(expected), "{expected:?} missing from:\n{text}");
+            assert!(
+                text.contains(expected),
+                "{expected:?} missing from:\n{text}"
+            );
         }
         assert_eq!(problems.len(), 8, "{text}");
         assert!(check(&sample()).is_empty());
@@ -393,10 +404,19 @@ mod tests {
             policy.rpc("social-services", submit),
             Decision::allow("policy.allow:jisr.v1.ReferralService/*")
         );
-        assert_eq!(policy.rpc("telecom", submit), Decision::deny(RULE_DEFAULT_DENY));
-        assert_eq!(policy.rpc("unknown", submit), Decision::deny(RULE_DEFAULT_DENY));
+        assert_eq!(
+            policy.rpc("telecom", submit),
+            Decision::deny(RULE_DEFAULT_DENY)
+        );
+        assert_eq!(
+            policy.rpc("unknown", submit),
+            Decision::deny(RULE_DEFAULT_DENY)
+        );
         let checkpoint = "jisr.v1.AuditService/GetCheckpoint";
-        assert_eq!(policy.rpc("digital", checkpoint), Decision::allow(RULE_AUDITOR_ROLE));
+        assert_eq!(
+            policy.rpc("digital", checkpoint),
+            Decision::allow(RULE_AUDITOR_ROLE)
+        );
         assert_eq!(
             policy.rpc("social-services", checkpoint),
             Decision::deny(RULE_AUDITOR_REQUIRED)

@@ -745,3 +745,71 @@ async fn another_agencys_referral_can_be_neither_read_nor_updated() {
     );
     gw.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opaque_officer_tokens_are_introspected_cached_and_refused_when_inactive() {
+    use jisr::auth::officer::testing::{
+        active_answer, MockIdp, TEST_CLIENT_ID, TEST_CLIENT_SECRET,
+    };
+    let mut env = TestEnv::sqlite();
+    let idp = MockIdp::start(&env.ca, TEST_CLIENT_ID, TEST_CLIENT_SECRET)
+        .await
+        .unwrap();
+    // Read once by the verifier at start; no other test uses this variable.
+    std::env::set_var("POLICY_TEST_IDP_SECRET", TEST_CLIENT_SECRET);
+    env.config.officers = idp.officer_config(&env.config.tls.ca_cert, "POLICY_TEST_IDP_SECRET");
+    let gw = env.start().await;
+    let mut social = env.client(&gw, "social-services").await;
+    idp.set_introspection(
+        "opaque-token-of-officer-9",
+        active_answer("uaepass-officer-9"),
+    );
+
+    for _ in 0..2 {
+        social
+            .list_referrals(with_token(
+                ListReferralsRequest::default(),
+                "opaque-token-of-officer-9",
+            ))
+            .await
+            .expect("an active token");
+    }
+    assert_eq!(
+        idp.introspection_calls(),
+        1,
+        "the second call is answered from the cache"
+    );
+    let err = social
+        .list_referrals(with_token(ListReferralsRequest::default(), "revoked-token"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert_eq!(err.get_details_error_info().unwrap().reason, "INACTIVE");
+    idp.set_down(true);
+    let err = social
+        .list_referrals(with_token(ListReferralsRequest::default(), "another-token"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::Unavailable,
+        "the provider's trouble, not the token's"
+    );
+    assert!(err.get_details_retry_info().is_some());
+
+    let logged = eventually_entries(&gw, 4).await;
+    let subjects: Vec<(&str, Decision)> = logged
+        .iter()
+        .map(|e| (e.officer_subject.as_str(), e.decision))
+        .collect();
+    assert_eq!(
+        subjects,
+        vec![
+            ("uaepass-officer-9", Decision::Allow),
+            ("uaepass-officer-9", Decision::Allow),
+            ("", Decision::Deny),
+            ("", Decision::Deny),
+        ]
+    );
+    gw.shutdown().await.unwrap();
+}
