@@ -111,7 +111,11 @@ fn main() {
         request_id: "req-2".into(),
         information_request: Some(information_request()),
     };
-    write("validate_information_request", "request", &[[0].as_slice(), &ask.encode_to_vec()].concat());
+    write(
+        "validate_information_request",
+        "request",
+        &[[0].as_slice(), &ask.encode_to_vec()].concat(),
+    );
     let answer = RespondToInformationRequestRequest {
         information_request_id: "01J8ZQ5V6W7X8Y9Z0A1B2C3D4E".into(),
         request_id: "req-3".into(),
@@ -126,7 +130,11 @@ fn main() {
             }],
         })),
     };
-    write("validate_information_request", "answer", &[[1].as_slice(), &answer.encode_to_vec()].concat());
+    write(
+        "validate_information_request",
+        "answer",
+        &[[1].as_slice(), &answer.encode_to_vec()].concat(),
+    );
     let decline = RespondToInformationRequestRequest {
         response: Some(Response::Decline(InformationRequestDecline {
             reason: DeclineReason::Other as i32,
@@ -134,7 +142,11 @@ fn main() {
         })),
         ..answer
     };
-    write("validate_information_request", "decline", &[[1].as_slice(), &decline.encode_to_vec()].concat());
+    write(
+        "validate_information_request",
+        "decline",
+        &[[1].as_slice(), &decline.encode_to_vec()].concat(),
+    );
 
     // rest_mapping: 1 (canonical), the delivery's length (u16 LE), the delivery, then
     // bytes for the mapping.

@@ -6,7 +6,9 @@
 
 use jisr::api::information_request::{validate_request, validate_response};
 use jisr::pb::v1::respond_to_information_request_request::Response;
-use jisr::pb::v1::{InformationRequest, RequestInformationRequest, RespondToInformationRequestRequest};
+use jisr::pb::v1::{
+    InformationRequest, RequestInformationRequest, RespondToInformationRequestRequest,
+};
 use jisr_fuzz::{assert_violations, fixture, CALLER, NOW_MS};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
@@ -47,7 +49,10 @@ fn request(bytes: &[u8]) {
             due_at: r.due_at,
             ..InformationRequest::default()
         };
-        assert_eq!(out, expected, "the accepted request is not its input fields");
+        assert_eq!(
+            out, expected,
+            "the accepted request is not its input fields"
+        );
         assert!(f.registry.contains(&out.to_agency) && out.to_agency != CALLER);
         assert!(!out.questions.is_empty());
     }
@@ -78,6 +83,9 @@ fn response(bytes: &[u8]) {
         },
     );
     if result.is_ok() {
-        assert!(req.response.is_some(), "accepted without answers or decline");
+        assert!(
+            req.response.is_some(),
+            "accepted without answers or decline"
+        );
     }
 }

@@ -34,7 +34,10 @@ fuzz_target!(|data: &[u8]| {
             consent: r.consent,
             ..Referral::default()
         };
-        assert_eq!(out, expected, "the accepted referral is not its input fields");
+        assert_eq!(
+            out, expected,
+            "the accepted referral is not its input fields"
+        );
         assert!(f.registry.contains(&out.to_agency) && out.to_agency != CALLER);
     }
 });

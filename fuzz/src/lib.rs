@@ -78,10 +78,12 @@ pub fn names_a_field(message: &str, path: &str, len: &dyn Fn(&str) -> Option<usi
     for (n, segment) in segments.iter().enumerate() {
         let Some(m) = current else { return false };
         let (name, index) = match segment.split_once('[') {
-            Some((name, rest)) => match rest.strip_suffix(']').and_then(|i| i.parse::<usize>().ok()) {
-                Some(i) => (name, Some(i)),
-                None => return false,
-            },
+            Some((name, rest)) => {
+                match rest.strip_suffix(']').and_then(|i| i.parse::<usize>().ok()) {
+                    Some(i) => (name, Some(i)),
+                    None => return false,
+                }
+            }
             None => (*segment, None),
         };
         let last = n + 1 == segments.len();
@@ -128,7 +130,11 @@ pub fn assert_violations(
             v.field,
             v.description
         );
-        assert!(!v.description.is_empty(), "violation {:?} says nothing", v.field);
+        assert!(
+            !v.description.is_empty(),
+            "violation {:?} says nothing",
+            v.field
+        );
     }
 }
 
@@ -136,8 +142,21 @@ pub fn assert_violations(
 /// hit present paths; now and then any string.
 fn key(u: &mut Unstructured) -> Result<String> {
     const KEYS: &[&str] = &[
-        "a", "b", "c", "a_b", "", "id", "subject", "identifier", "value", "consent",
-        "reference", "attachments", "0", "due_at", "kind",
+        "a",
+        "b",
+        "c",
+        "a_b",
+        "",
+        "id",
+        "subject",
+        "identifier",
+        "value",
+        "consent",
+        "reference",
+        "attachments",
+        "0",
+        "due_at",
+        "kind",
     ];
     if u.ratio(1, 8)? {
         u.arbitrary()
@@ -166,8 +185,10 @@ pub fn value(u: &mut Unstructured, depth: u32) -> Result<Value> {
     Ok(match pick {
         0 => Value::Null,
         1 => Value::Bool(u.arbitrary()?),
-        2 => serde_json::Number::from_f64(u.arbitrary()?)
-            .map_or_else(|| Value::from(u.arbitrary::<i64>().unwrap_or(0)), Value::Number),
+        2 => serde_json::Number::from_f64(u.arbitrary()?).map_or_else(
+            || Value::from(u.arbitrary::<i64>().unwrap_or(0)),
+            Value::Number,
+        ),
         3 => Value::String(u.arbitrary()?),
         4 => Value::Array(
             (0..u.int_in_range(0..=3)?)
