@@ -2,7 +2,7 @@
 //! a check that a violation names a field of the request (against the compiled proto
 //! descriptors), and bounded JSON values and mappings built from fuzz input.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -11,9 +11,6 @@ use jisr::api::error::ApiError;
 use jisr::config::{Config, RestMapping};
 use jisr::directory::Directory;
 use jisr::tls::Registry;
-use prost::Message;
-use prost_types::field_descriptor_proto::{Label, Type};
-use prost_types::{DescriptorProto, FileDescriptorSet};
 use serde_json::{Map, Value};
 
 /// The calling agency of every fuzzed request (registered in the sample config).
@@ -44,73 +41,7 @@ pub fn fixture() -> &'static Fixture {
     })
 }
 
-/// Every message of the contract by its full name (".jisr.v1.Referral").
-fn messages() -> &'static HashMap<String, DescriptorProto> {
-    static MESSAGES: OnceLock<HashMap<String, DescriptorProto>> = OnceLock::new();
-    MESSAGES.get_or_init(|| {
-        fn add(out: &mut HashMap<String, DescriptorProto>, scope: &str, m: &DescriptorProto) {
-            let name = format!("{scope}.{}", m.name());
-            for nested in &m.nested_type {
-                add(out, &name, nested);
-            }
-            out.insert(name, m.clone());
-        }
-        let set = FileDescriptorSet::decode(jisr::pb::FILE_DESCRIPTOR_SET).expect("descriptors");
-        let mut out = HashMap::new();
-        for file in &set.file {
-            let scope = format!(".{}", file.package());
-            for m in &file.message_type {
-                add(&mut out, &scope, m);
-            }
-        }
-        out
-    })
-}
-
-/// Whether `path` ("referral.attachments[2].document_id") names a field of `message`
-/// (".jisr.v1.SubmitReferralRequest"): every segment a field (the last may be a oneof),
-/// indices only on repeated fields and below `len(path before the index)`.
-pub fn names_a_field(message: &str, path: &str, len: &dyn Fn(&str) -> Option<usize>) -> bool {
-    let all = messages();
-    let mut current = all.get(message);
-    let mut walked = String::new();
-    let segments: Vec<&str> = path.split('.').collect();
-    for (n, segment) in segments.iter().enumerate() {
-        let Some(m) = current else { return false };
-        let (name, index) = match segment.split_once('[') {
-            Some((name, rest)) => {
-                match rest.strip_suffix(']').and_then(|i| i.parse::<usize>().ok()) {
-                    Some(i) => (name, Some(i)),
-                    None => return false,
-                }
-            }
-            None => (*segment, None),
-        };
-        let last = n + 1 == segments.len();
-        if !walked.is_empty() {
-            walked.push('.');
-        }
-        walked.push_str(name);
-        let Some(field) = m.field.iter().find(|f| f.name() == name) else {
-            return last && index.is_none() && m.oneof_decl.iter().any(|o| o.name() == name);
-        };
-        if let Some(i) = index {
-            if field.label() != Label::Repeated || len(&walked).is_none_or(|l| i >= l) {
-                return false;
-            }
-            walked.push_str(&format!("[{i}]"));
-        }
-        current = if field.r#type() == Type::Message {
-            all.get(field.type_name())
-        } else {
-            None
-        };
-        if !last && current.is_none() {
-            return false;
-        }
-    }
-    true
-}
+pub use jisr::api::contract::names_a_field;
 
 /// Asserts a validation error is INVALID_ARGUMENT naming only fields of `message`.
 pub fn assert_violations(

@@ -2,6 +2,7 @@
 //! through one store transaction, and map errors in one place (`error`).
 
 pub mod audit;
+pub mod contract;
 pub mod convert;
 pub mod directory;
 pub mod document;

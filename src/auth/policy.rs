@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::api::contract::served_rpcs;
 use crate::config::{Config, ROLE_AUDITOR};
 
 /// The service only auditors may call (by role, never by an `allow` pattern).
@@ -172,30 +173,6 @@ fn target_matches(rule: &str, agency: &str, service: Option<&str>) -> bool {
         None => rule == agency,
         Some((a, s)) => a == agency && service.is_some_and(|service| service == s),
     }
-}
-
-/// Every RPC the gateway serves, `package.Service/Method`, from the contract's descriptor.
-pub fn served_rpcs() -> Vec<String> {
-    use prost::Message;
-    let Ok(set) = prost_types::FileDescriptorSet::decode(crate::pb::FILE_DESCRIPTOR_SET) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for file in &set.file {
-        let package = file.package();
-        for service in &file.service {
-            let full = format!("{package}.{}", service.name());
-            // Implemented by agency systems, not by the gateway.
-            if full == "jisr.adapter.v1.AgencyEndpointService" {
-                continue;
-            }
-            for m in &service.method {
-                out.push(format!("{full}/{}", m.name()));
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// Policy mistakes `jisr config check` reports (and `serve` refuses to start with): rules

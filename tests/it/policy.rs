@@ -4,9 +4,10 @@
 
 use std::collections::BTreeSet;
 
+use jisr::api::contract::served_rpcs;
 use jisr::audit::entry::{AuditEntry, Decision};
 use jisr::auth::officer::testing::{TestIssuer, TEST_AUDIENCE, TEST_ISSUER};
-use jisr::auth::policy::{served_rpcs, PolicyConfig};
+use jisr::auth::policy::PolicyConfig;
 use jisr::pb::adapter_v1::inbox_service_client::InboxServiceClient;
 use jisr::pb::adapter_v1::{AckDeliveryRequest, AckOutcome, PullDeliveriesRequest};
 use jisr::pb::v1::audit_service_client::AuditServiceClient;

@@ -3,10 +3,11 @@
 //! 256 cases per property unless PROPTEST_CASES says otherwise; the fuzz targets in
 //! fuzz/ go further (docs/security.md).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::OnceLock;
 
 use jisr::adapters::rest::mapping::apply;
+use jisr::api::contract::names_a_field;
 use jisr::api::convert::timestamp;
 use jisr::api::error::ApiError;
 use jisr::api::information_request::{validate_request, validate_response};
@@ -22,8 +23,7 @@ use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use proptest::sample::select;
 use prost::Message;
-use prost_types::field_descriptor_proto::{Label, Type};
-use prost_types::{DescriptorProto, FileDescriptorSet, Timestamp};
+use prost_types::Timestamp;
 use serde_json::{Map, Value};
 
 use crate::common::{information_request_to, referral_to, sample_config, submit};
@@ -58,74 +58,6 @@ fn directory() -> &'static Directory {
 
 // ---------------------------------------------------------------------------------------
 // Field paths against the contract
-
-/// Every message of the contract by its full name (".jisr.v1.Referral").
-fn messages() -> &'static HashMap<String, DescriptorProto> {
-    static MESSAGES: OnceLock<HashMap<String, DescriptorProto>> = OnceLock::new();
-    MESSAGES.get_or_init(|| {
-        fn add(out: &mut HashMap<String, DescriptorProto>, scope: &str, m: &DescriptorProto) {
-            let name = format!("{scope}.{}", m.name());
-            for nested in &m.nested_type {
-                add(out, &name, nested);
-            }
-            out.insert(name, m.clone());
-        }
-        let set = FileDescriptorSet::decode(jisr::pb::FILE_DESCRIPTOR_SET).expect("descriptors");
-        let mut out = HashMap::new();
-        for file in &set.file {
-            let scope = format!(".{}", file.package());
-            for m in &file.message_type {
-                add(&mut out, &scope, m);
-            }
-        }
-        out
-    })
-}
-
-/// Whether `path` ("referral.attachments[2].document_id") names a field of `message`
-/// (".jisr.v1.SubmitReferralRequest"): each segment a field (the last may be a oneof),
-/// an index only on a repeated field and below `len(path up to the index)`.
-fn names_a_field(message: &str, path: &str, len: &dyn Fn(&str) -> Option<usize>) -> bool {
-    let all = messages();
-    let mut current = all.get(message);
-    let mut walked = String::new();
-    let segments: Vec<&str> = path.split('.').collect();
-    for (n, segment) in segments.iter().enumerate() {
-        let Some(m) = current else { return false };
-        let (name, index) = match segment.split_once('[') {
-            Some((name, rest)) => {
-                match rest.strip_suffix(']').and_then(|i| i.parse::<usize>().ok()) {
-                    Some(i) => (name, Some(i)),
-                    None => return false,
-                }
-            }
-            None => (*segment, None),
-        };
-        let last = n + 1 == segments.len();
-        if !walked.is_empty() {
-            walked.push('.');
-        }
-        walked.push_str(name);
-        let Some(field) = m.field.iter().find(|f| f.name() == name) else {
-            return last && index.is_none() && m.oneof_decl.iter().any(|o| o.name() == name);
-        };
-        if let Some(i) = index {
-            if field.label() != Label::Repeated || len(&walked).is_none_or(|l| i >= l) {
-                return false;
-            }
-            walked.push_str(&format!("[{i}]"));
-        }
-        current = if field.r#type() == Type::Message {
-            all.get(field.type_name())
-        } else {
-            None
-        };
-        if !last && current.is_none() {
-            return false;
-        }
-    }
-    true
-}
 
 /// The violations of a failed validation (and a failure if it failed otherwise).
 fn violations<T>(result: &Result<T, ApiError>) -> Vec<(String, String)> {
