@@ -173,7 +173,8 @@ pub struct LimitsConfig {
     pub requests_per_second: f64,
     /// ...with bursts up to this many calls.
     pub burst: u32,
-    /// Most calls of one agency in progress at once (streams included).
+    /// Most calls of one agency in progress at once (a streamed answer counts until it
+    /// starts; streams are bounded by max_concurrent_streams and connections).
     pub max_in_flight_per_agency: usize,
     /// Largest request message (DocumentService uploads have their own chunk limit).
     pub max_message_bytes: usize,
