@@ -17,7 +17,7 @@ use crate::api::inbox::InboxApi;
 use crate::api::information_request::InformationRequestApi;
 use crate::api::referral::ReferralApi;
 use crate::audit::layer::AuditLayer;
-use crate::auth::gate::{Authorize, GateLayer, Limits, Officers};
+use crate::auth::gate::{Authorize, DeadlineLayer, GateLayer, Limits, Officers};
 use crate::auth::officer::OfficerVerifier;
 use crate::auth::policy::Policy;
 use crate::config::Config;
@@ -137,11 +137,11 @@ impl Gateway {
         let router = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .max_concurrent_streams(limits.max_concurrent_streams)
-            // The deadline of every call (a shorter grpc-timeout from the client wins).
-            .timeout(Duration::from_millis(limits.call_timeout_ms))
             // The request path, outermost first. Every call, on every service, ends in the
             // audit layer, whatever the layers under it decide.
             .layer(AuditLayer::new(store.clone()))
+            // The deadline of every call (a shorter grpc-timeout from the client wins).
+            .layer(DeadlineLayer(Duration::from_millis(limits.call_timeout_ms)))
             .layer(GateLayer(Limits::new(config)))
             .layer(GateLayer(Officers(officers)))
             .layer(GateLayer(Authorize(policy)))
