@@ -1,41 +1,37 @@
 //! Jisr (جسر, "bridge"): a gRPC interoperability gateway between government agency systems.
 //!
-//! The request path, top to bottom (see docs/ and ../shared/DESIGN.md):
-//! `tls` (mTLS acceptor, agency identity) → `auth` (the caller) → `api` (validate, map
-//! errors) → `domain` (lifecycle rules) → `store` (one transaction) → reply.
+//! The modules follow the data flow, and imports only point down this list (checked in CI
+//! by tests/it/layout.rs; docs/architecture.md is the map):
+//!
+//! ```text
+//! cli, server        the command line; assembling the gateway (the only place that knows everything)
+//! simulation         simulated agency systems for `jisr demo` and `jisr bench --sandbox`
+//! api                thin gRPC handlers: validate → domain::exchange → map the result
+//! layers             the request path: audit → deadline → limits → officer → authorize
+//! delivery, adapters the dispatcher and the adapters that reach agency systems
+//! store              sqlx storage: domain's storage trait, the group-commit writer
+//! domain             the exchange service, lifecycle rules, policy, payloads: pure + a trait
+//! audit              entries, Merkle tree, checkpoints, verify, the call's audit context
+//! directory, tls     the service catalogue and calendar; mTLS, identity, CRLs, reload
+//! config             loading and JISR_ overrides (each subsystem owns its section)
+//! common             the error type and its one mapping to gRPC, time, trace ids, pb
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod adapters;
 pub mod api;
 pub mod audit;
-pub mod auth;
 pub mod cli;
+pub mod common;
 pub mod config;
 pub mod delivery;
 pub mod directory;
 pub mod domain;
+pub mod layers;
 pub mod server;
+pub mod simulation;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
 
-/// Code generated from proto/ (see build.rs).
-#[allow(clippy::all, clippy::pedantic)]
-pub mod pb {
-    pub mod jisr {
-        pub mod v1 {
-            tonic::include_proto!("jisr.v1");
-        }
-        pub mod adapter {
-            pub mod v1 {
-                tonic::include_proto!("jisr.adapter.v1");
-            }
-        }
-    }
-    pub use jisr::adapter::v1 as adapter_v1;
-    pub use jisr::v1;
-
-    /// The encoded descriptor set of the whole contract, served by reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        include_bytes!(concat!(env!("OUT_DIR"), "/jisr_descriptor.bin"));
-}
+pub use common::pb;

@@ -7,8 +7,9 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use arbitrary::{Result, Unstructured};
-use jisr::api::error::ApiError;
-use jisr::config::{Config, RestMapping};
+use jisr::common::error::ApiError;
+use jisr::adapters::rest::RestMapping;
+use jisr::server::config::Config;
 use jisr::directory::Directory;
 use jisr::tls::Registry;
 use serde_json::{Map, Value};
@@ -41,7 +42,7 @@ pub fn fixture() -> &'static Fixture {
     })
 }
 
-pub use jisr::api::contract::names_a_field;
+pub use jisr::common::contract::names_a_field;
 
 /// Asserts a validation error is INVALID_ARGUMENT naming only fields of `message`.
 pub fn assert_violations(

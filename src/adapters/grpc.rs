@@ -1,37 +1,67 @@
 //! `grpc`: calls the agency's jisr.adapter.v1.AgencyEndpointService over mTLS with the
 //! gateway's own client certificate.
 
-use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
+use serde::Deserialize;
 use tonic::transport::Channel;
 use tonic::Code;
 
-use crate::config::Config;
+use super::{AdapterSpec, BuildContext};
+use crate::common::BoxFuture;
+use crate::config::ConfigError;
 use crate::delivery::{Adapter, AgencyReceipt, DeliveryError, OutboundDelivery};
 use crate::pb::adapter_v1::agency_endpoint_service_client::AgencyEndpointServiceClient;
 use crate::pb::adapter_v1::{
     delivery, DeliverInformationRequestRequest, DeliverInformationResponseRequest,
     DeliverReferralRequest, DeliverStatusUpdateRequest,
 };
-use crate::store::BoxFuture;
 use crate::tls::client::{endpoint, AgencyCredentials};
+
+/// `kind = "grpc"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// e.g. "https://housing.example.gov:8443"
+    pub endpoint: String,
+    /// The name the agency's server certificate must carry (default: the endpoint's host).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// CA bundle for the agency's server certificate (default: tls.ca_cert).
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+}
+
+impl AdapterSpec for GrpcConfig {
+    fn validate(&self, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        if !self.endpoint.starts_with("https://") {
+            return Err(ConfigError::invalid(
+                key("endpoint"),
+                &self.endpoint,
+                "an https:// URL of the agency's endpoint",
+            ));
+        }
+        Ok(())
+    }
+
+    fn build(&self, ctx: &BuildContext) -> anyhow::Result<Option<Arc<dyn Adapter>>> {
+        Ok(Some(Arc::new(GrpcAdapter::new(ctx, self)?)))
+    }
+}
 
 pub struct GrpcAdapter {
     client: AgencyEndpointServiceClient<Channel>,
 }
 
 impl GrpcAdapter {
-    pub fn new(
-        config: &Config,
-        url: &str,
-        server_name: Option<&str>,
-        ca_cert: Option<&Path>,
-    ) -> anyhow::Result<GrpcAdapter> {
+    pub fn new(ctx: &BuildContext, config: &GrpcConfig) -> anyhow::Result<GrpcAdapter> {
+        let url = &config.endpoint;
         let creds = AgencyCredentials::from_files(
-            ca_cert.unwrap_or(&config.tls.ca_cert),
-            &config.delivery.client_cert,
-            &config.delivery.client_key,
+            config.ca_cert.as_deref().unwrap_or(&ctx.ca_cert),
+            &ctx.client_cert,
+            &ctx.client_key,
         )?;
         let host = url
             .trim_start_matches("https://")
@@ -40,7 +70,7 @@ impl GrpcAdapter {
             .unwrap_or("localhost")
             .to_string();
         let addr = url.trim_start_matches("https://").trim_end_matches('/');
-        let channel = endpoint(addr, server_name.unwrap_or(&host), &creds)
+        let channel = endpoint(addr, config.server_name.as_deref().unwrap_or(&host), &creds)
             .with_context(|| format!("grpc adapter endpoint {url}"))?
             .connect_lazy();
         Ok(GrpcAdapter {

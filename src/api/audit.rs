@@ -8,13 +8,12 @@ use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::convert::timestamp;
-use super::error::{ApiError, ERROR_DOMAIN};
 use super::paging;
 use super::validate::{timestamp_ms, Violations};
 use crate::audit::entry::{AuditEntry, Decision};
 use crate::audit::merkle::{self, Hash};
-use crate::auth::{self, Caller};
-use crate::config::{Config, ROLE_AUDITOR};
+use crate::common::{ApiError, ERROR_DOMAIN};
+use crate::layers::{self as auth, Caller};
 use crate::pb::v1::audit_service_server::AuditService;
 use crate::pb::v1::*;
 use crate::store::audit::{self as log, AuditFilter, AuditRow, CheckpointRow};
@@ -33,18 +32,16 @@ pub struct AuditApi {
 }
 
 impl AuditApi {
-    pub fn new(pool: AnyPool, config: &Config) -> AuditApi {
+    /// The audit service of the log `log_id` (this node's), for the agencies `auditors`.
+    pub fn new(
+        pool: AnyPool,
+        log_id: &str,
+        auditors: impl IntoIterator<Item = String>,
+    ) -> AuditApi {
         AuditApi {
             pool,
-            log_id: config.node_id.clone(),
-            auditors: Arc::new(
-                config
-                    .agencies
-                    .iter()
-                    .filter(|a| config.has_role(&a.id, ROLE_AUDITOR))
-                    .map(|a| a.id.clone())
-                    .collect(),
-            ),
+            log_id: log_id.to_string(),
+            auditors: Arc::new(auditors.into_iter().collect()),
         }
     }
 
@@ -116,7 +113,7 @@ impl AuditApi {
 }
 
 fn store_error(e: StoreError) -> Status {
-    Status::from(ApiError::Store(e))
+    Status::from(ApiError::from(e))
 }
 
 fn checkpoint_proto(log_id: &str, c: &CheckpointRow) -> Checkpoint {

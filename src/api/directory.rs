@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::error::ApiError;
 use super::paging;
 use super::validate::Violations;
-use crate::auth;
-use crate::config::{Config, ConfigError};
+use crate::common::ApiError;
+use crate::config::ConfigError;
+use crate::directory::config::DirectoryConfig;
 use crate::directory::search::{self, Query};
 use crate::directory::Directory;
+use crate::layers as auth;
 use crate::pb::v1::directory_service_server::DirectoryService;
 use crate::pb::v1::*;
 
@@ -30,7 +31,7 @@ pub struct DirectoryApi {
 }
 
 impl DirectoryApi {
-    pub fn new(config: &Config) -> Result<DirectoryApi, ConfigError> {
+    pub fn new(config: &DirectoryConfig) -> Result<DirectoryApi, ConfigError> {
         Ok(DirectoryApi {
             directory: Arc::new(Directory::from_config(config)?),
         })

@@ -13,15 +13,16 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{receipt_proto, timestamp};
-use super::error::ApiError;
 use super::validate::Violations;
-use crate::auth::{self, Caller};
-use crate::config::DocumentsConfig;
+use crate::common::error::{ApiError, Reason};
+use crate::common::time::now_ms;
+use crate::layers::{self as auth, Caller};
 use crate::pb::v1::document_service_server::DocumentService;
 use crate::pb::v1::*;
 use crate::store::blobs::Blobs;
+use crate::store::blobs::DocumentsConfig;
 use crate::store::documents::{Grant, VIA_UPLOAD};
-use crate::store::{now_ms, Store};
+use crate::store::Store;
 
 /// Size of the chunks a download is sent in.
 const DOWNLOAD_CHUNK: usize = 64 * 1024;
@@ -112,7 +113,7 @@ impl DocumentApi {
             };
             if chunk.len() as u64 > self.max_chunk {
                 return Err(ApiError::TooLarge {
-                    reason: "CHUNK_TOO_LARGE",
+                    reason: Reason::ChunkTooLarge,
                     field: "chunk",
                     limit: self.max_chunk,
                     actual: chunk.len() as u64,
@@ -121,7 +122,7 @@ impl DocumentApi {
             let total = staged.size() + chunk.len() as u64;
             if total > self.max_document {
                 return Err(ApiError::TooLarge {
-                    reason: "DOCUMENT_TOO_LARGE",
+                    reason: Reason::DocumentTooLarge,
                     field: "chunk",
                     limit: self.max_document,
                     actual: total,
@@ -194,7 +195,7 @@ impl DocumentApi {
     fn validate_metadata(&self, m: &DocumentMetadata) -> Result<(), ApiError> {
         if m.size_bytes > self.max_document {
             return Err(ApiError::TooLarge {
-                reason: "DOCUMENT_TOO_LARGE",
+                reason: Reason::DocumentTooLarge,
                 field: "metadata.size_bytes",
                 limit: self.max_document,
                 actual: m.size_bytes,

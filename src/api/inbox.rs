@@ -10,15 +10,16 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::convert::{receipt_proto, timestamp};
-use super::error::ApiError;
 use super::validate::Violations;
-use crate::auth;
-use crate::config::{AdapterConfig, Config};
+use super::Refuse;
+use crate::common::time::now_ms;
+use crate::common::ApiError;
 use crate::delivery::effects;
+use crate::layers as auth;
 use crate::pb::adapter_v1::inbox_service_server::InboxService;
 use crate::pb::adapter_v1::*;
 use crate::store::outbox::{OutboxRow, DEAD, DELIVERED};
-use crate::store::{now_ms, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 const DEFAULT_MAX: i32 = 10;
 const MAX: i32 = 100;
@@ -35,22 +36,19 @@ pub struct InboxApi {
 }
 
 impl InboxApi {
-    pub fn new(store: Store, config: &Config) -> InboxApi {
+    /// `pullers`: the agencies whose adapter is `inbox`; a pulled delivery not acknowledged
+    /// within `visibility` is offered again; long polls end a second inside `call_timeout`.
+    pub fn new(
+        store: Store,
+        pullers: impl IntoIterator<Item = String>,
+        visibility: Duration,
+        call_timeout: Duration,
+    ) -> InboxApi {
         InboxApi {
             store,
-            pullers: Arc::new(
-                config
-                    .agencies
-                    .iter()
-                    .filter(|a| matches!(a.adapter, AdapterConfig::Inbox))
-                    .map(|a| a.id.clone())
-                    .collect(),
-            ),
-            visibility_ms: config.delivery.visibility_timeout_ms as i64,
-            max_wait: MAX_WAIT.min(
-                Duration::from_millis(config.limits.call_timeout_ms)
-                    .saturating_sub(Duration::from_secs(1)),
-            ),
+            pullers: Arc::new(pullers.into_iter().collect()),
+            visibility_ms: visibility.as_millis() as i64,
+            max_wait: MAX_WAIT.min(call_timeout.saturating_sub(Duration::from_secs(1))),
         }
     }
 }
@@ -119,13 +117,13 @@ impl InboxService for InboxApi {
                     })
                 })
                 .await
-                .map_err(|e| ApiError::Store(e).refuse(&caller.audit))?;
+                .map_err(|e| ApiError::from(e).refuse(&caller.audit))?;
             if !rows.is_empty() || tokio::time::Instant::now() >= deadline {
                 let deliveries = rows
                     .iter()
                     .map(to_delivery)
                     .collect::<Result<_, _>>()
-                    .map_err(|e| ApiError::Store(e).refuse(&caller.audit))?;
+                    .map_err(|e| ApiError::from(e).refuse(&caller.audit))?;
                 return Ok(Response::new(PullDeliveriesResponse { deliveries }));
             }
             // Long poll: wake on a new delivery, or look again when a lease may have ended.

@@ -12,22 +12,23 @@ use tonic::{Request, Response, Status};
 use tonic_types::FieldViolation;
 
 use super::convert::{receipt_proto, replay, timestamp, traceparent};
-use super::error::ApiError;
 use super::paging::IdPage;
 use super::referral::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use super::validate::{is_code, Violations};
-use crate::auth::policy::Policy;
-use crate::auth::{self, Caller};
-use crate::delivery::payload;
+use crate::common::time::now_ms;
+use crate::common::ApiError;
 use crate::directory::calendar::add_working_days;
 use crate::directory::Directory;
 use crate::domain::information_request::{is_overdue, short};
+use crate::domain::payload;
+use crate::domain::policy::Policy;
+use crate::layers::{self as auth, Caller};
 use crate::pb::v1::information_request_service_server::InformationRequestService;
 use crate::pb::v1::respond_to_information_request_request::Response as Reply;
 use crate::pb::v1::*;
 use crate::store::information_requests::{InformationRequestFilter, InformationRequestRow};
 use crate::store::outbox::NewDelivery;
-use crate::store::{now_ms, NewEvent, Store, StoreError, WriteTx};
+use crate::store::{NewEvent, Store, WriteTx};
 use crate::tls::Registry;
 
 const REQUEST: &str = "jisr.v1.InformationRequestService/RequestInformation";
@@ -111,7 +112,7 @@ impl InformationRequestApi {
         let mut ir = validate_request(&self.registry, caller.agency(), &req, now)?;
         caller.audit.set_target("", &ir.to_agency);
         let decision = self.policy.may_ask(caller.agency(), &ir.to_agency);
-        ApiError::check_policy(&decision, &caller.audit, || {
+        super::check_policy(&decision, &caller.audit, || {
             format!(
                 "agency {} may not send information requests to {}: its policy.ask does not allow it",
                 caller.agency(),
@@ -632,16 +633,12 @@ fn not_party(id: &str) -> ApiError {
 
 fn parse_status(s: &str) -> Result<InformationRequestStatus, ApiError> {
     InformationRequestStatus::from_str_name(s)
-        .ok_or_else(|| ApiError::Store(StoreError::Corrupt(format!("unknown status {s:?}"))))
+        .ok_or_else(|| ApiError::corrupt(format!("unknown status {s:?}")))
 }
 
 fn decode(row: &InformationRequestRow) -> Result<InformationRequest, ApiError> {
-    InformationRequest::decode(row.body.as_slice()).map_err(|e| {
-        ApiError::Store(StoreError::Corrupt(format!(
-            "information request {}: {e}",
-            row.id
-        )))
-    })
+    InformationRequest::decode(row.body.as_slice())
+        .map_err(|e| ApiError::corrupt(format!("information request {}: {e}", row.id)))
 }
 
 /// The request as an API answer: the stored request plus its current state.

@@ -13,19 +13,20 @@ use tonic::{Request, Response, Status};
 use tonic_types::FieldViolation;
 
 use super::convert::{receipt_proto, replay, timestamp, traceparent};
-use super::error::ApiError;
 use super::paging::IdPage;
 use super::validate::{is_code, Violations, UNREADABLE_DOCUMENT};
-use crate::auth::policy::Policy;
-use crate::auth::{self, Caller};
-use crate::delivery::payload;
+use crate::common::time::now_ms;
+use crate::common::ApiError;
 use crate::directory::Directory;
+use crate::domain::payload;
+use crate::domain::policy::Policy;
 use crate::domain::referral::{check_transition, is_final, Actor};
 use crate::domain::time_frames;
+use crate::layers::{self as auth, Caller};
 use crate::pb::v1::referral_service_server::ReferralService;
 use crate::pb::v1::*;
 use crate::store::outbox::NewDelivery;
-use crate::store::{now_ms, EventRow, ListFilter, NewEvent, ReferralRow, Store, StoreError};
+use crate::store::{EventRow, ListFilter, NewEvent, ReferralRow, Store};
 use crate::tls::Registry;
 use std::sync::Arc;
 
@@ -126,7 +127,7 @@ impl ReferralApi {
             self.policy
                 .may_refer(caller.agency(), &referral.to_agency, &referral.service_code);
         caller.audit.set_target("", &referral.to_agency);
-        ApiError::check_policy(&decision, &caller.audit, || {
+        super::check_policy(&decision, &caller.audit, || {
             format!(
                 "agency {} may not send referrals for {} to {}: its policy.refer_to does not allow it",
                 caller.agency(),
@@ -450,12 +451,8 @@ impl ReferralApi {
                     if let Some(entry) = tx.audit() {
                         entry.recipient_agency = counterpart(&row, &agency).to_string();
                     }
-                    check_transition(parse_status(&row.status)?, to, actor).map_err(|source| {
-                        ApiError::Transition {
-                            referral_id: row.id.clone(),
-                            source,
-                        }
-                    })?;
+                    check_transition(parse_status(&row.status)?, to, actor)
+                        .map_err(|e| e.into_error(&row.id))?;
                     row.status = to.as_str_name().to_string();
                     row.updated_at = now;
                     tx.set_referral_status(&row.id, &row.status, now).await?;
@@ -565,7 +562,7 @@ impl ReferralApi {
                 let batch = match store.events_after(&agency, after, WATCH_BATCH).await {
                     Ok(batch) => batch,
                     Err(e) => {
-                        let _ = tx.send(Err(Status::from(ApiError::Store(e)))).await;
+                        let _ = tx.send(Err(Status::from(ApiError::from(e)))).await;
                         return;
                     }
                 };
@@ -686,7 +683,7 @@ fn not_party(id: &str) -> ApiError {
 
 fn parse_status(s: &str) -> Result<ReferralStatus, ApiError> {
     ReferralStatus::from_str_name(s)
-        .ok_or_else(|| ApiError::Store(StoreError::Corrupt(format!("unknown status {s:?}"))))
+        .ok_or_else(|| ApiError::corrupt(format!("unknown status {s:?}")))
 }
 
 fn status_change(e: &EventRow) -> Result<StatusChange, ApiError> {
@@ -703,7 +700,7 @@ fn status_change(e: &EventRow) -> Result<StatusChange, ApiError> {
 /// The referral as an API answer: the stored submission plus its current state.
 fn to_proto(row: &ReferralRow, history: &[EventRow], now: i64) -> Result<Referral, ApiError> {
     let mut r = Referral::decode(row.body.as_slice())
-        .map_err(|e| ApiError::Store(StoreError::Corrupt(format!("referral {}: {e}", row.id))))?;
+        .map_err(|e| ApiError::corrupt(format!("referral {}: {e}", row.id)))?;
     let status = parse_status(&row.status)?;
     r.status = status as i32;
     r.updated_at = Some(timestamp(row.updated_at));

@@ -4,7 +4,7 @@
 use prost_types::Timestamp;
 use tonic_types::FieldViolation;
 
-use super::error::ApiError;
+use crate::common::ApiError;
 use crate::pb::v1::{
     Consent, ContactDetails, DocumentReference, IdentifierType, PersonIdentifier, Subject,
 };
@@ -294,15 +294,7 @@ pub fn is_code(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-/// Unix milliseconds of a well-formed timestamp.
-pub fn timestamp_ms(t: &Timestamp) -> Option<i64> {
-    if !(0..1_000_000_000).contains(&t.nanos)
-        || !(-62_135_596_800..=253_402_300_799).contains(&t.seconds)
-    {
-        return None;
-    }
-    Some(t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
-}
+pub use crate::common::time::timestamp_ms;
 
 fn is_alnum_between(s: &str, min: usize, max: usize) -> bool {
     (min..=max).contains(&s.len())

@@ -4,15 +4,70 @@
 pub mod checkpoint;
 pub mod context;
 pub mod entry;
-pub mod layer;
+pub mod log;
 pub mod merkle;
 pub mod verify;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use checkpoint::NoteSigner;
+use merkle::Hash;
 
-use crate::config::Config;
+use serde::Deserialize;
+
+use crate::config::ConfigError;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Ed25519 private key (PKCS#8 PEM) that signs this node's checkpoints; the
+    /// development PKI creates it, with its published verifier key beside it (.pub).
+    #[serde(default = "default_signing_key")]
+    pub signing_key: PathBuf,
+    /// Sign a checkpoint after this many entries...
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// ...or this many milliseconds after the first entry it does not cover.
+    #[serde(default = "default_checkpoint_interval_ms")]
+    pub checkpoint_interval_ms: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            signing_key: default_signing_key(),
+            checkpoint_every: default_checkpoint_every(),
+            checkpoint_interval_ms: default_checkpoint_interval_ms(),
+        }
+    }
+}
+
+impl AuditConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        crate::config::at_least_one(&[
+            ("audit.checkpoint_every", self.checkpoint_every),
+            ("audit.checkpoint_interval_ms", self.checkpoint_interval_ms),
+        ])
+    }
+}
+
+fn default_signing_key() -> PathBuf {
+    PathBuf::from("certs/dev/audit-signing.key")
+}
+fn default_checkpoint_every() -> u64 {
+    1000
+}
+fn default_checkpoint_interval_ms() -> u64 {
+    1000
+}
+
+/// Where an audit entry landed: what an agency keeps to have it proven later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub log_id: String,
+    pub leaf_index: u64,
+    pub leaf_hash: Hash,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -22,9 +77,10 @@ pub enum KeyError {
     Note(#[from] checkpoint::NoteError),
 }
 
-/// The node's checkpoint signer, from `audit.signing_key` (PKCS#8 PEM).
-pub fn load_signer(config: &Config) -> Result<NoteSigner, KeyError> {
-    let path = &config.audit.signing_key;
+/// The node's checkpoint signer, from `audit.signing_key` (PKCS#8 PEM); `origin` names
+/// the log in its checkpoints (`<trust domain>/jisr/<node id>`).
+pub fn load_signer(config: &AuditConfig, origin: &str) -> Result<NoteSigner, KeyError> {
+    let path = &config.signing_key;
     let err = |message: String| KeyError::File {
         path: path.display().to_string(),
         message,
@@ -32,16 +88,13 @@ pub fn load_signer(config: &Config) -> Result<NoteSigner, KeyError> {
     use rustls::pki_types::pem::PemObject;
     let key = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_file(path)
         .map_err(|e| err(format!("no PKCS#8 private key: {e}")))?;
-    Ok(NoteSigner::from_pkcs8(
-        &config.audit_origin(),
-        key.secret_pkcs8_der(),
-    )?)
+    Ok(NoteSigner::from_pkcs8(origin, key.secret_pkcs8_der())?)
 }
 
 /// Creates a new signing key at `path` and its verifier key at `path` + ".pub".
-pub fn create_signing_key(config: &Config, path: &Path) -> Result<String, KeyError> {
+pub fn create_signing_key(origin: &str, path: &Path) -> Result<String, KeyError> {
     let pkcs8 = NoteSigner::generate_pkcs8()?;
-    let signer = NoteSigner::from_pkcs8(&config.audit_origin(), &pkcs8)?;
+    let signer = NoteSigner::from_pkcs8(origin, &pkcs8)?;
     let err = |e: std::io::Error| KeyError::File {
         path: path.display().to_string(),
         message: e.to_string(),

@@ -10,13 +10,10 @@
 
 use std::io::{IsTerminal, Write};
 
-use sqlx::AnyPool;
-
 use super::checkpoint::NoteVerifier;
 use super::entry::AuditEntry;
+use super::log::{AuditFilter, LogReader};
 use super::merkle::{self, CompactTree, Hash};
-use crate::store::audit::{self as log, AuditFilter};
-use crate::store::StoreError;
 
 const CHUNK: i64 = 20_000;
 
@@ -58,16 +55,21 @@ pub enum VerifyError {
     },
     #[error("the verifier key is not usable: {0}")]
     Key(String),
-    #[error("{0}")]
-    Store(#[from] StoreError),
+    #[error("the trusted checkpoint does not verify with the verifier key: {0}")]
+    Trusted(String),
+    #[error("reading the log: {0}")]
+    Read(String),
 }
 
-pub async fn verify(pool: &AnyPool, opts: &VerifyOptions) -> Result<Vec<LogReport>, VerifyError> {
+pub async fn verify(
+    pool: &dyn LogReader,
+    opts: &VerifyOptions,
+) -> Result<Vec<LogReport>, VerifyError> {
     let verifier =
         NoteVerifier::parse(&opts.verifier_key).map_err(|e| VerifyError::Key(e.to_string()))?;
     let logs = match &opts.log_id {
         Some(id) => vec![id.clone()],
-        None => log::log_ids(pool).await?,
+        None => pool.log_ids().await.map_err(VerifyError::Read)?,
     };
     let mut reports = Vec::new();
     for log_id in logs {
@@ -77,7 +79,7 @@ pub async fn verify(pool: &AnyPool, opts: &VerifyOptions) -> Result<Vec<LogRepor
 }
 
 async fn verify_log(
-    pool: &AnyPool,
+    pool: &dyn LogReader,
     log_id: &str,
     verifier: &NoteVerifier,
     opts: &VerifyOptions,
@@ -92,12 +94,8 @@ async fn verify_log(
         size,
         problem,
     };
-    let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM audit_entries WHERE log_id = $1")
-        .bind(log_id)
-        .fetch_one(pool)
-        .await
-        .map_err(StoreError::from)?;
-    let mut bar = Progress::new(opts.progress, log_id, total as u64);
+    let total = pool.entry_count(log_id).await.map_err(VerifyError::Read)?;
+    let mut bar = Progress::new(opts.progress, log_id, total);
 
     // Entries, in order.
     let mut leaves: Vec<Hash> = Vec::with_capacity(total as usize);
@@ -110,7 +108,10 @@ async fn verify_log(
             limit: CHUNK,
             ..AuditFilter::default()
         };
-        let rows = log::query_entries(pool, &filter).await?;
+        let rows = pool
+            .query_entries(&filter)
+            .await
+            .map_err(VerifyError::Read)?;
         if rows.is_empty() {
             break;
         }
@@ -182,7 +183,7 @@ async fn verify_log(
     let n = leaves.len() as u64;
 
     // Checkpoints: signatures, rows, and roots recomputed in one pass.
-    let checkpoints = log::checkpoints(pool, log_id).await?;
+    let checkpoints = pool.checkpoints(log_id).await.map_err(VerifyError::Read)?;
     let mut tree = CompactTree::new();
     let mut previous: Option<(u64, Hash)> = None;
     let mut first: Option<(u64, Hash)> = None;
@@ -198,7 +199,7 @@ async fn verify_log(
             return Err(cp_err(
                 c.tree_size,
                 format!(
-                    "its row does not match its signed note (which is for {} entries)",
+                    "has a row that does not match its signed note (which is for {} entries)",
                     signed.tree_size
                 ),
             ));
@@ -206,10 +207,7 @@ async fn verify_log(
         if signed.tree_size > n {
             return Err(cp_err(
                 c.tree_size,
-                format!(
-                    "it covers {} entries but the log holds only {n}: entries were removed",
-                    signed.tree_size
-                ),
+                format!("covers more entries than the log holds ({n}): entries were removed"),
             ));
         }
         while tree.size() < signed.tree_size {
@@ -251,7 +249,7 @@ async fn verify_log(
     }
 
     // Entries no checkpoint covers, past the grace period.
-    let cutoff = crate::store::now_ms() - opts.grace_ms;
+    let cutoff = crate::common::time::now_ms() - opts.grace_ms;
     if let Some(i) = (latest..n).find(|i| times[*i as usize] < cutoff) {
         return Err(entry_err(
             i,
@@ -264,9 +262,9 @@ async fn verify_log(
 
     // A checkpoint kept from earlier: the log must still contain exactly what it signed.
     if let Some(note) = &opts.trusted_note {
-        let trusted = verifier.verify(note).map_err(|e| {
-            VerifyError::Key(format!("the trusted checkpoint does not verify: {e}"))
-        })?;
+        let trusted = verifier
+            .verify(note)
+            .map_err(|e| VerifyError::Trusted(e.to_string()))?;
         if trusted.tree_size > n {
             return Err(cp_err(
                 trusted.tree_size,

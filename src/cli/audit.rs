@@ -13,7 +13,7 @@ use crate::audit::checkpoint::NoteVerifier;
 use crate::audit::entry::{AuditEntry, Decision};
 use crate::audit::merkle;
 use crate::audit::verify::{verify, VerifyOptions};
-use crate::config::Config;
+use crate::server::config::Config;
 use crate::store::audit::{self as log, AuditFilter};
 use crate::store::Store;
 
@@ -248,7 +248,7 @@ async fn on_log(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
 
 async fn bench(config: &Config, entries: u64, concurrency: u64, url: String) -> anyhow::Result<()> {
     use crate::audit::checkpoint::NoteSigner;
-    use crate::config::DatabaseConfig;
+    use crate::store::DatabaseConfig;
     use crate::store::LogSettings;
     anyhow::ensure!(
         entries > 0 && concurrency > 0,

@@ -7,9 +7,9 @@ use anyhow::Context;
 use clap::Args;
 use tonic::transport::Channel;
 
-use crate::config::Config;
 use crate::pb::v1::referral_service_client::ReferralServiceClient;
 use crate::pb::v1::*;
+use crate::server::config::Config;
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -160,14 +160,14 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
 /// Waits for the simulated agency to receive every submitted referral (up to 60 s), then
 /// measures deliveries per second during the run and reply-to-receipt latency.
 async fn delivery_report(
-    sim: &crate::adapters::testkit::MockEndpoint,
+    sim: &crate::simulation::MockEndpoint,
     replies: &std::collections::HashMap<String, Instant>,
     started: Instant,
     elapsed: f64,
 ) -> serde_json::Value {
     let load_end = started + Duration::from_secs_f64(elapsed);
     let deadline = Instant::now() + Duration::from_secs(60);
-    let count = |sim: &crate::adapters::testkit::MockEndpoint| {
+    let count = |sim: &crate::simulation::MockEndpoint| {
         sim.arrivals()
             .iter()
             .filter(|a| replies.contains_key(&a.referral_id))

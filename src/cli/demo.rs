@@ -12,13 +12,13 @@ use anyhow::{bail, Context};
 use tonic::transport::Channel;
 
 use super::sandbox::Sandbox;
-use crate::adapters::testkit::MockEndpoint;
 use crate::pb::adapter_v1::inbox_service_client::InboxServiceClient;
 use crate::pb::adapter_v1::{
     delivery, status_update, AckDeliveryRequest, AckOutcome, PullDeliveriesRequest,
 };
 use crate::pb::v1::referral_service_client::ReferralServiceClient;
 use crate::pb::v1::*;
+use crate::simulation::MockEndpoint;
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -43,7 +43,7 @@ impl Timeline {
 
 pub async fn run() -> anyhow::Result<()> {
     println!("Jisr demo: a referral's closed loop across three agencies, on loopback.\n");
-    let mapping: crate::config::RestMappings = toml::from_str(CHARITY_MAPPING)?;
+    let mapping: crate::adapters::rest::RestMappings = toml::from_str(CHARITY_MAPPING)?;
     let (sandbox, systems) = Sandbox::start(&["housing"], &["charity"], mapping)
         .await
         .context("starting the sandbox")?;

@@ -2,6 +2,7 @@
 
 mod audit;
 mod bench;
+pub mod certs;
 mod client;
 mod demo;
 mod outbox;
@@ -13,10 +14,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
+use crate::server::config::Config;
 use crate::server::Gateway;
 use crate::tls::client::AgencyCredentials;
-use crate::tls::pki;
 
 #[derive(Parser)]
 #[command(
@@ -133,7 +133,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Certs {
             command: CertsCommand::Init { force },
         } => {
-            let report = pki::init_dev_pki(&config, force)?;
+            let report = certs::init_dev_pki(&config, force)?;
             println!(
                 "development PKI written to {}: CA, server certificate, {} agency certificates (ECDSA P-256), empty CRL",
                 report.dir.display(),
@@ -148,7 +148,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Certs {
             command: CertsCommand::Revoke { agency },
         } => {
-            let report = pki::revoke_dev_agency(&config, &agency)?;
+            let report = certs::revoke_dev_agency(&config, &agency)?;
             if report.already_revoked {
                 println!(
                     "the development certificate of {agency} (serial {}) is already on {}",
@@ -196,8 +196,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    if config.tls.dev_pki && pki::dev_pki_missing(&config) {
-        let report = pki::init_dev_pki(&config, true)?;
+    if config.tls.dev_pki && certs::dev_pki_missing(&config) {
+        let report = certs::init_dev_pki(&config, true)?;
         tracing::info!(
             dir = %report.dir.display(),
             agencies = report.agencies,
@@ -206,7 +206,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     // Before the TLS configuration loads: a development PKI from before CRLs has none.
     if config.tls.dev_pki {
-        if let Some(done) = pki::ensure_dev_crl(&config)? {
+        if let Some(done) = certs::ensure_dev_crl(&config)? {
             tracing::info!("{done}");
         }
     }

@@ -3,9 +3,10 @@
 use anyhow::bail;
 use clap::Subcommand;
 
-use crate::config::Config;
+use crate::common::time::now_ms;
+use crate::server::config::Config;
 use crate::store::outbox::{self, DEAD, DELIVERED, LEASED, PENDING};
-use crate::store::{now_ms, Store};
+use crate::store::Store;
 
 #[derive(Subcommand)]
 pub enum OutboxCommand {

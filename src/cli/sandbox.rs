@@ -9,9 +9,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use tonic::transport::Channel;
 
-use crate::adapters::testkit::MockEndpoint;
-use crate::config::{AdapterConfig, Config};
+use crate::adapters::AdapterConfig;
+use crate::server::config::Config;
 use crate::server::Gateway;
+use crate::simulation::MockEndpoint;
 use crate::tls::client::AgencyCredentials;
 use crate::tls::pki::{CertAuthority, LeafSpec};
 
@@ -30,7 +31,7 @@ impl Sandbox {
     pub async fn start(
         grpc_agencies: &[&str],
         rest_agencies: &[&str],
-        mapping: crate::config::RestMappings,
+        mapping: crate::adapters::rest::RestMappings,
     ) -> anyhow::Result<(Sandbox, MockEndpoint)> {
         crate::tls::crypto_provider();
         let dir = std::env::temp_dir().join(format!("jisr-sandbox-{}", ulid::Ulid::new()));
@@ -71,7 +72,7 @@ impl Sandbox {
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .chain(tuning),
         )?;
-        crate::audit::create_signing_key(&config, &config.audit.signing_key)?;
+        crate::audit::create_signing_key(&config.audit_origin(), &config.audit.signing_key)?;
         let now = time::OffsetDateTime::now_utc();
         write(
             "crl.pem",
@@ -95,11 +96,11 @@ impl Sandbox {
             .iter_mut()
             .filter(|a| grpc_agencies.contains(&a.id.as_str()))
         {
-            agency.adapter = AdapterConfig::Grpc {
+            agency.adapter = AdapterConfig::Grpc(crate::adapters::grpc::GrpcConfig {
                 endpoint: format!("https://{addr}"),
                 server_name: Some("localhost".into()),
                 ca_cert: None,
-            };
+            });
         }
         let rest_addr = serve_rest_sim(&ca, sim.clone()).await?;
         for agency in config
@@ -107,11 +108,11 @@ impl Sandbox {
             .iter_mut()
             .filter(|a| rest_agencies.contains(&a.id.as_str()))
         {
-            agency.adapter = AdapterConfig::Rest(Box::new(crate::config::RestConfig {
+            agency.adapter = AdapterConfig::Rest(Box::new(crate::adapters::rest::RestConfig {
                 url: format!("https://localhost:{}/api/jisr", rest_addr.port()),
                 ca_cert: None,
                 timeout_ms: None,
-                auth: crate::config::RestAuth::Mtls,
+                auth: crate::adapters::rest::RestAuth::Mtls,
                 mapping: mapping.clone(),
             }));
         }

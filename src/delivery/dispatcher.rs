@@ -12,11 +12,12 @@ use prost::Message;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 
+use super::DeliveryConfig;
 use super::{backoff, effects, Adapter, DeliveryError, OutboundDelivery};
-use crate::config::DeliveryConfig;
+use crate::common::time::now_ms;
 use crate::pb::adapter_v1::{Delivery, DeliveryMetadata};
 use crate::store::outbox::OutboxRow;
-use crate::store::{now_ms, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// How many times its concurrency an agency may have leased ahead of attempts.
 const PREFETCH: usize = 4;
@@ -204,7 +205,7 @@ impl Dispatcher {
         message.metadata = Some(DeliveryMetadata {
             delivery_id: row.delivery_id.clone(),
             attempt: row.attempts as u32,
-            created_at: Some(crate::api::convert::timestamp(row.created_at)),
+            created_at: Some(crate::common::time::timestamp(row.created_at)),
             traceparent: row.traceparent.clone(),
         });
         let outbound = OutboundDelivery {

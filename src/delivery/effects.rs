@@ -2,14 +2,14 @@
 //! a referral the recipient's system confirmed becomes DELIVERED, one given up on becomes
 //! FAILED, and either way the sender is told through its own adapter (and its watch).
 
-use crate::config::GATEWAY_ACTOR;
+use crate::common::GATEWAY_ACTOR;
 use crate::pb::v1::{
     ReferralEventType, ReferralOutcome, ReferralStatus, StatusChange, StatusReason,
 };
 use crate::store::outbox::OutboxRow;
 use crate::store::{NewEvent, StoreError, WriteTx};
 
-use super::payload::{self, KIND_REFERRAL, KIND_STATUS_UPDATE};
+use crate::domain::payload::{self, KIND_REFERRAL, KIND_STATUS_UPDATE};
 
 /// The receiving system confirmed `row`.
 pub async fn delivered(tx: &mut WriteTx, row: &OutboxRow, now: i64) -> Result<(), StoreError> {
@@ -88,7 +88,7 @@ async fn gateway_moves(
     let change = StatusChange {
         status: to as i32,
         actor_agency: GATEWAY_ACTOR.to_string(),
-        changed_at: Some(crate::api::convert::timestamp(now)),
+        changed_at: Some(crate::common::time::timestamp(now)),
         reason_code: reason as i32,
         note: note.to_string(),
         outcome: 0,

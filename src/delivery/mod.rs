@@ -7,12 +7,78 @@
 
 pub mod dispatcher;
 pub mod effects;
-pub mod payload;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::Deserialize;
+
+use crate::common::BoxFuture;
+use crate::config::{at_least_one, ConfigError};
 use crate::pb::adapter_v1::Delivery;
-use crate::store::BoxFuture;
+
+/// Delivery to agencies: retries, limits, dead letters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// The gateway's own client certificate for calling agencies (created with the dev PKI).
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// Give up (dead letter) after this many attempts...
+    pub max_attempts: u32,
+    /// ...or this long after the delivery was created.
+    pub max_age_secs: u64,
+    /// Backoff before retry n: min(initial * 2^(n-1), max), with jitter.
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// One attempt's deadline.
+    pub timeout_ms: u64,
+    /// Deliveries in flight to one agency at once.
+    pub per_agency_concurrency: usize,
+    /// Consecutive failures that open an agency's circuit breaker, and how long it stays open.
+    pub breaker_failures: u32,
+    pub breaker_cooldown_ms: u64,
+    /// An inbox delivery not acknowledged this long after it was pulled is offered again.
+    pub visibility_timeout_ms: u64,
+    /// How often the dispatcher looks for due retries when nothing wakes it.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            client_cert: PathBuf::from("certs/dev/gateway-client.pem"),
+            client_key: PathBuf::from("certs/dev/gateway-client.key"),
+            max_attempts: 10,
+            max_age_secs: 86_400,
+            initial_backoff_ms: 200,
+            max_backoff_ms: 60_000,
+            timeout_ms: 10_000,
+            per_agency_concurrency: 32,
+            breaker_failures: 5,
+            breaker_cooldown_ms: 10_000,
+            visibility_timeout_ms: 30_000,
+            poll_interval_ms: 500,
+        }
+    }
+}
+
+impl DeliveryConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let d = self;
+        at_least_one(&[
+            ("delivery.max_attempts", u64::from(d.max_attempts)),
+            ("delivery.timeout_ms", d.timeout_ms),
+            (
+                "delivery.per_agency_concurrency",
+                d.per_agency_concurrency as u64,
+            ),
+            ("delivery.breaker_failures", u64::from(d.breaker_failures)),
+            ("delivery.visibility_timeout_ms", d.visibility_timeout_ms),
+            ("delivery.poll_interval_ms", d.poll_interval_ms),
+        ])
+    }
+}
 
 /// What an adapter is asked to deliver.
 #[derive(Debug, Clone)]

@@ -13,7 +13,7 @@ use serde::de::{self, SeqAccess, Unexpected, Visitor};
 use serde::{Deserialize, Deserializer};
 use time::{Date, Weekday};
 
-use crate::config::{Config, ConfigError, Origin};
+use crate::config::{ConfigError, Origin};
 use crate::pb::v1::ReferralCategory;
 
 /// How an agency can be contacted (`kind` of an `[[agencies.contacts]]` entry).
@@ -344,8 +344,28 @@ fn is_https_url(s: &str) -> bool {
             .is_some_and(|u| u.host().is_some_and(|h| !h.is_empty()))
 }
 
+/// One agency as the directory lists it (from its `[[agencies]]` entry).
+#[derive(Debug, Clone)]
+pub struct AgencyEntry {
+    pub id: String,
+    pub name_en: String,
+    pub name_ar: String,
+    pub description_en: String,
+    pub description_ar: String,
+    pub contacts: Vec<ContactConfig>,
+    pub services: Vec<ServiceConfig>,
+}
+
+/// What the directory is built from: the agencies' listings, `[calendar]`, `[routing]`.
+#[derive(Debug, Clone, Default)]
+pub struct DirectoryConfig {
+    pub agencies: Vec<AgencyEntry>,
+    pub calendar: CalendarConfig,
+    pub routing: RoutingConfig,
+}
+
 /// The directory's rules serde cannot express; the first broken one is the error.
-pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
+pub fn validate(config: &DirectoryConfig) -> Result<(), ConfigError> {
     let invalid = |key: String, value: &str, expected: &str| ConfigError::Invalid {
         key,
         origin: Origin::default(),
@@ -641,7 +661,7 @@ mod tests {
     fn err(from: &str, to: &str) -> String {
         assert!(SAMPLE.contains(from), "the sample has {from:?}");
         let text = SAMPLE.replacen(from, to, 1);
-        Config::parse(std::path::Path::new("x"), &text, Vec::new())
+        crate::server::config::Config::parse(std::path::Path::new("x"), &text, Vec::new())
             .expect_err("refused")
             .to_string()
     }
@@ -697,14 +717,14 @@ mod tests {
         // The registry replaced by the environment, as an operator may do: the sample's
         // questionnaire stays valid but inactive.
         let agencies = "[{id=\"social-services\",name_en=\"Social Services\",name_ar=\"الخدمات\"}]";
-        let config = Config::parse(
+        let config = crate::server::config::Config::parse(
             std::path::Path::new("x"),
             SAMPLE,
             [("JISR_AGENCIES".to_string(), agencies.to_string())],
         )
         .expect("starts");
         assert_eq!(config.agencies.len(), 1);
-        let dir = crate::directory::Directory::from_config(&config).unwrap();
+        let dir = crate::directory::Directory::from_config(&config.directory()).unwrap();
         let advice = dir.questionnaire().advise(
             &[("main-need".to_string(), "housing-need".to_string())]
                 .into_iter()
@@ -714,7 +734,7 @@ mod tests {
         // Any service at all, and every rule must name a known one.
         let agencies = "[{id=\"housing\",name_en=\"Housing\",name_ar=\"الإسكان\",\
                         services=[{code=\"housing-support\",name_en=\"Housing support\",name_ar=\"دعم الإسكان\"}]}]";
-        let e = Config::parse(
+        let e = crate::server::config::Config::parse(
             std::path::Path::new("x"),
             SAMPLE,
             [("JISR_AGENCIES".to_string(), agencies.to_string())],

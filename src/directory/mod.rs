@@ -14,7 +14,7 @@ pub mod search;
 
 use std::collections::HashMap;
 
-use crate::config::{Config, ConfigError, Origin};
+use crate::config::{ConfigError, Origin};
 use crate::pb::v1::{Agency, AgencyService, ContactChannel, ContactChannelKind, ReferralCategory};
 use calendar::Calendar;
 use config::{category_from_short_name, ContactKind};
@@ -45,7 +45,7 @@ pub struct Hit {
 impl Directory {
     /// The directory of a configuration (checked again here, since a parsed
     /// configuration may have been changed in code since).
-    pub fn from_config(config: &Config) -> Result<Directory, ConfigError> {
+    pub fn from_config(config: &config::DirectoryConfig) -> Result<Directory, ConfigError> {
         config::validate(config)?;
         let calendar =
             Calendar::from_config(&config.calendar).map_err(|e| ConfigError::Invalid {
@@ -241,13 +241,14 @@ mod tests {
     use super::*;
     use std::path::Path;
 
-    fn sample() -> Config {
-        Config::parse(
+    fn sample() -> config::DirectoryConfig {
+        crate::server::config::Config::parse(
             Path::new("config/jisr.toml"),
             include_str!("../../config/jisr.toml"),
             Vec::new(),
         )
         .expect("sample config")
+        .directory()
     }
 
     fn codes(dir: &Directory, q: &str) -> Vec<String> {

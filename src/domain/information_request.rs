@@ -8,7 +8,38 @@
 //!
 //! Only the asked agency responds, only once, and only while the request is OPEN.
 
+use serde::Deserialize;
+
+use crate::config::{at_least_one, ConfigError};
 use crate::pb::v1::InformationRequestStatus as S;
+
+/// InformationRequestService: time frames and expiry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InformationRequestsConfig {
+    /// A request sent without due_at is due at the end of this many working days.
+    pub default_time_frame_working_days: u32,
+    /// An OPEN request becomes EXPIRED this many seconds after due_at (0: at due_at).
+    pub expire_after_secs: u64,
+}
+
+impl Default for InformationRequestsConfig {
+    fn default() -> Self {
+        InformationRequestsConfig {
+            default_time_frame_working_days: 5,
+            expire_after_secs: 0,
+        }
+    }
+}
+
+impl InformationRequestsConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        at_least_one(&[(
+            "information_requests.default_time_frame_working_days",
+            u64::from(self.default_time_frame_working_days),
+        )])
+    }
+}
 
 /// The status name without its enum prefix, as people say it: ANSWERED.
 pub fn short(status: S) -> &'static str {

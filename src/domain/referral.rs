@@ -10,6 +10,7 @@
 //! it found by listing or watching proves it was received (FHIR Task allows
 //! requested → accepted too), and DELIVERED is only recorded once an adapter confirms.
 
+use crate::common::ApiError;
 use crate::pb::v1::ReferralStatus as S;
 
 /// Which side of a referral is acting.
@@ -42,6 +43,17 @@ pub struct TransitionError {
 }
 
 impl TransitionError {
+    /// The refusal the caller gets (FAILED_PRECONDITION, naming both statuses).
+    pub fn into_error(self, referral_id: &str) -> ApiError {
+        ApiError::Transition {
+            referral_id: referral_id.to_string(),
+            current: short(self.from),
+            requested: short(self.to),
+            not_settable: self.actor_may_not_set,
+            message: self.describe(),
+        }
+    }
+
     fn describe(&self) -> String {
         let (from, to) = (short(self.from), short(self.to));
         if self.actor_may_not_set {

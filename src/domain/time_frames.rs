@@ -10,18 +10,19 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::GATEWAY_ACTOR;
-use crate::delivery::payload;
+use crate::common::time::now_ms;
+use crate::common::GATEWAY_ACTOR;
 use crate::directory::calendar::add_working_days;
 use crate::directory::Directory;
 use crate::domain::information_request::is_overdue;
+use crate::domain::payload;
 use crate::pb::v1::{
     InformationRequestStatus, ReferralEventType, ReferralOutcome, ReferralStatus, StatusChange,
     StatusReason,
 };
 use crate::store::information_requests::InformationRequestRow;
 use crate::store::outbox::NewDelivery;
-use crate::store::{now_ms, NewEvent, Store, StoreError, WriteTx};
+use crate::store::{NewEvent, Store, StoreError, WriteTx};
 
 /// When a referral submitted at `submitted_ms` for `service_code` is due: None when the
 /// directory does not know the service or gives it no time frame.
@@ -67,7 +68,7 @@ pub async fn mark_overdue(store: &Store) -> Result<usize, StoreError> {
                 for r in &rows {
                     let note = format!(
                         "overdue: the service's time frame ended at {}",
-                        crate::api::convert::rfc3339(r.due_at.unwrap_or(now))
+                        crate::common::time::rfc3339(r.due_at.unwrap_or(now))
                     );
                     tx.insert_event(&NewEvent {
                         referral_id: &r.id,
@@ -86,7 +87,7 @@ pub async fn mark_overdue(store: &Store) -> Result<usize, StoreError> {
                     let change = StatusChange {
                         status: ReferralStatus::from_str_name(&r.status).unwrap_or_default() as i32,
                         actor_agency: GATEWAY_ACTOR.to_string(),
-                        changed_at: Some(crate::api::convert::timestamp(now)),
+                        changed_at: Some(crate::common::time::timestamp(now)),
                         reason_code: 0,
                         note: note.clone(),
                         outcome: 0,
@@ -130,7 +131,7 @@ pub async fn information_requests_due(
                 for r in &overdue {
                     let note = format!(
                         "overdue: the response was due at {}",
-                        crate::api::convert::rfc3339(r.due_at)
+                        crate::common::time::rfc3339(r.due_at)
                     );
                     information_request_event(tx, r, ReferralEventType::Overdue, &note, now)
                         .await?;
@@ -195,7 +196,7 @@ async fn information_request_event(
                 payload: payload::information_request_status(
                     &r.id,
                     status,
-                    crate::api::convert::timestamp(now),
+                    crate::common::time::timestamp(now),
                     overdue,
                 ),
                 traceparent: "",

@@ -4,44 +4,10 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
 use super::{Arg, SqlBuilder, StoreError};
+use crate::audit::log::LogReader;
+pub use crate::audit::log::{AuditFilter, AuditRow, CheckpointRow};
 use crate::audit::merkle::Hash;
-
-/// One stored entry: the canonical bytes, the stored leaf hash and the query columns.
-#[derive(Debug, Clone)]
-pub struct AuditRow {
-    pub leaf_index: u64,
-    pub time_ms: i64,
-    pub caller_agency: String,
-    pub method: String,
-    pub decision: String,
-    pub targets: String,
-    pub entry: Vec<u8>,
-    pub leaf_hash: Vec<u8>,
-}
-
-#[derive(Debug, Clone)]
-pub struct CheckpointRow {
-    pub tree_size: u64,
-    pub root_hash: Vec<u8>,
-    pub time_ms: i64,
-    /// The C2SP signed note.
-    pub note: String,
-}
-
-/// Which entries `query_entries` returns, oldest first.
-#[derive(Debug, Clone, Default)]
-pub struct AuditFilter {
-    pub log_id: String,
-    pub since_ms: Option<i64>,
-    pub until_ms: Option<i64>,
-    pub agency: Option<String>,
-    pub method: Option<String>,
-    pub decision: Option<String>,
-    pub target_id: Option<String>,
-    /// Only entries after this leaf index (pagination).
-    pub after_index: Option<u64>,
-    pub limit: i64,
-}
+use crate::common::BoxFuture;
 
 const COLUMNS: &str =
     "leaf_index, time_ms, caller_agency, method, decision, targets, entry, leaf_hash";
@@ -151,6 +117,37 @@ pub async fn log_ids(pool: &AnyPool) -> Result<Vec<String>, StoreError> {
         .fetch_all(pool)
         .await?;
     rows.iter().map(|r| Ok(r.try_get("log_id")?)).collect()
+}
+
+/// How many entries the log holds.
+pub async fn entry_count(pool: &AnyPool, log_id: &str) -> Result<u64, StoreError> {
+    let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM audit_entries WHERE log_id = $1")
+        .bind(log_id)
+        .fetch_one(pool)
+        .await?;
+    Ok(total as u64)
+}
+
+/// The stored log, as `jisr audit verify` reads it.
+impl LogReader for AnyPool {
+    fn log_ids(&self) -> BoxFuture<'_, Result<Vec<String>, String>> {
+        Box::pin(async move { log_ids(self).await.map_err(|e| e.to_string()) })
+    }
+    fn entry_count<'a>(&'a self, log_id: &'a str) -> BoxFuture<'a, Result<u64, String>> {
+        Box::pin(async move { entry_count(self, log_id).await.map_err(|e| e.to_string()) })
+    }
+    fn query_entries<'a>(
+        &'a self,
+        filter: &'a AuditFilter,
+    ) -> BoxFuture<'a, Result<Vec<AuditRow>, String>> {
+        Box::pin(async move { query_entries(self, filter).await.map_err(|e| e.to_string()) })
+    }
+    fn checkpoints<'a>(
+        &'a self,
+        log_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<CheckpointRow>, String>> {
+        Box::pin(async move { checkpoints(self, log_id).await.map_err(|e| e.to_string()) })
+    }
 }
 
 fn audit_row(r: &AnyRow) -> Result<AuditRow, StoreError> {

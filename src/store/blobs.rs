@@ -7,12 +7,57 @@
 //! behind. This type is the only code that touches document bytes: an S3-compatible
 //! object store plugs in here (docs/documents.md says how).
 
+use serde::Deserialize;
+
+use crate::config::{at_least_one, ConfigError};
 use std::io;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use tokio::fs::{self, File};
 use tokio::io::AsyncWriteExt;
+
+/// The largest `documents.max_chunk_bytes` (a gRPC message must hold one chunk).
+pub const MAX_CHUNK_BYTES: u64 = 16 * 1024 * 1024;
+
+/// DocumentService: content-addressed storage of documents on disk.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DocumentsConfig {
+    /// Directory the bytes are stored in, one file per SHA-256 (created when missing).
+    pub dir: PathBuf,
+    /// Largest chunk one UploadDocument message may carry.
+    pub max_chunk_bytes: u64,
+    /// Largest document.
+    pub max_document_bytes: u64,
+}
+
+impl Default for DocumentsConfig {
+    fn default() -> Self {
+        DocumentsConfig {
+            dir: PathBuf::from("data/documents"),
+            max_chunk_bytes: 1024 * 1024,
+            max_document_bytes: 25 * 1024 * 1024,
+        }
+    }
+}
+
+impl DocumentsConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        at_least_one(&[
+            ("documents.max_chunk_bytes", self.max_chunk_bytes),
+            ("documents.max_document_bytes", self.max_document_bytes),
+        ])?;
+        if self.max_chunk_bytes > MAX_CHUNK_BYTES {
+            return Err(ConfigError::invalid(
+                "documents.max_chunk_bytes",
+                &self.max_chunk_bytes.to_string(),
+                &format!("at most {MAX_CHUNK_BYTES} (16 MiB)"),
+            ));
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Blobs {

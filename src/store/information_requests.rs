@@ -4,25 +4,10 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Executor, Row};
 
 use super::{Arg, SqlBuilder, Store, StoreError, WriteTx};
+pub use crate::domain::records::InformationRequestRow;
 
 /// The one status an information request can be answered, declined or expired from.
 pub const OPEN: &str = "INFORMATION_REQUEST_STATUS_OPEN";
-
-#[derive(Debug, Clone)]
-pub struct InformationRequestRow {
-    pub id: String,
-    pub from_agency: String,
-    pub to_agency: String,
-    pub request_id: String,
-    /// Empty when the request stands alone.
-    pub referral_id: String,
-    pub status: String,
-    pub due_at: i64,
-    pub created_at: i64,
-    pub updated_at: i64,
-    /// The jisr.v1.InformationRequest as sent, with its response once there is one.
-    pub body: Vec<u8>,
-}
 
 /// Which requests `list_information_requests` returns, newest first.
 #[derive(Debug, Clone, Default)]

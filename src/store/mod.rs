@@ -27,10 +27,46 @@ use tokio::sync::watch;
 
 use crate::audit::context::AuditContext;
 use crate::audit::entry::AuditEntry;
-use crate::config::DatabaseConfig;
+use serde::Deserialize;
 
+use crate::config::ConfigError;
+
+pub use crate::domain::records::IdempotentRecord;
 pub use referrals::{EventRow, ListFilter, NewEvent, ReferralRow};
 pub use writer::{BoxFuture, LogSettings, Receipt, WriteTx};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://path/to/file.db` (created when missing) or `postgres://user@host/db`.
+    pub url: String,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+impl DatabaseConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = &self.url;
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::invalid(
+                "database.url",
+                url,
+                "a URL starting with sqlite: or postgres://",
+            ));
+        }
+        crate::config::at_least_one(&[(
+            "database.max_connections",
+            u64::from(self.max_connections),
+        )])
+    }
+}
+
+fn default_max_connections() -> u32 {
+    8
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -194,14 +230,6 @@ async fn connect_pool(config: &DatabaseConfig) -> Result<(AnyPool, Backend), Sto
     }
     migrator(backend).run(&pool).await?;
     Ok((pool, backend))
-}
-
-/// The first response recorded for an idempotency key.
-#[derive(Debug)]
-pub struct IdempotentRecord {
-    pub method: String,
-    pub request_sha256: Vec<u8>,
-    pub response: Vec<u8>,
 }
 
 impl WriteTx {
@@ -412,12 +440,15 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
+impl From<StoreError> for crate::common::ApiError {
+    /// The caller hears only that storage failed (UNAVAILABLE when the pool is exhausted);
+    /// the cause is logged where the error is mapped.
+    fn from(e: StoreError) -> Self {
+        crate::common::ApiError::Storage {
+            busy: matches!(e, StoreError::Db(sqlx::Error::PoolTimedOut)),
+            cause: e.to_string(),
+        }
+    }
 }
 
 #[cfg(test)]

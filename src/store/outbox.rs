@@ -4,39 +4,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
 use super::{Arg, SqlBuilder, StoreError, WriteTx};
-
-pub const PENDING: &str = "pending";
-pub const LEASED: &str = "leased";
-pub const DELIVERED: &str = "delivered";
-pub const DEAD: &str = "dead";
-
-#[derive(Debug, Clone)]
-pub struct OutboxRow {
-    pub seq: i64,
-    pub delivery_id: String,
-    pub agency: String,
-    pub kind: String,
-    pub subject_id: String,
-    pub payload: Vec<u8>,
-    pub traceparent: String,
-    pub state: String,
-    pub attempts: i64,
-    pub next_attempt_at: i64,
-    pub created_at: i64,
-    pub updated_at: i64,
-    pub last_error: String,
-    pub receipt_id: String,
-}
-
-/// A message to enqueue.
-#[derive(Debug, Clone)]
-pub struct NewDelivery<'a> {
-    pub agency: &'a str,
-    pub kind: &'a str,
-    pub subject_id: &'a str,
-    pub payload: Vec<u8>,
-    pub traceparent: &'a str,
-}
+pub use crate::domain::records::{NewDelivery, OutboxRow, DEAD, DELIVERED, LEASED, PENDING};
 
 const COLUMNS: &str =
     "seq, delivery_id, agency, kind, subject_id, payload, traceparent, state, attempts, \

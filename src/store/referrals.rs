@@ -4,6 +4,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Executor, Row};
 
 use super::{Arg, SqlBuilder, Store, StoreError, WriteTx};
+pub use crate::domain::records::{EventRow, NewEvent, ReferralRow};
 
 /// Statuses no referral leaves; overdue never applies to them.
 const FINAL_STATUSES: [&str; 4] = [
@@ -12,58 +13,6 @@ const FINAL_STATUSES: [&str; 4] = [
     "REFERRAL_STATUS_WITHDRAWN",
     "REFERRAL_STATUS_FAILED",
 ];
-
-#[derive(Debug, Clone)]
-pub struct ReferralRow {
-    pub id: String,
-    pub from_agency: String,
-    pub to_agency: String,
-    pub request_id: String,
-    pub service_code: String,
-    pub category: String,
-    pub priority: String,
-    pub status: String,
-    pub due_at: Option<i64>,
-    pub created_at: i64,
-    pub updated_at: i64,
-    /// The jisr.v1.Referral as submitted, protobuf-encoded.
-    pub body: Vec<u8>,
-}
-
-/// An event of a referral, or of an information request (`information_request_id`
-/// non-empty; its `referral_id` is the referral it belongs to, or empty).
-#[derive(Debug, Clone)]
-pub struct NewEvent<'a> {
-    pub referral_id: &'a str,
-    pub information_request_id: &'a str,
-    pub from_agency: &'a str,
-    pub to_agency: &'a str,
-    pub event_type: &'a str,
-    pub status: &'a str,
-    pub actor_agency: &'a str,
-    pub reason_code: &'a str,
-    pub note: &'a str,
-    pub outcome: &'a str,
-    pub occurred_at: i64,
-}
-
-#[derive(Debug, Clone)]
-pub struct EventRow {
-    pub seq: i64,
-    /// Empty for an information request that stands alone.
-    pub referral_id: String,
-    /// Empty for a referral's own events.
-    pub information_request_id: String,
-    pub from_agency: String,
-    pub to_agency: String,
-    pub event_type: String,
-    pub status: String,
-    pub actor_agency: String,
-    pub reason_code: String,
-    pub note: String,
-    pub outcome: String,
-    pub occurred_at: i64,
-}
 
 /// Which referrals `list_referrals` returns, newest first.
 #[derive(Debug, Clone, Default)]

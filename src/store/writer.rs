@@ -22,19 +22,12 @@ use crate::audit::checkpoint::{Checkpoint, NoteSigner};
 use crate::audit::context::AuditContext;
 use crate::audit::entry::AuditEntry;
 use crate::audit::merkle::{self, CompactTree, Hash};
+pub use crate::audit::Receipt;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Most jobs committed together.
 const MAX_BATCH: usize = 512;
-
-/// Where an audit entry landed: what an agency keeps to have it proven later.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Receipt {
-    pub log_id: String,
-    pub leaf_index: u64,
-    pub leaf_hash: Hash,
-}
 
 /// The node's audit log settings.
 #[derive(Clone)]
@@ -84,7 +77,7 @@ impl WriteTx {
             .ok_or_else(|| StoreError::Corrupt("this write has no audit entry to seal".into()))?;
         entry.log_id = self.log_id.clone();
         entry.leaf_index = self.next_leaf;
-        entry.time_ms = super::now_ms();
+        entry.time_ms = crate::common::time::now_ms();
         entry.duration_us = self.started.elapsed().as_micros() as u64;
         let bytes = entry.encode();
         let hash = merkle::leaf_hash(&bytes);
@@ -460,7 +453,7 @@ async fn commit_batch(
                 } => {
                     entry.log_id = log.settings.log_id.clone();
                     entry.leaf_index = w.next_leaf;
-                    entry.time_ms = super::now_ms();
+                    entry.time_ms = crate::common::time::now_ms();
                     entry.duration_us = started.elapsed().as_micros() as u64;
                     let bytes = entry.encode();
                     let hash = merkle::leaf_hash(&bytes);
@@ -593,7 +586,7 @@ async fn insert_checkpoint(
         .bind(&settings.log_id)
         .bind(checkpoint.tree_size as i64)
         .bind(checkpoint.root_hash.to_vec())
-        .bind(super::now_ms())
+        .bind(crate::common::time::now_ms())
         .bind(note)
         .execute(conn)
         .await?;

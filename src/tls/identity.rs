@@ -4,7 +4,7 @@
 use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-use crate::config::is_slug;
+use crate::common::is_slug;
 
 /// Who is calling, as proven by the TLS handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,9 @@
 //! restart (`reload`).
 
 pub mod client;
+pub mod config;
 pub mod crl;
+pub mod https;
 pub mod identity;
 pub mod listener;
 pub mod pki;
@@ -30,7 +32,7 @@ use rustls::{
 
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::config::{Config, ExpiredCrl};
+pub use config::{ExpiredCrl, TlsConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -76,9 +78,9 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 pub struct Registry(Arc<std::collections::HashSet<String>>);
 
 impl Registry {
-    pub fn of(config: &Config) -> Registry {
+    pub fn new<'a>(agency_ids: impl IntoIterator<Item = &'a str>) -> Registry {
         Registry(Arc::new(
-            config.agencies.iter().map(|a| a.id.clone()).collect(),
+            agency_ids.into_iter().map(str::to_string).collect(),
         ))
     }
     pub fn contains(&self, agency_id: &str) -> bool {
@@ -99,14 +101,14 @@ pub struct TlsSource {
 }
 
 impl TlsSource {
-    pub fn of(config: &Config, registry: Registry) -> TlsSource {
+    pub fn new(tls: &TlsConfig, trust_domain: &str, registry: Registry) -> TlsSource {
         TlsSource {
-            ca_cert: config.tls.ca_cert.clone(),
-            server_cert: config.tls.server_cert.clone(),
-            server_key: config.tls.server_key.clone(),
-            crls: config.tls.crls.clone(),
-            expired_crl: config.tls.expired_crl,
-            trust_domain: config.trust_domain.clone(),
+            ca_cert: tls.ca_cert.clone(),
+            server_cert: tls.server_cert.clone(),
+            server_key: tls.server_key.clone(),
+            crls: tls.crls.clone(),
+            expired_crl: tls.expired_crl,
+            trust_domain: trust_domain.to_string(),
             registry,
         }
     }

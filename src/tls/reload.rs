@@ -254,8 +254,8 @@ mod tests {
     use time::OffsetDateTime;
 
     use super::*;
-    use crate::config::ExpiredCrl;
     use crate::tls::pki::{CertAuthority, LeafSpec};
+    use crate::tls::ExpiredCrl;
     use crate::tls::Registry;
 
     fn crl(ca: &CertAuthority) -> String {

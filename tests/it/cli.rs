@@ -37,7 +37,7 @@ fn certs_init_issues_one_agency_certificate_per_registered_agency() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let config = jisr::config::Config::parse(
+    let config = jisr::server::config::Config::parse(
         std::path::Path::new("config/jisr.toml"),
         include_str!("../../config/jisr.toml"),
         Vec::new(),
@@ -142,7 +142,7 @@ fn a_bad_setting_stops_the_start_naming_key_value_and_expectation() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    let agencies = jisr::config::Config::parse(
+    let agencies = jisr::server::config::Config::parse(
         std::path::Path::new("config/jisr.toml"),
         include_str!("../../config/jisr.toml"),
         Vec::new(),

@@ -4,11 +4,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use jisr::config::Config;
 use jisr::pb::v1::document_service_client::DocumentServiceClient;
 use jisr::pb::v1::information_request_service_client::InformationRequestServiceClient;
 use jisr::pb::v1::referral_service_client::ReferralServiceClient;
 use jisr::pb::v1::*;
+use jisr::server::config::Config;
 use jisr::server::Gateway;
 use jisr::tls::client::AgencyCredentials;
 use jisr::tls::pki::{CertAuthority, Issued, LeafSpec};
@@ -63,7 +63,7 @@ impl TestEnv {
             vars.iter().map(|(k, v)| (k.to_string(), v.clone())),
         )
         .expect("test config");
-        jisr::audit::create_signing_key(&config, &config.audit.signing_key)
+        jisr::audit::create_signing_key(&config.audit_origin(), &config.audit.signing_key)
             .expect("audit signing key");
         // The gateway's own client certificate, for adapters that call agencies.
         let mut gateway = LeafSpec::agency(TRUST_DOMAIN, "unused");

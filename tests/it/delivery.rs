@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use jisr::adapters::testkit::{Behaviour, MockAgency, MockEndpoint};
-use jisr::config::AdapterConfig;
+use jisr::adapters::AdapterConfig;
 use jisr::pb::adapter_v1::inbox_service_client::InboxServiceClient;
 use jisr::pb::adapter_v1::*;
 use jisr::pb::v1::*;
@@ -31,11 +31,11 @@ pub(crate) fn push_to(env: &mut TestEnv, agency: &str, addr: SocketAddr) {
         .iter_mut()
         .find(|a| a.id == agency)
         .unwrap();
-    a.adapter = AdapterConfig::Grpc {
+    a.adapter = AdapterConfig::Grpc(jisr::adapters::grpc::GrpcConfig {
         endpoint: format!("https://{addr}"),
         server_name: Some("localhost".into()),
         ca_cert: None,
-    };
+    });
 }
 
 async fn status_of(env: &TestEnv, gw: &Gateway, id: &str) -> ReferralStatus {
@@ -383,7 +383,7 @@ async fn the_grpc_adapter_passes_the_adapter_test_kit() {
     let mut env = TestEnv::sqlite();
     let (addr, housing_system) = mock_agency(&env).await;
     push_to(&mut env, "housing", addr);
-    let adapters = jisr::adapters::build(&env.config).unwrap();
+    let adapters = env.config.build_adapters().unwrap();
     let adapter = adapters.get("housing").expect("housing has a push adapter");
     assert_eq!(adapter.kind(), "grpc");
     jisr::adapters::testkit::check_adapter(adapter.as_ref(), &housing_system, "housing").await;

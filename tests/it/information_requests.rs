@@ -189,7 +189,7 @@ fn assert_refused(err: &Status, code: Code, reason: &str) -> HashMap<String, Str
 
 /// The time `ms` milliseconds from now (negative: ago), to the millisecond.
 fn in_ms(ms: i64) -> prost_types::Timestamp {
-    let at = jisr::store::now_ms() + ms;
+    let at = jisr::common::time::now_ms() + ms;
     prost_types::Timestamp {
         seconds: at.div_euclid(1000),
         nanos: (at.rem_euclid(1000) * 1_000_000) as i32,

@@ -4,10 +4,10 @@
 
 use std::collections::BTreeSet;
 
-use jisr::api::contract::served_rpcs;
 use jisr::audit::entry::{AuditEntry, Decision};
-use jisr::auth::officer::testing::{TestIssuer, TEST_AUDIENCE, TEST_ISSUER};
-use jisr::auth::policy::PolicyConfig;
+use jisr::common::contract::served_rpcs;
+use jisr::domain::policy::PolicyConfig;
+use jisr::layers::officer::testing::{TestIssuer, TEST_AUDIENCE, TEST_ISSUER};
 use jisr::pb::adapter_v1::inbox_service_client::InboxServiceClient;
 use jisr::pb::adapter_v1::{AckDeliveryRequest, AckOutcome, PullDeliveriesRequest};
 use jisr::pb::v1::audit_service_client::AuditServiceClient;
@@ -647,7 +647,7 @@ async fn hostile_officer_tokens_are_refused_over_the_wire_and_audited() {
     let mut claims = TestIssuer::claims("officer-1");
     let expired = {
         let mut c = claims.clone();
-        c["exp"] = json!(jisr::auth::officer::testing::now_secs() - 3600);
+        c["exp"] = json!(jisr::layers::officer::testing::now_secs() - 3600);
         c
     };
     let wrong_audience = {
@@ -749,7 +749,7 @@ async fn another_agencys_referral_can_be_neither_read_nor_updated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opaque_officer_tokens_are_introspected_cached_and_refused_when_inactive() {
-    use jisr::auth::officer::testing::{
+    use jisr::layers::officer::testing::{
         active_answer, MockIdp, TEST_CLIENT_ID, TEST_CLIENT_SECRET,
     };
     let mut env = TestEnv::sqlite();

@@ -7,14 +7,14 @@ use std::collections::HashSet;
 use std::sync::OnceLock;
 
 use jisr::adapters::rest::mapping::apply;
-use jisr::api::contract::names_a_field;
-use jisr::api::convert::timestamp;
-use jisr::api::error::ApiError;
+use jisr::adapters::rest::RestMapping;
 use jisr::api::information_request::{validate_request, validate_response};
 use jisr::api::paging::{self, IdPage};
 use jisr::api::referral::validate_submit;
 use jisr::api::validate::{is_emirates_id, timestamp_ms, Violations};
-use jisr::config::RestMapping;
+use jisr::common::contract::names_a_field;
+use jisr::common::error::ApiError;
+use jisr::common::time::timestamp;
 use jisr::directory::Directory;
 use jisr::pb::v1::respond_to_information_request_request::Response;
 use jisr::pb::v1::*;
@@ -48,12 +48,14 @@ fn config() -> ProptestConfig {
 
 fn registry() -> &'static Registry {
     static REGISTRY: OnceLock<Registry> = OnceLock::new();
-    REGISTRY.get_or_init(|| Registry::of(sample_config()))
+    REGISTRY.get_or_init(|| Registry::new(sample_config().agency_ids()))
 }
 
 fn directory() -> &'static Directory {
     static DIRECTORY: OnceLock<Directory> = OnceLock::new();
-    DIRECTORY.get_or_init(|| Directory::from_config(sample_config()).expect("sample directory"))
+    DIRECTORY.get_or_init(|| {
+        Directory::from_config(&sample_config().directory()).expect("sample directory")
+    })
 }
 
 // ---------------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use jisr::adapters::rest::RestAdapter;
+use jisr::adapters::rest::{RestAuth, RestConfig, RestMappings};
 use jisr::adapters::testkit::{check_adapter, sample_delivery, Behaviour, MockAgency};
-use jisr::config::{AdapterConfig, RestAuth, RestConfig, RestMappings};
+use jisr::adapters::AdapterConfig;
 use jisr::delivery::{Adapter, DeliveryError};
 use jisr::pb::adapter_v1::inbox_service_client::InboxServiceClient;
 use jisr::pb::adapter_v1::*;
@@ -348,8 +349,7 @@ async fn check_kit(auth: MockAuth, config_auth: RestAuth) {
     let env = TestEnv::sqlite();
     let (addr, mock) = rest_mock(&env, auth).await;
     let adapter = RestAdapter::with_secrets(
-        &env.config,
-        AGENCY,
+        &env.config.adapter_context(AGENCY),
         &rest_config(addr, config_auth),
         secrets,
     )
@@ -417,8 +417,12 @@ async fn wrong_credentials_are_refused_permanently_or_fail_the_handshake() {
     let auth = RestAuth::Bearer {
         token_env: "CHARITY_TOKEN".into(),
     };
-    let adapter =
-        RestAdapter::with_secrets(&env.config, AGENCY, &rest_config(addr, auth), secrets).unwrap();
+    let adapter = RestAdapter::with_secrets(
+        &env.config.adapter_context(AGENCY),
+        &rest_config(addr, auth),
+        secrets,
+    )
+    .unwrap();
     match adapter.deliver(&delivery).await {
         Err(DeliveryError::Permanent(e)) => assert!(e.contains("401"), "{e}"),
         other => panic!("a 401 must be Permanent: {other:?}"),
@@ -430,8 +434,12 @@ async fn wrong_credentials_are_refused_permanently_or_fail_the_handshake() {
     let auth = RestAuth::Bearer {
         token_env: "CHARITY_TOKEN".into(),
     };
-    let adapter =
-        RestAdapter::with_secrets(&env.config, AGENCY, &rest_config(addr, auth), secrets).unwrap();
+    let adapter = RestAdapter::with_secrets(
+        &env.config.adapter_context(AGENCY),
+        &rest_config(addr, auth),
+        secrets,
+    )
+    .unwrap();
     assert!(matches!(
         adapter.deliver(&delivery).await,
         Err(DeliveryError::Retryable(_))
@@ -456,7 +464,7 @@ async fn a_missing_secret_fails_the_build_naming_the_agency_and_variable() {
         AGENCY,
         rest_config("127.0.0.1:9".parse().unwrap(), auth),
     );
-    let err = match jisr::adapters::build(&env.config) {
+    let err = match env.config.build_adapters() {
         Ok(_) => panic!("a missing secret must fail the build"),
         Err(e) => format!("{e:#}"),
     };
@@ -470,7 +478,8 @@ async fn a_silent_agency_is_retryable_after_timeout_ms() {
     mock.0.silent.store(true, Ordering::SeqCst);
     let mut rest = rest_config(addr, RestAuth::Mtls);
     rest.timeout_ms = Some(200);
-    let adapter = RestAdapter::with_secrets(&env.config, AGENCY, &rest, secrets).unwrap();
+    let adapter =
+        RestAdapter::with_secrets(&env.config.adapter_context(AGENCY), &rest, secrets).unwrap();
     let started = Instant::now();
     let delivery = sample_delivery(
         "01RESTDELIVERY000000000002",

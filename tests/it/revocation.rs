@@ -7,11 +7,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jisr::config::ExpiredCrl;
 use jisr::pb::v1::referral_service_client::ReferralServiceClient;
 use jisr::pb::v1::GetReferralRequest;
 use jisr::server::Gateway;
 use jisr::tls::pki::{CertAuthority, Issued, LeafSpec, Revocation};
+use jisr::tls::ExpiredCrl;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use time::OffsetDateTime;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jisr::audit::checkpoint::NoteSigner;
-use jisr::config::DatabaseConfig;
+use jisr::store::DatabaseConfig;
 use jisr::store::{
     BoxFuture, ListFilter, LogSettings, NewEvent, ReferralRow, Store, StoreError, WriteTx,
 };

@@ -110,7 +110,7 @@ async fn a_referral_past_its_due_date_gets_one_overdue_event_and_is_listed_overd
     let on_time = submitted_id(&mut social, "on-time", referral_to("housing")).await;
     // Time passes: the first referral's time frame has ended.
     sqlx::query("UPDATE referrals SET due_at = $1 WHERE id = $2")
-        .bind(jisr::store::now_ms() - 60_000)
+        .bind(jisr::common::time::now_ms() - 60_000)
         .bind(&id)
         .execute(gw.store.pool())
         .await

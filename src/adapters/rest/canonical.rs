@@ -11,10 +11,10 @@ use serde_json::{json, Map, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::delivery::payload::{
+use crate::delivery::OutboundDelivery;
+use crate::domain::payload::{
     KIND_INFORMATION_REQUEST, KIND_INFORMATION_RESPONSE, KIND_REFERRAL, KIND_STATUS_UPDATE,
 };
-use crate::delivery::OutboundDelivery;
 use crate::pb::adapter_v1::{
     delivery, status_update, InformationRequestStatusUpdate, ReferralStatusUpdate,
 };

@@ -15,7 +15,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::config::RestMapping;
+use super::RestMapping;
 
 /// Reshapes `doc` as `mapping` says.
 pub fn apply(mapping: &RestMapping, mut doc: Map<String, Value>) -> Result<Value, String> {

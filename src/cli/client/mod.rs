@@ -11,9 +11,9 @@ use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
-use crate::config::Config;
 use crate::pb::v1::referral_service_client::ReferralServiceClient;
 use crate::pb::v1::*;
+use crate::server::config::Config;
 
 #[derive(Args)]
 pub struct ClientArgs {

@@ -8,7 +8,6 @@ use serde_json::{json, Value};
 
 use super::testing::*;
 use super::*;
-use crate::config::Config;
 use crate::tls::pki::CertAuthority;
 
 const SECRET_ENV: &str = "TEST_IDP_CLIENT_SECRET";
@@ -37,23 +36,12 @@ impl Env {
         Env { dir, ca, ca_path }
     }
 
-    fn config(&self, officers: OfficerConfig) -> Config {
-        let mut config = Config::parse(
-            Path::new("x"),
-            &minimal_config_text(&self.ca_path),
-            Vec::new(),
-        )
-        .expect("minimal config");
-        config.officers = officers;
-        config
-    }
-
     fn verifier(&self, officers: OfficerConfig) -> OfficerVerifier {
         self.verifier_with_secret(officers, TEST_CLIENT_SECRET)
     }
 
     fn verifier_with_secret(&self, officers: OfficerConfig, secret: &str) -> OfficerVerifier {
-        OfficerVerifier::with_secrets(&self.config(officers), |name| {
+        OfficerVerifier::with_secrets(&officers, &self.ca_path, |name| {
             (name == SECRET_ENV).then(|| secret.to_string())
         })
         .expect("verifier")
@@ -566,8 +554,8 @@ async fn wrong_client_credentials_or_a_down_endpoint_are_unavailable() {
 async fn a_missing_client_secret_fails_the_start() {
     let env = Env::new();
     let idp = env.idp().await;
-    let config = env.config(idp.officer_config(&env.ca_path, SECRET_ENV));
-    let e = OfficerVerifier::with_secrets(&config, |_| None)
+    let officers = idp.officer_config(&env.ca_path, SECRET_ENV);
+    let e = OfficerVerifier::with_secrets(&officers, &env.ca_path, |_| None)
         .expect_err("no secret")
         .to_string();
     assert!(e.contains(SECRET_ENV), "{e}");
@@ -575,15 +563,23 @@ async fn a_missing_client_secret_fails_the_start() {
 
 // ---- Configuration ------------------------------------------------------------------------
 
-fn parse_officers(section: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+/// The `[officers]` section of a config file, loaded and checked as the gateway does.
+#[derive(Debug, serde::Deserialize)]
+struct Sections {
+    #[serde(default)]
+    officers: OfficerConfig,
+}
+
+fn parse_officers(section: &str, vars: &[(&str, &str)]) -> Result<Sections, ConfigError> {
     let text = format!(
         "{}{section}",
         minimal_config_text(Path::new("certs/ca.pem"))
     );
-    Config::parse(
+    crate::config::parse(
         Path::new("x"),
         &text,
         vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        |s: &Sections| validate(&s.officers),
     )
 }
 

@@ -15,9 +15,9 @@ use http_body::Frame;
 use tonic::body::Body;
 use tower::{Layer, Service};
 
-use super::context::AuditContext;
-use crate::store::{BoxFuture, Store};
+use crate::audit::context::AuditContext;
 use crate::tls::listener::ConnInfo;
+use {crate::common::BoxFuture, crate::store::Store};
 
 #[derive(Clone)]
 pub struct AuditLayer {
@@ -68,8 +68,8 @@ where
             .headers()
             .get("traceparent")
             .and_then(|v| v.to_str().ok())
-            .and_then(crate::auth::trace_id_of)
-            .unwrap_or_else(crate::auth::new_trace_id);
+            .and_then(crate::common::trace::trace_id_of)
+            .unwrap_or_else(crate::common::trace::new_trace_id);
         let ctx = Arc::new(AuditContext::new(request.uri().path(), identity, trace_id));
         request.extensions_mut().insert(ctx.clone());
         // The service that was polled ready serves this call (tower's clone-and-swap).

@@ -16,8 +16,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::api::contract::served_rpcs;
-use crate::config::{Config, ROLE_AUDITOR};
+use crate::common::contract::served_rpcs;
 
 /// The service only auditors may call (by role, never by an `allow` pattern).
 pub const AUDIT_SERVICE: &str = "jisr.v1.AuditService";
@@ -33,6 +32,9 @@ pub const RULE_AUDITOR_ROLE: &str = "role.auditor";
 pub const RULE_AUDITOR_REQUIRED: &str = "audit.auditor-role";
 
 /// One agency's policy, as written in the config.
+/// The role that may call AuditService.
+pub const ROLE_AUDITOR: &str = "auditor";
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
@@ -82,8 +84,31 @@ struct AgencyPolicy {
     auditor: bool,
 }
 
+/// What the policy is built and checked from: each agency's rules, roles and services.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySettings {
+    pub agencies: Vec<PolicyAgency>,
+    /// Whether officer tokens can be verified (an `[officers]` verifier is configured).
+    pub officers_enabled: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PolicyAgency {
+    pub id: String,
+    pub roles: Vec<String>,
+    pub policy: PolicyConfig,
+    /// The codes of the services the agency offers.
+    pub services: Vec<String>,
+}
+
+impl PolicySettings {
+    fn agency(&self, id: &str) -> Option<&PolicyAgency> {
+        self.agencies.iter().find(|a| a.id == id)
+    }
+}
+
 impl Policy {
-    pub fn of(config: &Config) -> Policy {
+    pub fn of(config: &PolicySettings) -> Policy {
         Policy(Arc::new(
             config
                 .agencies
@@ -177,14 +202,14 @@ fn target_matches(rule: &str, agency: &str, service: Option<&str>) -> bool {
 
 /// Policy mistakes `jisr config check` reports (and `serve` refuses to start with): rules
 /// naming an unknown RPC, agency or service, and rules that can never match.
-pub fn check(config: &Config) -> Vec<String> {
+pub fn check(config: &PolicySettings) -> Vec<String> {
     let rpcs = served_rpcs();
     let policy = Policy::of(config);
     let mut problems = Vec::new();
     let services_of = |agency: &str| -> Option<Vec<&str>> {
         config
             .agency(agency)
-            .map(|a| a.services.iter().map(|s| s.code.as_str()).collect())
+            .map(|a| a.services.iter().map(String::as_str).collect())
     };
     for a in &config.agencies {
         let key = |field: &str, i: usize| {
@@ -215,7 +240,7 @@ pub fn check(config: &Config) -> Vec<String> {
                 }
             }
         }
-        if !a.policy.officer_required.is_empty() && !config.officers.enabled() {
+        if !a.policy.officer_required.is_empty() && !config.officers_enabled {
             problems.push(format!(
                 "agencies[{}].policy.officer_required (agency {}): no officer token can be verified \
                  (configure [officers] jwks_file, jwks_url or introspection), so these RPCs could never be called",
@@ -293,7 +318,7 @@ pub fn check(config: &Config) -> Vec<String> {
     problems
 }
 
-fn index_of(config: &Config, agency: &str) -> usize {
+fn index_of(config: &PolicySettings, agency: &str) -> usize {
     config
         .agencies
         .iter()
@@ -320,13 +345,14 @@ mod tests {
         assert!(!target_matches("police", "housing", None));
     }
 
-    fn sample() -> Config {
-        Config::parse(
+    fn sample() -> PolicySettings {
+        crate::server::config::Config::parse(
             std::path::Path::new("config/jisr.toml"),
             include_str!("../../config/jisr.toml"),
             Vec::new(),
         )
         .expect("the sample config is valid, policy included")
+        .policy()
     }
 
     #[test]

@@ -1,15 +1,12 @@
 //! Who is calling. The agency comes only from the verified client certificate (attached
 //! to every request by the TLS listener), never from a payload field.
 
-pub mod gate;
-pub mod officer;
-pub mod policy;
-
 use std::sync::Arc;
 
 use tonic::{Request, Status};
 
 use crate::audit::context::AuditContext;
+use crate::common::trace::{new_trace_id, trace_id_of};
 use crate::tls::identity::AgencyIdentity;
 use crate::tls::listener::ConnInfo;
 
@@ -62,40 +59,4 @@ pub fn identify<T>(request: &Request<T>) -> Result<Caller, Status> {
         trace_id: audit.trace_id().to_string(),
         audit,
     })
-}
-
-/// The trace id of a W3C `traceparent` (version 00): `00-<32 hex>-<16 hex>-<2 hex>`.
-pub fn trace_id_of(traceparent: &str) -> Option<String> {
-    let parts: Vec<&str> = traceparent.split('-').collect();
-    match parts.as_slice() {
-        [version, trace, span, flags]
-            if version.len() == 2
-                && trace.len() == 32
-                && span.len() == 16
-                && flags.len() == 2
-                && trace.chars().all(|c| c.is_ascii_hexdigit())
-                && *trace != "00000000000000000000000000000000" =>
-        {
-            Some(trace.to_ascii_lowercase())
-        }
-        _ => None,
-    }
-}
-
-pub fn new_trace_id() -> String {
-    format!("{:032x}", ulid::Ulid::new().0)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn traceparent_is_parsed_strictly() {
-        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        assert_eq!(
-            super::trace_id_of(tp).as_deref(),
-            Some("4bf92f3577b34da6a3ce929d0e0e4736")
-        );
-        assert_eq!(super::trace_id_of("00-xyz-00f067aa0ba902b7-01"), None);
-        assert_eq!(super::new_trace_id().len(), 32);
-    }
 }

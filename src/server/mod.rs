@@ -1,4 +1,8 @@
-//! Assembles the gateway: config → store → TLS listener → tonic services.
+//! Assembles the gateway: config → store → TLS listener → the request path's layers →
+//! tonic services, and the background tasks (dispatcher, time-frame sweeps). The only
+//! module that knows every component; each is built from its own part of the config.
+
+pub mod config;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,12 +20,9 @@ use crate::api::document::DocumentApi;
 use crate::api::inbox::InboxApi;
 use crate::api::information_request::InformationRequestApi;
 use crate::api::referral::ReferralApi;
-use crate::audit::layer::AuditLayer;
-use crate::auth::gate::{Authorize, DeadlineLayer, GateLayer, Limits, Officers};
-use crate::auth::officer::OfficerVerifier;
-use crate::auth::policy::Policy;
-use crate::config::Config;
 use crate::delivery::dispatcher::Dispatcher;
+use crate::domain::policy::{Policy, ROLE_AUDITOR};
+use crate::layers::officer::OfficerVerifier;
 use crate::pb;
 use crate::pb::adapter_v1::inbox_service_server::InboxServiceServer;
 use crate::pb::v1::audit_service_server::AuditServiceServer;
@@ -32,6 +33,7 @@ use crate::pb::v1::referral_service_server::ReferralServiceServer;
 use crate::store::{LogSettings, Store};
 use crate::tls::listener::{self, ListenerSettings, TlsStats};
 use crate::tls::{self, Registry};
+use config::Config;
 
 /// A running gateway.
 pub struct Gateway {
@@ -47,13 +49,21 @@ pub struct Gateway {
 impl Gateway {
     /// Binds the listener and starts serving in the background.
     pub async fn start(config: &Config) -> anyhow::Result<Gateway> {
-        let registry = Registry::of(config);
-        let directory = DirectoryApi::new(config).context("directory configuration")?;
-        let server_tls = tls::reload::ServerTls::load(tls::TlsSource::of(config, registry.clone()))
-            .context("TLS configuration")?;
+        let registry = Registry::new(config.agency_ids());
+        let directory =
+            DirectoryApi::new(&config.directory()).context("directory configuration")?;
+        let server_tls = tls::reload::ServerTls::load(tls::TlsSource::new(
+            &config.tls,
+            &config.trust_domain,
+            registry.clone(),
+        ))
+        .context("TLS configuration")?;
         let log = LogSettings {
             log_id: config.node_id.clone(),
-            signer: Arc::new(crate::audit::load_signer(config).context("audit signing key")?),
+            signer: Arc::new(
+                crate::audit::load_signer(&config.audit, &config.audit_origin())
+                    .context("audit signing key")?,
+            ),
             checkpoint_every: config.audit.checkpoint_every,
             checkpoint_interval: Duration::from_millis(config.audit.checkpoint_interval_ms),
         };
@@ -102,9 +112,11 @@ impl Gateway {
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
-        let policy = Policy::of(config);
-        let officers =
-            Arc::new(OfficerVerifier::new(config).context("officer token verification")?);
+        let policy = Policy::of(&config.policy());
+        let officers = Arc::new(
+            OfficerVerifier::new(&config.officers, &config.tls.ca_cert)
+                .context("officer token verification")?,
+        );
         if let Err(e) = officers.prefetch().await {
             // The keys are fetched again when a token needs them.
             tracing::warn!(error = %e, "officer keys could not be fetched at start");
@@ -137,14 +149,14 @@ impl Gateway {
         let router = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .max_concurrent_streams(limits.max_concurrent_streams)
-            // The request path, outermost first. Every call, on every service, ends in the
-            // audit layer, whatever the layers under it decide.
-            .layer(AuditLayer::new(store.clone()))
-            // The deadline of every call (a shorter grpc-timeout from the client wins).
-            .layer(DeadlineLayer(Duration::from_millis(limits.call_timeout_ms)))
-            .layer(GateLayer(Limits::new(config)))
-            .layer(GateLayer(Officers(officers)))
-            .layer(GateLayer(Authorize(policy)))
+            // The request path (layers::stack): audit → deadline → limits → officer → authorize.
+            .layer(crate::layers::stack(
+                store.clone(),
+                limits,
+                config.agency_ids(),
+                officers,
+                policy.clone(),
+            ))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(
@@ -159,19 +171,36 @@ impl Gateway {
                     .max_decoding_message_size(DocumentApi::max_message_bytes(&config.documents)),
             )
             .add_service(
-                AuditServiceServer::new(AuditApi::new(store.pool().clone(), config))
-                    .max_decoding_message_size(max_message),
+                AuditServiceServer::new(AuditApi::new(
+                    store.pool().clone(),
+                    &config.node_id,
+                    config
+                        .agencies
+                        .iter()
+                        .filter(|a| config.has_role(&a.id, ROLE_AUDITOR))
+                        .map(|a| a.id.clone()),
+                ))
+                .max_decoding_message_size(max_message),
             )
             .add_service(
-                InboxServiceServer::new(InboxApi::new(store.clone(), config))
-                    .max_decoding_message_size(max_message),
+                InboxServiceServer::new(InboxApi::new(
+                    store.clone(),
+                    config
+                        .agencies
+                        .iter()
+                        .filter(|a| a.adapter.is_inbox())
+                        .map(|a| a.id.clone()),
+                    Duration::from_millis(config.delivery.visibility_timeout_ms),
+                    Duration::from_millis(limits.call_timeout_ms),
+                ))
+                .max_decoding_message_size(max_message),
             )
             .add_service(
                 DirectoryServiceServer::new(directory).max_decoding_message_size(max_message),
             );
         let dispatcher = Dispatcher::new(
             store.clone(),
-            crate::adapters::build(config)?,
+            config.build_adapters()?,
             config.delivery.clone(),
         )
         .spawn(shutdown_rx.clone());

@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::adapters::rest::connector::TlsConnector;
+use crate::tls::https::TlsConnector;
 
 pub(super) struct HttpsClient {
     client: Client<TlsConnector, Full<Bytes>>,

@@ -28,9 +28,11 @@
 //! [`testing`] has a test identity provider (keys, tokens, an HTTPS JWKS and introspection
 //! endpoint) for tests over the wire.
 
+pub mod gate;
 mod http;
 mod introspection;
 mod jwks;
+#[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 #[cfg(test)]
 mod tests;
@@ -44,7 +46,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
-use crate::config::{Config, ConfigError, Origin};
+use std::path::Path;
+
+use crate::common::error::Reason;
+use crate::config::{ConfigError, Origin};
 
 use self::introspection::Introspector;
 use self::jwks::Jwks;
@@ -351,23 +356,28 @@ pub enum OfficerReason {
 }
 
 impl OfficerReason {
-    pub fn code(self) -> &'static str {
+    /// The stable reason a refusal of this kind carries.
+    pub fn reason(self) -> Reason {
         match self {
-            OfficerReason::TokenMalformed => "TOKEN_MALFORMED",
-            OfficerReason::AlgorithmNotAllowed => "ALGORITHM_NOT_ALLOWED",
-            OfficerReason::UnknownKey => "UNKNOWN_KEY",
-            OfficerReason::BadSignature => "BAD_SIGNATURE",
-            OfficerReason::TokenExpired => "TOKEN_EXPIRED",
-            OfficerReason::TokenNotYetValid => "TOKEN_NOT_YET_VALID",
-            OfficerReason::WrongIssuer => "WRONG_ISSUER",
-            OfficerReason::WrongAudience => "WRONG_AUDIENCE",
-            OfficerReason::MissingClaim => "MISSING_CLAIM",
-            OfficerReason::InvalidClaim => "INVALID_CLAIM",
-            OfficerReason::Inactive => "INACTIVE",
-            OfficerReason::IntrospectionUnavailable => "INTROSPECTION_UNAVAILABLE",
-            OfficerReason::KeysUnavailable => "KEYS_UNAVAILABLE",
-            OfficerReason::NotConfigured => "NOT_CONFIGURED",
+            OfficerReason::TokenMalformed => Reason::TokenMalformed,
+            OfficerReason::AlgorithmNotAllowed => Reason::AlgorithmNotAllowed,
+            OfficerReason::UnknownKey => Reason::UnknownKey,
+            OfficerReason::BadSignature => Reason::BadSignature,
+            OfficerReason::TokenExpired => Reason::TokenExpired,
+            OfficerReason::TokenNotYetValid => Reason::TokenNotYetValid,
+            OfficerReason::WrongIssuer => Reason::WrongIssuer,
+            OfficerReason::WrongAudience => Reason::WrongAudience,
+            OfficerReason::MissingClaim => Reason::MissingClaim,
+            OfficerReason::InvalidClaim => Reason::InvalidClaim,
+            OfficerReason::Inactive => Reason::TokenInactive,
+            OfficerReason::IntrospectionUnavailable => Reason::IntrospectionUnavailable,
+            OfficerReason::KeysUnavailable => Reason::KeysUnavailable,
+            OfficerReason::NotConfigured => Reason::OfficersNotConfigured,
         }
+    }
+
+    pub fn code(self) -> &'static str {
+        self.reason().as_str()
     }
 
     /// Whether the refusal is the gateway's or the identity provider's trouble, not the
@@ -707,18 +717,19 @@ impl std::fmt::Debug for OfficerVerifier {
 }
 
 impl OfficerVerifier {
-    /// Builds the verifier of `config.officers`, reading the client secret from the process
-    /// environment and the JWKS file (if any) now. Fails naming what is wrong.
-    pub fn new(config: &Config) -> anyhow::Result<OfficerVerifier> {
-        OfficerVerifier::with_secrets(config, |name| std::env::var(name).ok())
+    /// Builds the verifier of `[officers]`, reading the client secret from the process
+    /// environment and the JWKS file (if any) now; `default_ca` (tls.ca_cert) verifies the
+    /// identity provider where its section names no CA. Fails naming what is wrong.
+    pub fn new(officers: &OfficerConfig, default_ca: &Path) -> anyhow::Result<OfficerVerifier> {
+        OfficerVerifier::with_secrets(officers, default_ca, |name| std::env::var(name).ok())
     }
 
     /// As [`OfficerVerifier::new`], with secrets looked up by `secret(variable name)`.
     pub fn with_secrets(
-        config: &Config,
+        officers: &OfficerConfig,
+        default_ca: &Path,
         secret: impl Fn(&str) -> Option<String>,
     ) -> anyhow::Result<OfficerVerifier> {
-        let officers = &config.officers;
         validate(officers).map_err(|e| anyhow::anyhow!("{e}"))?;
         let rules = ClaimRules {
             issuers: officers.issuers.clone(),
@@ -736,7 +747,7 @@ impl OfficerVerifier {
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             Some(JwtVerifier {
-                jwks: Jwks::new(officers, &config.tls.ca_cert)?,
+                jwks: Jwks::new(officers, default_ca)?,
                 algorithms,
                 rules: rules.clone(),
             })
@@ -744,12 +755,7 @@ impl OfficerVerifier {
             None
         };
         let introspection = match &officers.introspection {
-            Some(intro) => Some(Introspector::new(
-                intro,
-                &config.tls.ca_cert,
-                rules,
-                &secret,
-            )?),
+            Some(intro) => Some(Introspector::new(intro, default_ca, rules, &secret)?),
             None => None,
         };
         Ok(OfficerVerifier { jwt, introspection })

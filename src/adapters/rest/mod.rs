@@ -22,7 +22,7 @@
 //! the adapter is built, never logged, and marked sensitive in requests.
 
 pub mod canonical;
-pub mod connector;
+pub mod config;
 pub mod mapping;
 
 use std::error::Error as StdError;
@@ -37,11 +37,13 @@ use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::config::{Config, RestAuth, RestConfig, RestMapping};
-use crate::delivery::{Adapter, AgencyReceipt, DeliveryError, OutboundDelivery};
-use crate::store::BoxFuture;
+pub use config::{RestAuth, RestConfig, RestMapping, RestMappings};
 
-use self::connector::TlsConnector;
+use super::BuildContext;
+use crate::common::BoxFuture;
+use crate::delivery::{Adapter, AgencyReceipt, DeliveryError, OutboundDelivery};
+
+use crate::tls::https::TlsConnector;
 
 /// Largest answer body read; a longer one is cut and treated as not JSON.
 const MAX_REPLY_BYTES: usize = 1 << 20;
@@ -49,6 +51,8 @@ const MAX_REPLY_BYTES: usize = 1 << 20;
 const BODY_PREFIX_CHARS: usize = 200;
 
 pub struct RestAdapter {
+    /// "rest", or "webhook" for the webhook adapter built on this one.
+    kind: &'static str,
     agency: String,
     client: Client<TlsConnector, Full<Bytes>>,
     health_client: Client<TlsConnector, Empty<Bytes>>,
@@ -58,6 +62,37 @@ pub struct RestAdapter {
     timeout: Duration,
     /// The auth header (bearer or API key), marked sensitive; none for mTLS.
     auth: Option<(HeaderName, HeaderValue)>,
+    /// Signs each body (the webhook adapter): `X-Jisr-Signature` over timestamp and body.
+    signer: Option<Signer>,
+}
+
+/// How the webhook adapter signs: HMAC-SHA256 with a shared secret over
+/// `<unix seconds>.<body>`, sent as `X-Jisr-Timestamp` and `X-Jisr-Signature: v1=<hex>`.
+pub(crate) struct Signer(pub(crate) ring::hmac::Key);
+
+impl Signer {
+    /// The two headers for `body` signed at `unix_secs`.
+    pub(crate) fn headers(&self, unix_secs: u64, body: &[u8]) -> (String, String) {
+        let timestamp = unix_secs.to_string();
+        let mut ctx = ring::hmac::Context::with_key(&self.0);
+        ctx.update(timestamp.as_bytes());
+        ctx.update(b".");
+        ctx.update(body);
+        let signature = format!("v1={}", hex::encode(ctx.sign().as_ref()));
+        (timestamp, signature)
+    }
+}
+
+/// What a push over HTTPS is built from, once auth and secrets are resolved.
+pub(crate) struct Parts<'a> {
+    pub(crate) kind: &'static str,
+    pub(crate) url: &'a str,
+    pub(crate) ca_cert: Option<&'a Path>,
+    pub(crate) timeout_ms: Option<u64>,
+    pub(crate) mapping: &'a RestMappings,
+    pub(crate) auth: Option<(HeaderName, HeaderValue)>,
+    pub(crate) mtls: bool,
+    pub(crate) signer: Option<Signer>,
 }
 
 /// Where and how one kind of message is sent.
@@ -68,17 +103,17 @@ struct Target {
 
 impl RestAdapter {
     /// Builds the adapter of `agency`, reading its secrets from the process environment.
-    pub fn new(config: &Config, agency: &str, rest: &RestConfig) -> anyhow::Result<RestAdapter> {
-        RestAdapter::with_secrets(config, agency, rest, |name| std::env::var(name).ok())
+    pub fn new(ctx: &BuildContext, rest: &RestConfig) -> anyhow::Result<RestAdapter> {
+        RestAdapter::with_secrets(ctx, rest, |name| std::env::var(name).ok())
     }
 
     /// As [`RestAdapter::new`], with secrets looked up by `secret(variable name)`.
     pub fn with_secrets(
-        config: &Config,
-        agency: &str,
+        ctx: &BuildContext,
         rest: &RestConfig,
         secret: impl Fn(&str) -> Option<String>,
     ) -> anyhow::Result<RestAdapter> {
+        let agency = &ctx.agency;
         let what = || format!("agency {agency}: rest adapter");
         let read_secret = |var: &str| -> anyhow::Result<HeaderValue> {
             let Some(value) = secret(var).filter(|v| !v.is_empty()) else {
@@ -97,10 +132,7 @@ impl RestAdapter {
         let (auth, client_cert) = match &rest.auth {
             RestAuth::Mtls => (
                 None,
-                Some((
-                    config.delivery.client_cert.as_path(),
-                    config.delivery.client_key.as_path(),
-                )),
+                Some((ctx.client_cert.as_path(), ctx.client_key.as_path())),
             ),
             RestAuth::Bearer { token_env } => {
                 let token = read_secret(token_env)?;
@@ -118,21 +150,43 @@ impl RestAdapter {
                 (Some((name, value)), None)
             }
         };
-        let ca: &Path = rest.ca_cert.as_deref().unwrap_or(&config.tls.ca_cert);
+        RestAdapter::assemble(
+            ctx,
+            Parts {
+                kind: "rest",
+                url: &rest.url,
+                ca_cert: rest.ca_cert.as_deref(),
+                timeout_ms: rest.timeout_ms,
+                mapping: &rest.mapping,
+                auth,
+                mtls: client_cert.is_some(),
+                signer: None,
+            },
+        )
+    }
+
+    /// The adapter of `parts`: the HTTPS client, the target of each message kind.
+    pub(crate) fn assemble(ctx: &BuildContext, parts: Parts<'_>) -> anyhow::Result<RestAdapter> {
+        let agency = &ctx.agency;
+        let what = || format!("agency {agency}: {} adapter", parts.kind);
+        let client_cert = parts
+            .mtls
+            .then_some((ctx.client_cert.as_path(), ctx.client_key.as_path()));
+        let ca: &Path = parts.ca_cert.unwrap_or(&ctx.ca_cert);
         let connector = TlsConnector::new(ca, client_cert).with_context(what)?;
-        let base: Uri = rest
+        let base: Uri = parts
             .url
             .parse()
-            .with_context(|| format!("{}: url {:?}", what(), rest.url))?;
+            .with_context(|| format!("{}: url {:?}", what(), parts.url))?;
         if base.scheme_str() != Some("https") || base.host().is_none() {
-            bail!("{}: url {:?} is not an https:// URL", what(), rest.url);
+            bail!("{}: url {:?} is not an https:// URL", what(), parts.url);
         }
         let target = |mapping: &Option<RestMapping>| -> anyhow::Result<Target> {
             let mapping = mapping.clone().unwrap_or_default();
             let url = if mapping.path.is_empty() {
-                rest.url.clone()
+                parts.url.to_string()
             } else {
-                format!("{}{}", rest.url.trim_end_matches('/'), mapping.path)
+                format!("{}{}", parts.url.trim_end_matches('/'), mapping.path)
             };
             let uri = url
                 .parse()
@@ -140,18 +194,20 @@ impl RestAdapter {
             Ok(Target { uri, mapping })
         };
         Ok(RestAdapter {
+            kind: parts.kind,
             agency: agency.to_string(),
             client: Client::builder(TokioExecutor::new()).build(connector.clone()),
             health_client: Client::builder(TokioExecutor::new()).build(connector),
             base,
-            targets: rest
+            targets: parts
                 .mapping
                 .by_kind()
                 .into_iter()
                 .map(|(kind, mapping)| Ok((kind, target(mapping)?)))
                 .collect::<anyhow::Result<_>>()?,
-            timeout: Duration::from_millis(rest.timeout_ms.unwrap_or(config.delivery.timeout_ms)),
-            auth,
+            timeout: parts.timeout_ms.map_or(ctx.timeout, Duration::from_millis),
+            auth: parts.auth,
+            signer: parts.signer,
         })
     }
 
@@ -204,6 +260,15 @@ impl RestAdapter {
         }
         if let Some((name, value)) = &self.auth {
             request = request.header(name, value.clone());
+        }
+        if let Some(signer) = &self.signer {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let (timestamp, signature) = signer.headers(now, &body);
+            request = request
+                .header("x-jisr-timestamp", timestamp)
+                .header("x-jisr-signature", signature);
         }
         let request = request
             .body(Full::new(Bytes::from(body)))
@@ -297,7 +362,7 @@ fn error_chain(e: &(dyn StdError + 'static)) -> String {
 
 impl Adapter for RestAdapter {
     fn kind(&self) -> &'static str {
-        "rest"
+        self.kind
     }
 
     fn deliver<'a>(

@@ -1,0 +1,112 @@
+//! The plain data of exchanges as they are stored: the vocabulary of the storage trait
+//! (`domain::storage`) that `store` implements. No behaviour here.
+
+/// Outbox states.
+pub const PENDING: &str = "pending";
+pub const LEASED: &str = "leased";
+pub const DELIVERED: &str = "delivered";
+pub const DEAD: &str = "dead";
+
+#[derive(Debug, Clone)]
+pub struct ReferralRow {
+    pub id: String,
+    pub from_agency: String,
+    pub to_agency: String,
+    pub request_id: String,
+    pub service_code: String,
+    pub category: String,
+    pub priority: String,
+    pub status: String,
+    pub due_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// The jisr.v1.Referral as submitted, protobuf-encoded.
+    pub body: Vec<u8>,
+}
+
+/// An event of a referral, or of an information request (`information_request_id`
+/// non-empty; its `referral_id` is the referral it belongs to, or empty).
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    pub referral_id: &'a str,
+    pub information_request_id: &'a str,
+    pub from_agency: &'a str,
+    pub to_agency: &'a str,
+    pub event_type: &'a str,
+    pub status: &'a str,
+    pub actor_agency: &'a str,
+    pub reason_code: &'a str,
+    pub note: &'a str,
+    pub outcome: &'a str,
+    pub occurred_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub seq: i64,
+    /// Empty for an information request that stands alone.
+    pub referral_id: String,
+    /// Empty for a referral's own events.
+    pub information_request_id: String,
+    pub from_agency: String,
+    pub to_agency: String,
+    pub event_type: String,
+    pub status: String,
+    pub actor_agency: String,
+    pub reason_code: String,
+    pub note: String,
+    pub outcome: String,
+    pub occurred_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct InformationRequestRow {
+    pub id: String,
+    pub from_agency: String,
+    pub to_agency: String,
+    pub request_id: String,
+    /// Empty when the request stands alone.
+    pub referral_id: String,
+    pub status: String,
+    pub due_at: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// The jisr.v1.InformationRequest as sent, with its response once there is one.
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub seq: i64,
+    pub delivery_id: String,
+    pub agency: String,
+    pub kind: String,
+    pub subject_id: String,
+    pub payload: Vec<u8>,
+    pub traceparent: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_error: String,
+    pub receipt_id: String,
+}
+
+/// A message to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewDelivery<'a> {
+    pub agency: &'a str,
+    pub kind: &'a str,
+    pub subject_id: &'a str,
+    pub payload: Vec<u8>,
+    pub traceparent: &'a str,
+}
+
+/// The first response recorded for an idempotency key.
+#[derive(Debug)]
+pub struct IdempotentRecord {
+    pub method: String,
+    pub request_sha256: Vec<u8>,
+    pub response: Vec<u8>,
+}
