@@ -9,17 +9,15 @@ use std::time::Duration;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use super::convert::{receipt_proto, timestamp};
 use super::validate::Violations;
-use super::Refuse;
-use crate::common::time::now_ms;
-use crate::common::ApiError;
-use crate::delivery::effects;
-use crate::layers as auth;
+use crate::common::error::{ApiError, Reason};
+use crate::common::time::{now_ms, timestamp};
+use crate::domain::exchange::gateway::{settle_delivery, Fate};
+use crate::layers::{self as auth, Caller};
 use crate::pb::adapter_v1::inbox_service_server::InboxService;
 use crate::pb::adapter_v1::*;
 use crate::store::outbox::{OutboxRow, DEAD, DELIVERED};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 const DEFAULT_MAX: i32 = 10;
 const MAX: i32 = 100;
@@ -53,9 +51,9 @@ impl InboxApi {
     }
 }
 
-fn to_delivery(row: &OutboxRow) -> Result<Delivery, StoreError> {
+fn to_delivery(row: &OutboxRow) -> Result<Delivery, ApiError> {
     let mut d = Delivery::decode(row.payload.as_slice())
-        .map_err(|e| StoreError::Corrupt(format!("delivery {}: {e}", row.delivery_id)))?;
+        .map_err(|e| ApiError::corrupt(format!("delivery {}: {e}", row.delivery_id)))?;
     d.metadata = Some(DeliveryMetadata {
         delivery_id: row.delivery_id.clone(),
         attempt: row.attempts as u32,
@@ -73,7 +71,24 @@ impl InboxService for InboxApi {
         request: Request<PullDeliveriesRequest>,
     ) -> Result<Response<PullDeliveriesResponse>, Status> {
         let caller = auth::caller(&request)?;
-        let req = request.into_inner();
+        super::reply(&caller, self.pull(&caller, request.into_inner()).await)
+    }
+
+    async fn ack_delivery(
+        &self,
+        request: Request<AckDeliveryRequest>,
+    ) -> Result<Response<AckDeliveryResponse>, Status> {
+        let caller = auth::caller(&request)?;
+        super::reply(&caller, self.ack(&caller, request.into_inner()).await)
+    }
+}
+
+impl InboxApi {
+    async fn pull(
+        &self,
+        caller: &Caller,
+        req: PullDeliveriesRequest,
+    ) -> Result<PullDeliveriesResponse, ApiError> {
         let mut v = Violations::default();
         v.check(
             (0..=MAX).contains(&req.max_deliveries),
@@ -90,12 +105,16 @@ impl InboxService for InboxApi {
                 Duration::ZERO
             }
         };
-        v.finish().map_err(|e| e.refuse(&caller.audit))?;
+        v.finish()?;
         if !self.pullers.contains(caller.agency()) {
-            return Err(Status::failed_precondition(format!(
-                "deliveries to {} are pushed to its endpoint by its adapter; only agencies with adapter kind \"inbox\" pull",
-                caller.agency()
-            )));
+            return Err(ApiError::refused(
+                Reason::NotAnInboxAgency,
+                format!(
+                    "deliveries to {} are pushed to its endpoint by its adapter; only agencies with adapter kind \"inbox\" pull",
+                    caller.agency()
+                ),
+            )
+            .with("agency", caller.agency()));
         }
         let max = i64::from(if req.max_deliveries == 0 {
             DEFAULT_MAX
@@ -116,15 +135,10 @@ impl InboxService for InboxApi {
                         tx.lease_due(&agency, now, now + visibility, max).await
                     })
                 })
-                .await
-                .map_err(|e| ApiError::from(e).refuse(&caller.audit))?;
+                .await?;
             if !rows.is_empty() || tokio::time::Instant::now() >= deadline {
-                let deliveries = rows
-                    .iter()
-                    .map(to_delivery)
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| ApiError::from(e).refuse(&caller.audit))?;
-                return Ok(Response::new(PullDeliveriesResponse { deliveries }));
+                let deliveries = rows.iter().map(to_delivery).collect::<Result<_, _>>()?;
+                return Ok(PullDeliveriesResponse { deliveries });
             }
             // Long poll: wake on a new delivery, or look again when a lease may have ended.
             tokio::select! {
@@ -135,12 +149,11 @@ impl InboxService for InboxApi {
         }
     }
 
-    async fn ack_delivery(
+    async fn ack(
         &self,
-        request: Request<AckDeliveryRequest>,
-    ) -> Result<Response<AckDeliveryResponse>, Status> {
-        let caller = auth::caller(&request)?;
-        let req = request.into_inner();
+        caller: &Caller,
+        req: AckDeliveryRequest,
+    ) -> Result<AckDeliveryResponse, ApiError> {
         let mut v = Violations::default();
         v.ulid("delivery_id", &req.delivery_id);
         let outcome = v.enum_value::<AckOutcome>(
@@ -151,13 +164,17 @@ impl InboxService for InboxApi {
         );
         v.max_len("receipt_id", &req.receipt_id, 200);
         v.max_len("error_message", &req.error_message, 2000);
-        v.finish().map_err(|e| e.refuse(&caller.audit))?;
+        v.finish()?;
         let Some(outcome) = outcome else {
-            return Err(Status::invalid_argument("outcome is required"));
+            // Not reached: a missing outcome is a violation, so finish() returned above.
+            return Err(ApiError::Invalid(vec![tonic_types::FieldViolation::new(
+                "outcome",
+                "is required",
+            )]));
         };
         caller.audit.set_target(&req.delivery_id, "");
         let agency = caller.agency().to_string();
-        let result = self
+        let (response, _) = self
             .store
             .write(Some(&caller.audit), move |tx| {
                 Box::pin(async move {
@@ -175,26 +192,23 @@ impl InboxService for InboxApi {
                     };
                     // Acknowledged before (a retried ack): nothing changes.
                     if row.state != DELIVERED && row.state != DEAD {
-                        if outcome == AckOutcome::Accepted {
-                            tx.mark_delivered(&row.delivery_id, &req.receipt_id, now)
-                                .await?;
-                            effects::delivered(tx, &row, now).await?;
+                        let error = format!("rejected by {agency}: {}", req.error_message);
+                        let fate = if outcome == AckOutcome::Accepted {
+                            Fate::Delivered {
+                                receipt: &req.receipt_id,
+                            }
                         } else {
-                            let error = format!("rejected by {agency}: {}", req.error_message);
-                            tx.mark_dead(&row.delivery_id, &error, now).await?;
-                            effects::given_up(tx, &row, &error, now).await?;
-                        }
+                            Fate::GivenUp { error: &error }
+                        };
+                        settle_delivery(tx, &row, fate, now).await?;
                     }
                     let receipt = tx.audit_receipt()?;
                     Ok::<_, ApiError>(AckDeliveryResponse {
-                        audit_receipt: Some(receipt_proto(&receipt)),
+                        audit_receipt: Some(receipt.to_proto()),
                     })
                 })
             })
-            .await;
-        match result {
-            Ok((response, _)) => Ok(Response::new(response)),
-            Err(e) => Err(e.refuse(&caller.audit)),
-        }
+            .await?;
+        Ok(response)
     }
 }

@@ -1,5 +1,6 @@
-//! gRPC handlers. They stay thin: take the caller, validate, apply the domain rules
-//! through one store transaction, and map errors in one place (`error`).
+//! gRPC handlers. They stay thin: take the caller, validate, call `domain::exchange` for
+//! every change (or the store for a read), and map the answer; errors become statuses in
+//! one place (`common::error`), after `reply` notes a refusal in the call's audit entry.
 
 pub mod audit;
 pub mod convert;
@@ -14,7 +15,9 @@ pub mod validate;
 
 use crate::audit::context::AuditContext;
 use crate::common::ApiError;
-use crate::domain::policy::Decision;
+
+/// The exchange service as the gateway runs it: over the store.
+pub type GatewayExchange = crate::domain::exchange::Exchange<crate::store::Store>;
 
 /// How every handler ends: the answer, or the error as a status with details (after
 /// noting a refusal, with its rule, in the call's audit entry).
@@ -39,23 +42,5 @@ impl Refuse for ApiError {
             audit.deny(&rule);
         }
         tonic::Status::from(self)
-    }
-}
-
-/// Notes an allowing policy decision in the call's audit entry, or refuses with a message
-/// from `explain`.
-pub(crate) fn check_policy(
-    decision: &Decision,
-    audit: &AuditContext,
-    explain: impl FnOnce() -> String,
-) -> Result<(), ApiError> {
-    if decision.allowed {
-        audit.allow(&decision.rule);
-        Ok(())
-    } else {
-        Err(ApiError::PolicyDenied {
-            rule: decision.rule.clone(),
-            message: explain(),
-        })
     }
 }

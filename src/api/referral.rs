@@ -1,37 +1,31 @@
-//! jisr.v1.ReferralService: validate → lifecycle rules → one store transaction → reply.
+//! jisr.v1.ReferralService: validate → `domain::exchange` (writes) or the store (reads) →
+//! reply. The lifecycle, idempotency, events, deliveries and the audit seal are the
+//! exchange's; this file only checks input and maps answers.
 
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::time::Duration;
 
-use prost::Message;
-use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use tonic_types::FieldViolation;
 
-use super::convert::{receipt_proto, replay, timestamp, traceparent};
 use super::paging::IdPage;
-use super::validate::{is_code, Violations, UNREADABLE_DOCUMENT};
+use super::validate::{is_code, Violations};
+use super::GatewayExchange;
 use crate::common::time::now_ms;
 use crate::common::ApiError;
 use crate::directory::Directory;
-use crate::domain::payload;
-use crate::domain::policy::Policy;
-use crate::domain::referral::{check_transition, is_final, Actor};
-use crate::domain::time_frames;
+use crate::domain::exchange::referral::{
+    counterpart, event_to_proto, not_found, not_party, to_proto, StatusUpdate,
+};
 use crate::layers::{self as auth, Caller};
 use crate::pb::v1::referral_service_server::ReferralService;
 use crate::pb::v1::*;
-use crate::store::outbox::NewDelivery;
-use crate::store::{EventRow, ListFilter, NewEvent, ReferralRow, Store};
+use crate::store::{EventRow, ListFilter, ReferralRow, Store};
 use crate::tls::Registry;
-use std::sync::Arc;
-
-const SUBMIT: &str = "jisr.v1.ReferralService/SubmitReferral";
-const UPDATE: &str = "jisr.v1.ReferralService/UpdateReferralStatus";
 pub(crate) const DEFAULT_PAGE_SIZE: i32 = 50;
 pub(crate) const MAX_PAGE_SIZE: i32 = 500;
 const WATCH_BATCH: i64 = 256;
@@ -40,28 +34,24 @@ const WATCH_POLL: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 pub struct ReferralApi {
+    exchange: GatewayExchange,
+    /// Reads (get, list, watch) go straight to the store.
     store: Store,
     registry: Registry,
-    /// Where each agency may send referrals.
-    policy: Policy,
-    /// Services and their time frames (due dates).
-    directory: Arc<Directory>,
     shutdown: watch::Receiver<bool>,
 }
 
 impl ReferralApi {
     pub fn new(
+        exchange: GatewayExchange,
         store: Store,
         registry: Registry,
-        policy: Policy,
-        directory: Arc<Directory>,
         shutdown: watch::Receiver<bool>,
     ) -> ReferralApi {
         ReferralApi {
+            exchange,
             store,
             registry,
-            policy,
-            directory,
             shutdown,
         }
     }
@@ -121,135 +111,16 @@ impl ReferralApi {
         req: SubmitReferralRequest,
     ) -> Result<SubmitReferralResponse, ApiError> {
         let now = now_ms();
-        let mut referral =
-            validate_submit(&self.registry, &self.directory, caller.agency(), &req, now)?;
-        let decision =
-            self.policy
-                .may_refer(caller.agency(), &referral.to_agency, &referral.service_code);
-        caller.audit.set_target("", &referral.to_agency);
-        super::check_policy(&decision, &caller.audit, || {
-            format!(
-                "agency {} may not send referrals for {} to {}: its policy.refer_to does not allow it",
-                caller.agency(),
-                referral.service_code,
-                referral.to_agency
-            )
-        })?;
-        // The same request_id with a different body is a different request; output-only
-        // fields (a spoofed from_agency, say) were dropped above and do not count.
-        let hash = Sha256::digest(referral.encode_to_vec()).to_vec();
-
-        let due_at = time_frames::due_at(&self.directory, &referral.service_code, now);
-        let agency = caller.agency().to_string();
-        let trace_id = caller.trace_id.clone();
-        let request_id = req.request_id;
-        let (response, receipt) = self
-            .store
-            .write(Some(&caller.audit), move |tx| {
-                Box::pin(async move {
-                    if let Some(prev) = tx.idempotent_record(&agency, &request_id).await? {
-                        return replay::<SubmitReferralResponse>(prev, SUBMIT, &hash, &request_id);
-                    }
-                    referral.id = ulid::Ulid::new().to_string();
-                    referral.request_id = request_id.clone();
-                    referral.from_agency = agency.clone();
-                    referral.status = ReferralStatus::Submitted as i32;
-                    referral.created_at = Some(timestamp(now));
-                    referral.trace_id = trace_id;
-                    referral.due_at = due_at.map(timestamp);
-                    let row = ReferralRow {
-                        id: referral.id.clone(),
-                        from_agency: referral.from_agency.clone(),
-                        to_agency: referral.to_agency.clone(),
-                        request_id: referral.request_id.clone(),
-                        service_code: referral.service_code.clone(),
-                        category: referral.category().as_str_name().to_string(),
-                        priority: referral.priority().as_str_name().to_string(),
-                        status: ReferralStatus::Submitted.as_str_name().to_string(),
-                        due_at,
-                        created_at: now,
-                        updated_at: now,
-                        body: referral.encode_to_vec(),
-                    };
-                    tx.insert_referral(&row).await?;
-                    // Attachments: documents the sender may read, shared with the recipient.
-                    let documents: Vec<&str> = referral
-                        .attachments
-                        .iter()
-                        .map(|d| d.document_id.as_str())
-                        .collect();
-                    let unreadable = tx
-                        .share_documents(&documents, &agency, &row.to_agency, &row.id, now)
-                        .await?;
-                    if !unreadable.is_empty() {
-                        return Err(ApiError::Invalid(
-                            unreadable
-                                .into_iter()
-                                .map(|i| {
-                                    FieldViolation::new(
-                                        format!("referral.attachments[{i}].document_id"),
-                                        UNREADABLE_DOCUMENT,
-                                    )
-                                })
-                                .collect(),
-                        ));
-                    }
-                    tx.insert_event(&NewEvent {
-                        referral_id: &row.id,
-                        information_request_id: "",
-                        from_agency: &row.from_agency,
-                        to_agency: &row.to_agency,
-                        event_type: ReferralEventType::Submitted.as_str_name(),
-                        status: &row.status,
-                        actor_agency: &agency,
-                        reason_code: StatusReason::Unspecified.as_str_name(),
-                        note: "",
-                        outcome: ReferralOutcome::Unspecified.as_str_name(),
-                        occurred_at: now,
-                    })
-                    .await?;
-                    if let Some(entry) = tx.audit() {
-                        entry.target_ids.push(row.id.clone());
-                    }
-                    let receipt = tx.audit_receipt()?;
-                    let history = tx.referral_history(&row.id).await?;
-                    let delivered = to_proto(&row, &history, now)?;
-                    // The recipient's copy, delivered through its adapter (same transaction).
-                    tx.enqueue(
-                        &NewDelivery {
-                            agency: &row.to_agency,
-                            kind: payload::KIND_REFERRAL,
-                            subject_id: &row.id,
-                            payload: payload::referral(&delivered),
-                            traceparent: &traceparent(&delivered.trace_id),
-                        },
-                        now,
-                    )
-                    .await?;
-                    let response = SubmitReferralResponse {
-                        referral: Some(delivered),
-                        audit_receipt: Some(receipt_proto(&receipt)),
-                    };
-                    tx.record_idempotent(
-                        &agency,
-                        &request_id,
-                        SUBMIT,
-                        &hash,
-                        &response.encode_to_vec(),
-                        now,
-                    )
-                    .await?;
-                    Ok(response)
-                })
-            })
-            .await?;
-        if let Some(r) = &response.referral {
-            caller.audit.set_target(&r.id, &r.to_agency);
-        }
-        if receipt.is_some() {
-            tracing::info!(from = %caller.agency(), to = %response.referral.as_ref().map_or("", |r| r.to_agency.as_str()), "referral submitted");
-        }
-        Ok(response)
+        let referral = validate_submit(
+            &self.registry,
+            self.exchange.directory(),
+            caller.agency(),
+            &req,
+            now,
+        )?;
+        self.exchange
+            .submit_referral(caller, referral, req.request_id, now)
+            .await
     }
 
     async fn get(
@@ -420,103 +291,17 @@ impl ReferralApi {
                 "is required",
             )]));
         };
-        let hash = Sha256::digest(req.encode_to_vec()).to_vec();
-
-        let now = now_ms();
-        caller.audit.set_target(&req.referral_id, "");
-        let agency = caller.agency().to_string();
-        let (response, receipt) = self
-            .store
-            .write(Some(&caller.audit), move |tx| {
-                Box::pin(async move {
-                    if let Some(prev) = tx.idempotent_record(&agency, &req.request_id).await? {
-                        return replay::<UpdateReferralStatusResponse>(
-                            prev,
-                            UPDATE,
-                            &hash,
-                            &req.request_id,
-                        );
-                    }
-                    let mut row = tx
-                        .referral(&req.referral_id)
-                        .await?
-                        .ok_or_else(|| not_found(&req.referral_id))?;
-                    let actor = if row.from_agency == agency {
-                        Actor::Sender
-                    } else if row.to_agency == agency {
-                        Actor::Recipient
-                    } else {
-                        return Err(not_party(&req.referral_id));
-                    };
-                    if let Some(entry) = tx.audit() {
-                        entry.recipient_agency = counterpart(&row, &agency).to_string();
-                    }
-                    check_transition(parse_status(&row.status)?, to, actor)
-                        .map_err(|e| e.into_error(&row.id))?;
-                    row.status = to.as_str_name().to_string();
-                    row.updated_at = now;
-                    tx.set_referral_status(&row.id, &row.status, now).await?;
-                    tx.insert_event(&NewEvent {
-                        referral_id: &row.id,
-                        information_request_id: "",
-                        from_agency: &row.from_agency,
-                        to_agency: &row.to_agency,
-                        event_type: ReferralEventType::StatusChanged.as_str_name(),
-                        status: &row.status,
-                        actor_agency: &agency,
-                        reason_code: reason.as_str_name(),
-                        note: &req.note,
-                        outcome: outcome.as_str_name(),
-                        occurred_at: now,
-                    })
-                    .await?;
-                    let receipt = tx.audit_receipt()?;
-                    let history = tx.referral_history(&row.id).await?;
-                    let referral = to_proto(&row, &history, now)?;
-                    // The other party is told, through its adapter (same transaction).
-                    if let Some(change) = referral.status_history.last() {
-                        tx.enqueue(
-                            &NewDelivery {
-                                agency: counterpart(&row, &agency),
-                                kind: payload::KIND_STATUS_UPDATE,
-                                subject_id: &row.id,
-                                payload: payload::referral_status(
-                                    &row.id,
-                                    change.clone(),
-                                    referral.overdue,
-                                ),
-                                traceparent: &traceparent(&referral.trace_id),
-                            },
-                            now,
-                        )
-                        .await?;
-                    }
-                    let response = UpdateReferralStatusResponse {
-                        referral: Some(referral),
-                        audit_receipt: Some(receipt_proto(&receipt)),
-                    };
-                    tx.record_idempotent(
-                        &agency,
-                        &req.request_id,
-                        UPDATE,
-                        &hash,
-                        &response.encode_to_vec(),
-                        now,
-                    )
-                    .await?;
-                    Ok(response)
-                })
-            })
-            .await?;
-        if let Some(r) = &response.referral {
-            caller
-                .audit
-                .set_target(&r.id, counterpart_of(r, caller.agency()));
-        }
-        if receipt.is_some() {
-            tracing::info!(status = ?response.referral.as_ref().map(|r| r.status()), by = %caller.agency(), "referral status changed");
-        }
-        Ok(response)
+        let update = StatusUpdate {
+            referral_id: req.referral_id,
+            request_id: req.request_id,
+            status: to,
+            reason,
+            outcome,
+            note: req.note,
+        };
+        self.exchange
+            .update_referral_status(caller, update, now_ms())
+            .await
     }
 
     async fn watch(
@@ -648,98 +433,4 @@ pub fn validate_submit(
         consent: r.consent.clone(),
         ..Referral::default()
     })
-}
-
-/// The other agency of a referral, seen from `agency`.
-fn counterpart<'a>(row: &'a ReferralRow, agency: &str) -> &'a str {
-    if row.from_agency == agency {
-        &row.to_agency
-    } else {
-        &row.from_agency
-    }
-}
-
-fn counterpart_of<'a>(r: &'a Referral, agency: &str) -> &'a str {
-    if r.from_agency == agency {
-        &r.to_agency
-    } else {
-        &r.from_agency
-    }
-}
-
-fn not_found(id: &str) -> ApiError {
-    ApiError::NotFound {
-        kind: "referral",
-        id: id.to_string(),
-    }
-}
-
-fn not_party(id: &str) -> ApiError {
-    ApiError::NotParty {
-        kind: "referral",
-        id: id.to_string(),
-    }
-}
-
-fn parse_status(s: &str) -> Result<ReferralStatus, ApiError> {
-    ReferralStatus::from_str_name(s)
-        .ok_or_else(|| ApiError::corrupt(format!("unknown status {s:?}")))
-}
-
-fn status_change(e: &EventRow) -> Result<StatusChange, ApiError> {
-    Ok(StatusChange {
-        status: parse_status(&e.status)? as i32,
-        actor_agency: e.actor_agency.clone(),
-        changed_at: Some(timestamp(e.occurred_at)),
-        reason_code: StatusReason::from_str_name(&e.reason_code).unwrap_or_default() as i32,
-        note: e.note.clone(),
-        outcome: ReferralOutcome::from_str_name(&e.outcome).unwrap_or_default() as i32,
-    })
-}
-
-/// The referral as an API answer: the stored submission plus its current state.
-fn to_proto(row: &ReferralRow, history: &[EventRow], now: i64) -> Result<Referral, ApiError> {
-    let mut r = Referral::decode(row.body.as_slice())
-        .map_err(|e| ApiError::corrupt(format!("referral {}: {e}", row.id)))?;
-    let status = parse_status(&row.status)?;
-    r.status = status as i32;
-    r.updated_at = Some(timestamp(row.updated_at));
-    r.due_at = row.due_at.map(timestamp);
-    r.overdue = row.due_at.is_some_and(|due| due < now) && !is_final(status);
-    r.status_history = history
-        .iter()
-        .filter(|e| e.event_type != ReferralEventType::Overdue.as_str_name())
-        .map(status_change)
-        .collect::<Result<_, _>>()?;
-    r.outcome = r
-        .status_history
-        .iter()
-        .rev()
-        .find(|c| c.status == ReferralStatus::Completed as i32)
-        .map_or(0, |c| c.outcome);
-    Ok(r)
-}
-
-fn event_to_proto(e: &EventRow) -> Result<ReferralEvent, ApiError> {
-    let kind = ReferralEventType::from_str_name(&e.event_type).unwrap_or_default();
-    let mut event = ReferralEvent {
-        cursor: e.seq.to_string(),
-        r#type: kind as i32,
-        referral_id: e.referral_id.clone(),
-        from_agency: e.from_agency.clone(),
-        to_agency: e.to_agency.clone(),
-        occurred_at: Some(timestamp(e.occurred_at)),
-        ..ReferralEvent::default()
-    };
-    if e.information_request_id.is_empty() {
-        event.status = parse_status(&e.status)? as i32;
-        event.change = (kind != ReferralEventType::Overdue)
-            .then(|| status_change(e))
-            .transpose()?;
-    } else {
-        event.information_request_id = e.information_request_id.clone();
-        event.information_request_status =
-            InformationRequestStatus::from_str_name(&e.status).unwrap_or_default() as i32;
-    }
-    Ok(event)
 }

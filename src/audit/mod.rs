@@ -69,6 +69,17 @@ pub struct Receipt {
     pub leaf_hash: Hash,
 }
 
+impl Receipt {
+    /// The receipt as write RPCs answer it.
+    pub fn to_proto(&self) -> crate::pb::v1::AuditReceipt {
+        crate::pb::v1::AuditReceipt {
+            log_id: self.log_id.clone(),
+            leaf_index: self.leaf_index,
+            leaf_hash: self.leaf_hash.to_vec(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("{path}: {message}")]

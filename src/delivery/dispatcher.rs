@@ -13,11 +13,13 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::DeliveryConfig;
-use super::{backoff, effects, Adapter, DeliveryError, OutboundDelivery};
+use super::{backoff, Adapter, DeliveryError, OutboundDelivery};
 use crate::common::time::now_ms;
+use crate::common::ApiError;
+use crate::domain::exchange::gateway::{settle_delivery, Fate};
 use crate::pb::adapter_v1::{Delivery, DeliveryMetadata};
 use crate::store::outbox::OutboxRow;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 /// How many times its concurrency an agency may have leased ahead of attempts.
 const PREFETCH: usize = 4;
@@ -111,7 +113,7 @@ impl Dispatcher {
     /// allows, up to a window of `PREFETCH` times its concurrency is kept leased ahead, so a
     /// freed slot is refilled at once instead of after a round trip through the writer.
     /// Attempts wait for a slot in lease order (the semaphore is fair).
-    async fn dispatch_due(self: Arc<Self>) -> Result<(), StoreError> {
+    async fn dispatch_due(self: Arc<Self>) -> Result<(), ApiError> {
         let now = Instant::now();
         let window = self.settings.per_agency_concurrency * PREFETCH;
         let wanted: Vec<(String, i64)> = {
@@ -141,7 +143,7 @@ impl Dispatcher {
                     for (agency, n) in wanted {
                         rows.extend(tx.lease_due(&agency, at, at + lease_ms, n).await?);
                     }
-                    Ok::<_, StoreError>(rows)
+                    Ok::<_, ApiError>(rows)
                 })
             })
             .await?;
@@ -173,7 +175,7 @@ impl Dispatcher {
 
     /// Dead-letters deliveries older than `max_age_secs` that are not in flight, whatever
     /// their adapter (an inbox nobody pulls, an agency behind an open breaker).
-    async fn expire_stale(&self) -> Result<(), StoreError> {
+    async fn expire_stale(&self) -> Result<(), ApiError> {
         let max_age_ms = self.settings.max_age_secs as i64 * 1000;
         self.store
             .write(None, move |tx| {
@@ -182,10 +184,9 @@ impl Dispatcher {
                     for row in tx.stale(now - max_age_ms, now, 100).await? {
                         let error = format!("not delivered within {} s", max_age_ms / 1000);
                         tracing::warn!(delivery_id = %row.delivery_id, agency = %row.agency, "delivery dead-lettered: too old");
-                        tx.mark_dead(&row.delivery_id, &error, now).await?;
-                        effects::given_up(tx, &row, &error, now).await?;
+                        settle_delivery(tx, &row, Fate::GivenUp { error: &error }, now).await?;
                     }
-                    Ok::<_, StoreError>(())
+                    Ok::<_, ApiError>(())
                 })
             })
             .await
@@ -228,23 +229,24 @@ impl Dispatcher {
         }
     }
 
-    /// Records an attempt's outcome (and its effects) in one transaction.
+    /// Records an attempt's outcome (and, through the exchange, what it means for the
+    /// exchange) in one transaction.
     async fn record(
         &self,
         row: &OutboxRow,
         outcome: Result<String, DeliveryError>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), ApiError> {
         self.note_breaker(&row.agency, &outcome);
         let s = &self.settings;
         let age_ms = now_ms() - row.created_at;
         let decision = match outcome {
-            Ok(receipt) => Fate::Delivered(receipt),
-            Err(DeliveryError::Permanent(e)) => Fate::Dead(format!("refused: {e}")),
+            Ok(receipt) => Outcome::Delivered(receipt),
+            Err(DeliveryError::Permanent(e)) => Outcome::Dead(format!("refused: {e}")),
             Err(DeliveryError::Retryable(e)) if row.attempts >= i64::from(s.max_attempts) => {
-                Fate::Dead(format!("gave up after {} attempts: {e}", row.attempts))
+                Outcome::Dead(format!("gave up after {} attempts: {e}", row.attempts))
             }
             Err(DeliveryError::Retryable(e)) if age_ms >= s.max_age_secs as i64 * 1000 => {
-                Fate::Dead(format!("gave up after {} s: {e}", age_ms / 1000))
+                Outcome::Dead(format!("gave up after {} s: {e}", age_ms / 1000))
             }
             Err(DeliveryError::Retryable(e)) => {
                 let delay = backoff(
@@ -252,17 +254,17 @@ impl Dispatcher {
                     Duration::from_millis(s.initial_backoff_ms),
                     Duration::from_millis(s.max_backoff_ms),
                 );
-                Fate::Retry(e, delay.as_millis() as i64)
+                Outcome::Retry(e, delay.as_millis() as i64)
             }
         };
         match &decision {
-            Fate::Delivered(_) => {
+            Outcome::Delivered(_) => {
                 tracing::debug!(delivery_id = %row.delivery_id, agency = %row.agency, "delivered")
             }
-            Fate::Retry(e, delay) => {
+            Outcome::Retry(e, delay) => {
                 tracing::info!(delivery_id = %row.delivery_id, agency = %row.agency, attempt = row.attempts, retry_in_ms = delay, error = %e, "delivery failed; will retry")
             }
-            Fate::Dead(e) => {
+            Outcome::Dead(e) => {
                 tracing::warn!(delivery_id = %row.delivery_id, agency = %row.agency, error = %e, "delivery dead-lettered")
             }
         }
@@ -279,16 +281,15 @@ impl Dispatcher {
                         return Ok(());
                     }
                     match decision {
-                        Fate::Delivered(receipt) => {
-                            tx.mark_delivered(&row.delivery_id, &receipt, now).await?;
-                            effects::delivered(tx, &row, now).await
+                        Outcome::Delivered(receipt) => {
+                            settle_delivery(tx, &row, Fate::Delivered { receipt: &receipt }, now)
+                                .await
                         }
-                        Fate::Retry(e, delay) => {
-                            tx.reschedule(&row.delivery_id, &e, now + delay, now).await
-                        }
-                        Fate::Dead(e) => {
-                            tx.mark_dead(&row.delivery_id, &e, now).await?;
-                            effects::given_up(tx, &row, &e, now).await
+                        Outcome::Retry(e, delay) => Ok(tx
+                            .reschedule(&row.delivery_id, &e, now + delay, now)
+                            .await?),
+                        Outcome::Dead(e) => {
+                            settle_delivery(tx, &row, Fate::GivenUp { error: &e }, now).await
                         }
                     }
                 })
@@ -316,7 +317,7 @@ impl Dispatcher {
     }
 }
 
-enum Fate {
+enum Outcome {
     Delivered(String),
     Retry(String, i64),
     Dead(String),

@@ -1,12 +1,13 @@
 //! Durable delivery to agencies: the outbox (written in the same transaction as the change
-//! that caused it), the dispatcher that drains it through each agency's adapter, and what a
-//! delivery's fate does to the exchange (DELIVERED, FAILED, the sender told).
+//! that caused it), the dispatcher that drains it through each agency's adapter (a
+//! delivery's fate goes back through the exchange: DELIVERED, FAILED, the sender told),
+//! and the time-frame sweep.
 //!
 //! At least once, with a stable `delivery_id` the receiver de-duplicates on; deliveries of
 //! one exchange to one agency arrive in order. See docs/adapters.md.
 
 pub mod dispatcher;
-pub mod effects;
+pub mod sweeper;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::audit::context::AuditContext;
 use crate::common::contract::served_rpcs;
+use crate::common::ApiError;
 
 /// The service only auditors may call (by role, never by an `allow` pattern).
 pub const AUDIT_SERVICE: &str = "jisr.v1.AuditService";
@@ -70,6 +72,24 @@ impl Decision {
         Decision {
             allowed: false,
             rule: rule.into(),
+        }
+    }
+
+    /// Notes an allowing decision in the call's audit entry, or refuses (POLICY_DENIED,
+    /// naming the rule) with a message from `explain`.
+    pub fn check(
+        &self,
+        audit: &AuditContext,
+        explain: impl FnOnce() -> String,
+    ) -> Result<(), ApiError> {
+        if self.allowed {
+            audit.allow(&self.rule);
+            Ok(())
+        } else {
+            Err(ApiError::PolicyDenied {
+                rule: self.rule.clone(),
+                message: explain(),
+            })
         }
     }
 }

@@ -6,25 +6,10 @@ use std::sync::Arc;
 use tonic::{Request, Status};
 
 use crate::audit::context::AuditContext;
+use crate::common::error::{ApiError, Reason};
 use crate::common::trace::{new_trace_id, trace_id_of};
-use crate::tls::identity::AgencyIdentity;
+pub use crate::domain::exchange::Caller;
 use crate::tls::listener::ConnInfo;
-
-/// The authenticated caller of one RPC.
-#[derive(Clone)]
-pub struct Caller {
-    pub identity: Arc<AgencyIdentity>,
-    /// W3C trace id: from the caller's `traceparent` header, or new.
-    pub trace_id: String,
-    /// This call's audit entry in the making (see `audit::layer`).
-    pub audit: Arc<AuditContext>,
-}
-
-impl Caller {
-    pub fn agency(&self) -> &str {
-        &self.identity.agency_id
-    }
-}
 
 /// The caller of `request`; also records the request's hash for the audit entry.
 pub fn caller<T: prost::Message>(request: &Request<T>) -> Result<Caller, Status> {
@@ -38,7 +23,10 @@ pub fn caller<T: prost::Message>(request: &Request<T>) -> Result<Caller, Status>
 pub fn identify<T>(request: &Request<T>) -> Result<Caller, Status> {
     let info = request.extensions().get::<ConnInfo>().ok_or_else(|| {
         // Only reachable if a listener without client authentication served the call.
-        Status::unauthenticated("no verified agency certificate on this connection")
+        Status::from(ApiError::refused(
+            Reason::NoClientCertificate,
+            "no verified agency certificate on this connection",
+        ))
     })?;
     let audit = match request.extensions().get::<Arc<AuditContext>>() {
         Some(ctx) => ctx.clone(),

@@ -21,6 +21,7 @@ use crate::api::inbox::InboxApi;
 use crate::api::information_request::InformationRequestApi;
 use crate::api::referral::ReferralApi;
 use crate::delivery::dispatcher::Dispatcher;
+use crate::domain::exchange::{self, Exchange};
 use crate::domain::policy::{Policy, ROLE_AUDITOR};
 use crate::layers::officer::OfficerVerifier;
 use crate::pb;
@@ -121,26 +122,32 @@ impl Gateway {
             // The keys are fetched again when a token needs them.
             tracing::warn!(error = %e, "officer keys could not be fetched at start");
         }
+        let exchange = Exchange::new(
+            store.clone(),
+            policy.clone(),
+            directory.directory().clone(),
+            exchange::Settings {
+                information_request_days: config
+                    .information_requests
+                    .default_time_frame_working_days,
+                information_request_grace: Duration::from_secs(
+                    config.information_requests.expire_after_secs,
+                ),
+            },
+        );
         let referrals = ReferralApi::new(
+            exchange.clone(),
             store.clone(),
             registry.clone(),
-            policy.clone(),
-            directory.directory().clone(),
             shutdown_rx.clone(),
         );
-        let information_requests = InformationRequestApi::new(
-            store.clone(),
-            registry,
-            policy.clone(),
-            directory.directory().clone(),
-            config.information_requests.default_time_frame_working_days,
-        );
+        let information_requests =
+            InformationRequestApi::new(exchange.clone(), store.clone(), registry);
         let documents = DocumentApi::new(store.clone(), &config.documents)
             .with_context(|| format!("document directory {}", config.documents.dir.display()))?;
-        let overdue = crate::domain::time_frames::spawn_overdue_watch(
-            store.clone(),
+        let overdue = crate::delivery::sweeper::spawn(
+            exchange,
             Duration::from_millis(config.delivery.poll_interval_ms.max(200)),
-            Duration::from_secs(config.information_requests.expire_after_secs),
             shutdown_rx.clone(),
         );
 

@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod blobs;
 pub mod documents;
+mod exchange;
 pub mod information_requests;
 pub mod outbox;
 pub mod referrals;
