@@ -4,20 +4,18 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use sqlx::AnyPool;
-use tonic::{Code, Request, Response, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic::{Request, Response, Status};
 
 use super::convert::timestamp;
 use super::paging;
 use super::validate::{timestamp_ms, Violations};
 use crate::audit::entry::{AuditEntry, Decision};
 use crate::audit::merkle::{self, Hash};
-use crate::common::{ApiError, ERROR_DOMAIN};
+use crate::common::error::{ApiError, Reason};
 use crate::layers::{self as auth, Caller};
 use crate::pb::v1::audit_service_server::AuditService;
 use crate::pb::v1::*;
 use crate::store::audit::{self as log, AuditFilter, AuditRow, CheckpointRow};
-use crate::store::StoreError;
 
 /// The rule that decides who may read the audit trail.
 pub const RULE_AUDITOR: &str = "audit.auditor-role";
@@ -45,26 +43,23 @@ impl AuditApi {
         }
     }
 
-    /// Only auditors; the decision and its rule go into the call's audit entry.
-    fn authorize<T: prost::Message>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        let caller = auth::caller(request)?;
+    /// Only auditors; the decision and its rule go into the call's audit entry. (The
+    /// authorize gate refuses others first; this holds the handler to the same rule.)
+    fn authorize(&self, caller: &Caller) -> Result<(), ApiError> {
         if self.auditors.contains(caller.agency()) {
             caller.audit.allow(RULE_AUDITOR);
-            return Ok(caller);
+            return Ok(());
         }
         caller.audit.deny(RULE_AUDITOR);
-        Err(Status::with_error_details(
-            Code::PermissionDenied,
+        Err(ApiError::refused(
+            Reason::AuditorRoleRequired,
             format!(
                 "agency {} does not hold the auditor role; only auditors may read the audit trail",
                 caller.agency()
             ),
-            ErrorDetails::with_error_info(
-                "AUDITOR_ROLE_REQUIRED",
-                ERROR_DOMAIN,
-                std::collections::HashMap::new(),
-            ),
-        ))
+        )
+        .with("agency", caller.agency())
+        .with("rule", RULE_AUDITOR))
     }
 
     fn log_id<'a>(&'a self, requested: &'a str) -> &'a str {
@@ -75,14 +70,17 @@ impl AuditApi {
         }
     }
 
-    async fn latest_checkpoint(&self, log_id: &str) -> Result<CheckpointRow, Status> {
+    async fn latest_checkpoint(&self, log_id: &str) -> Result<CheckpointRow, ApiError> {
         log::checkpoint(&self.pool, log_id, None)
-            .await
-            .map_err(store_error)?
+            .await?
             .ok_or_else(|| {
-                Status::failed_precondition(format!(
-                    "log {log_id:?} has no signed checkpoint yet; one is written shortly after the first entry"
-                ))
+                ApiError::refused(
+                    Reason::NoCheckpointYet,
+                    format!(
+                        "log {log_id:?} has no signed checkpoint yet; one is written shortly after the first entry"
+                    ),
+                )
+                .with("log_id", log_id)
             })
     }
 
@@ -91,29 +89,175 @@ impl AuditApi {
         &self,
         log_id: &str,
         requested: u64,
-        field: &str,
-    ) -> Result<(u64, Option<CheckpointRow>), Status> {
+    ) -> Result<(u64, Option<CheckpointRow>), ApiError> {
         let latest = self.latest_checkpoint(log_id).await?;
         if requested == 0 || requested == latest.tree_size {
             return Ok((latest.tree_size, Some(latest)));
         }
         if requested > latest.tree_size {
-            let mut v = Violations::default();
-            v.add(
-                field,
-                format!("{requested} is beyond the latest signed checkpoint ({} entries); ask again later", latest.tree_size),
-            );
-            return Err(v.into_error().into());
+            return Err(beyond_checkpoint(
+                format!(
+                    "a tree of {requested} entries is beyond the latest signed checkpoint ({} entries); ask again shortly",
+                    latest.tree_size
+                ),
+                latest.tree_size,
+            ));
         }
-        let at = log::checkpoint(&self.pool, log_id, Some(requested))
-            .await
-            .map_err(store_error)?;
+        let at = log::checkpoint(&self.pool, log_id, Some(requested)).await?;
         Ok((requested, at))
+    }
+
+    async fn query(
+        &self,
+        caller: &Caller,
+        req: QueryAuditEventsRequest,
+    ) -> Result<QueryAuditEventsResponse, ApiError> {
+        self.authorize(caller)?;
+        let mut v = Violations::default();
+        let decision =
+            v.enum_value::<AuditDecision>("decision", req.decision, false, "an AuditDecision");
+        v.check(
+            (0..=MAX_PAGE_SIZE).contains(&req.page_size),
+            "page_size",
+            format!("must be between 0 and {MAX_PAGE_SIZE}"),
+        );
+        let since = req.start_time.as_ref().map(timestamp_ms);
+        let until = req.end_time.as_ref().map(timestamp_ms);
+        v.check(
+            since != Some(None),
+            "start_time",
+            "is not a valid timestamp",
+        );
+        v.check(until != Some(None), "end_time", "is not a valid timestamp");
+        let fingerprint = format!(
+            "{:?}|{:?}|{}|{}|{}|{}",
+            since, until, req.agency, req.method, req.decision, req.target_id
+        );
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            let after =
+                paging::decode(&req.page_token, &fingerprint).and_then(|k| k.parse::<u64>().ok());
+            v.check(
+                after.is_some(),
+                "page_token",
+                "is not a token this query returned for these filters",
+            );
+            after
+        };
+        v.finish()?;
+        let limit = if req.page_size == 0 {
+            DEFAULT_PAGE_SIZE
+        } else {
+            req.page_size
+        };
+        let non_empty = |s: String| (!s.is_empty()).then_some(s);
+        let filter = AuditFilter {
+            log_id: self.log_id.clone(),
+            since_ms: since.flatten(),
+            until_ms: until.flatten(),
+            agency: non_empty(req.agency),
+            method: non_empty(req.method),
+            decision: decision.and_then(|d| match d {
+                AuditDecision::Allow => Some(Decision::Allow.as_str().to_string()),
+                AuditDecision::Deny => Some(Decision::Deny.as_str().to_string()),
+                AuditDecision::Unspecified => None,
+            }),
+            target_id: non_empty(req.target_id),
+            after_index: after,
+            limit: i64::from(limit) + 1,
+        };
+        let mut rows = log::query_entries(&self.pool, &filter).await?;
+        let next_page_token = if rows.len() > limit as usize {
+            rows.truncate(limit as usize);
+            rows.last()
+                .map(|r| paging::encode(&r.leaf_index.to_string(), &fingerprint))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let events = rows.iter().map(event_proto).collect::<Result<_, _>>()?;
+        Ok(QueryAuditEventsResponse {
+            events,
+            next_page_token,
+        })
+    }
+
+    async fn checkpoint(
+        &self,
+        caller: &Caller,
+        req: GetCheckpointRequest,
+    ) -> Result<GetCheckpointResponse, ApiError> {
+        self.authorize(caller)?;
+        let log_id = self.log_id(&req.log_id).to_string();
+        let latest = self.latest_checkpoint(&log_id).await?;
+        Ok(GetCheckpointResponse {
+            checkpoint: Some(checkpoint_proto(&log_id, &latest)),
+        })
+    }
+
+    async fn inclusion_proof(
+        &self,
+        caller: &Caller,
+        req: GetInclusionProofRequest,
+    ) -> Result<GetInclusionProofResponse, ApiError> {
+        self.authorize(caller)?;
+        let log_id = self.log_id(&req.log_id).to_string();
+        caller
+            .audit
+            .set_target(&format!("{log_id}#{}", req.leaf_index), "");
+        let (size, checkpoint) = self.proof_size(&log_id, req.tree_size).await?;
+        if req.leaf_index >= size {
+            return Err(beyond_checkpoint(
+                format!(
+                    "entry {} is not covered by a signed checkpoint of {size} entries yet; ask again shortly",
+                    req.leaf_index
+                ),
+                size,
+            ));
+        }
+        let leaves = log::leaf_hashes(&self.pool, &log_id, size).await?;
+        let proof = merkle::inclusion_proof(&leaves, req.leaf_index)
+            .map_err(|e| ApiError::corrupt(format!("inclusion proof: {e}")))?;
+        Ok(GetInclusionProofResponse {
+            leaf_index: req.leaf_index,
+            tree_size: size,
+            leaf_hash: leaves[req.leaf_index as usize].to_vec(),
+            hashes: hashes(proof),
+            checkpoint: checkpoint.map(|c| checkpoint_proto(&log_id, &c)),
+        })
+    }
+
+    async fn consistency_proof(
+        &self,
+        caller: &Caller,
+        req: GetConsistencyProofRequest,
+    ) -> Result<GetConsistencyProofResponse, ApiError> {
+        self.authorize(caller)?;
+        let log_id = self.log_id(&req.log_id).to_string();
+        let (second, checkpoint) = self.proof_size(&log_id, req.second_tree_size).await?;
+        let mut v = Violations::default();
+        v.check(
+            (1..=second).contains(&req.first_tree_size),
+            "first_tree_size",
+            format!("must be between 1 and the second tree size ({second})"),
+        );
+        v.finish()?;
+        let leaves = log::leaf_hashes(&self.pool, &log_id, second).await?;
+        let proof = merkle::consistency_proof(&leaves, req.first_tree_size)
+            .map_err(|e| ApiError::corrupt(format!("consistency proof: {e}")))?;
+        Ok(GetConsistencyProofResponse {
+            first_tree_size: req.first_tree_size,
+            second_tree_size: second,
+            hashes: hashes(proof),
+            checkpoint: checkpoint.map(|c| checkpoint_proto(&log_id, &c)),
+        })
     }
 }
 
-fn store_error(e: StoreError) -> Status {
-    Status::from(ApiError::from(e))
+/// A proof asked of entries no signed checkpoint covers yet (a leaf or a tree size alike).
+fn beyond_checkpoint(message: String, tree_size: u64) -> ApiError {
+    ApiError::refused(Reason::BeyondCheckpoint, message).with("tree_size", tree_size.to_string())
 }
 
 fn checkpoint_proto(log_id: &str, c: &CheckpointRow) -> Checkpoint {
@@ -127,9 +271,9 @@ fn checkpoint_proto(log_id: &str, c: &CheckpointRow) -> Checkpoint {
 }
 
 /// An audit row as the API shows it.
-pub fn event_proto(row: &AuditRow) -> Result<AuditEvent, StoreError> {
+pub fn event_proto(row: &AuditRow) -> Result<AuditEvent, ApiError> {
     let e = AuditEntry::decode(&row.entry)
-        .map_err(|err| StoreError::Corrupt(format!("audit entry {}: {err}", row.leaf_index)))?;
+        .map_err(|err| ApiError::corrupt(format!("audit entry {}: {err}", row.leaf_index)))?;
     Ok(AuditEvent {
         log_id: e.log_id.clone(),
         leaf_index: e.leaf_index,
@@ -165,154 +309,40 @@ impl AuditService for AuditApi {
         &self,
         request: Request<QueryAuditEventsRequest>,
     ) -> Result<Response<QueryAuditEventsResponse>, Status> {
-        self.authorize(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::default();
-        let decision =
-            v.enum_value::<AuditDecision>("decision", req.decision, false, "an AuditDecision");
-        v.check(
-            (0..=MAX_PAGE_SIZE).contains(&req.page_size),
-            "page_size",
-            format!("must be between 0 and {MAX_PAGE_SIZE}"),
-        );
-        let since = req.start_time.as_ref().map(timestamp_ms);
-        let until = req.end_time.as_ref().map(timestamp_ms);
-        v.check(
-            since != Some(None),
-            "start_time",
-            "is not a valid timestamp",
-        );
-        v.check(until != Some(None), "end_time", "is not a valid timestamp");
-        let fingerprint = format!(
-            "{:?}|{:?}|{}|{}|{}|{}",
-            since, until, req.agency, req.method, req.decision, req.target_id
-        );
-        let after = if req.page_token.is_empty() {
-            None
-        } else {
-            let after =
-                paging::decode(&req.page_token, &fingerprint).and_then(|k| k.parse::<u64>().ok());
-            v.check(
-                after.is_some(),
-                "page_token",
-                "is not a token this query returned for these filters",
-            );
-            after
-        };
-        v.finish().map_err(Status::from)?;
-        let limit = if req.page_size == 0 {
-            DEFAULT_PAGE_SIZE
-        } else {
-            req.page_size
-        };
-        let non_empty = |s: String| (!s.is_empty()).then_some(s);
-        let filter = AuditFilter {
-            log_id: self.log_id.clone(),
-            since_ms: since.flatten(),
-            until_ms: until.flatten(),
-            agency: non_empty(req.agency),
-            method: non_empty(req.method),
-            decision: decision.and_then(|d| match d {
-                AuditDecision::Allow => Some(Decision::Allow.as_str().to_string()),
-                AuditDecision::Deny => Some(Decision::Deny.as_str().to_string()),
-                AuditDecision::Unspecified => None,
-            }),
-            target_id: non_empty(req.target_id),
-            after_index: after,
-            limit: i64::from(limit) + 1,
-        };
-        let mut rows = log::query_entries(&self.pool, &filter)
-            .await
-            .map_err(store_error)?;
-        let next_page_token = if rows.len() > limit as usize {
-            rows.truncate(limit as usize);
-            rows.last()
-                .map(|r| paging::encode(&r.leaf_index.to_string(), &fingerprint))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
-        let events = rows
-            .iter()
-            .map(event_proto)
-            .collect::<Result<_, _>>()
-            .map_err(store_error)?;
-        Ok(Response::new(QueryAuditEventsResponse {
-            events,
-            next_page_token,
-        }))
+        let caller = auth::caller(&request)?;
+        super::reply(&caller, self.query(&caller, request.into_inner()).await)
     }
 
     async fn get_checkpoint(
         &self,
         request: Request<GetCheckpointRequest>,
     ) -> Result<Response<GetCheckpointResponse>, Status> {
-        self.authorize(&request)?;
-        let log_id = self.log_id(&request.get_ref().log_id).to_string();
-        let latest = self.latest_checkpoint(&log_id).await?;
-        Ok(Response::new(GetCheckpointResponse {
-            checkpoint: Some(checkpoint_proto(&log_id, &latest)),
-        }))
+        let caller = auth::caller(&request)?;
+        super::reply(
+            &caller,
+            self.checkpoint(&caller, request.into_inner()).await,
+        )
     }
 
     async fn get_inclusion_proof(
         &self,
         request: Request<GetInclusionProofRequest>,
     ) -> Result<Response<GetInclusionProofResponse>, Status> {
-        let caller = self.authorize(&request)?;
-        let req = request.into_inner();
-        let log_id = self.log_id(&req.log_id).to_string();
-        caller
-            .audit
-            .set_target(&format!("{log_id}#{}", req.leaf_index), "");
-        let (size, checkpoint) = self.proof_size(&log_id, req.tree_size, "tree_size").await?;
-        if req.leaf_index >= size {
-            return Err(Status::failed_precondition(format!(
-                "entry {} is not covered by a signed checkpoint of {size} entries yet; ask again shortly",
-                req.leaf_index
-            )));
-        }
-        let leaves = log::leaf_hashes(&self.pool, &log_id, size)
-            .await
-            .map_err(store_error)?;
-        let proof = merkle::inclusion_proof(&leaves, req.leaf_index)
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(GetInclusionProofResponse {
-            leaf_index: req.leaf_index,
-            tree_size: size,
-            leaf_hash: leaves[req.leaf_index as usize].to_vec(),
-            hashes: hashes(proof),
-            checkpoint: checkpoint.map(|c| checkpoint_proto(&log_id, &c)),
-        }))
+        let caller = auth::caller(&request)?;
+        super::reply(
+            &caller,
+            self.inclusion_proof(&caller, request.into_inner()).await,
+        )
     }
 
     async fn get_consistency_proof(
         &self,
         request: Request<GetConsistencyProofRequest>,
     ) -> Result<Response<GetConsistencyProofResponse>, Status> {
-        self.authorize(&request)?;
-        let req = request.into_inner();
-        let log_id = self.log_id(&req.log_id).to_string();
-        let (second, checkpoint) = self
-            .proof_size(&log_id, req.second_tree_size, "second_tree_size")
-            .await?;
-        let mut v = Violations::default();
-        v.check(
-            (1..=second).contains(&req.first_tree_size),
-            "first_tree_size",
-            format!("must be between 1 and the second tree size ({second})"),
-        );
-        v.finish().map_err(Status::from)?;
-        let leaves = log::leaf_hashes(&self.pool, &log_id, second)
-            .await
-            .map_err(store_error)?;
-        let proof = merkle::consistency_proof(&leaves, req.first_tree_size)
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(GetConsistencyProofResponse {
-            first_tree_size: req.first_tree_size,
-            second_tree_size: second,
-            hashes: hashes(proof),
-            checkpoint: checkpoint.map(|c| checkpoint_proto(&log_id, &c)),
-        }))
+        let caller = auth::caller(&request)?;
+        super::reply(
+            &caller,
+            self.consistency_proof(&caller, request.into_inner()).await,
+        )
     }
 }

@@ -15,8 +15,8 @@ use tonic_types::FieldViolation;
 use super::paging::IdPage;
 use super::validate::{is_code, Violations};
 use super::GatewayExchange;
+use crate::common::error::{ApiError, Reason};
 use crate::common::time::now_ms;
-use crate::common::ApiError;
 use crate::directory::Directory;
 use crate::domain::exchange::referral::{
     counterpart, event_to_proto, not_found, not_party, to_proto, StatusUpdate,
@@ -336,9 +336,10 @@ impl ReferralApi {
             loop {
                 if *shutdown.borrow_and_update() {
                     let _ = tx
-                        .send(Err(Status::unavailable(
+                        .send(Err(Status::from(ApiError::refused(
+                            Reason::ShuttingDown,
                             "the gateway is shutting down; reconnect and resume from your last cursor",
-                        )))
+                        ))))
                         .await;
                     return;
                 }

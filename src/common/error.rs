@@ -121,6 +121,8 @@ reasons! {
     BeyondCheckpoint = "BEYOND_CHECKPOINT", [FailedPrecondition],
         "The leaf index or tree size asked for is not covered by the latest signed checkpoint yet (metadata tree_size): ask again shortly.";
     // ---- the gateway itself ----
+    ShuttingDown = "SHUTTING_DOWN", [Unavailable],
+        "The gateway is shutting down: an open WatchReferralEvents stream ends with it; reconnect and resume from your last cursor.";
     Storage = "STORAGE", [Internal, Unavailable],
         "The gateway's storage failed (UNAVAILABLE when it is overloaded): retry with backoff, with the same request_id.";
 }

@@ -469,6 +469,44 @@ drop = ["attachments"]
         assert!(e.contains("auth"), "{e}");
     }
 
+    /// The sample config with `adapter` (a TOML table body) for the charity (agencies[8]).
+    fn with_adapter(kind: &str, adapter: &str) -> Result<Config, ConfigError> {
+        let start = SAMPLE.find("id = \"charity\"").expect("the charity");
+        let end = SAMPLE[start..]
+            .find("\n[")
+            .map_or(SAMPLE.len(), |i| start + i + 1);
+        let text = format!(
+            "{}[agencies.adapter]\nkind = \"{kind}\"\n{adapter}\n{}",
+            &SAMPLE[..end],
+            &SAMPLE[end..]
+        );
+        Config::parse(Path::new("x"), &text, Vec::new())
+    }
+
+    #[test]
+    fn a_webhook_adapter_is_one_registry_line_away() {
+        let config = with_adapter(
+            "webhook",
+            "url = \"https://hooks.charity.example.ae/jisr\"\nsecret_env = \"CHARITY_HOOK_SECRET\"\n",
+        )
+        .unwrap();
+        let adapter = &config.agency("charity").unwrap().adapter;
+        assert_eq!(adapter.kind(), "webhook");
+        let e = with_adapter(
+            "webhook",
+            "url = \"https://h.example.ae\"\nsecret_env = \"1BAD\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("agencies[8].adapter.secret_env") && e.contains("1BAD"),
+            "{e}"
+        );
+        let e = with_adapter("carrier-pigeon", "").unwrap_err().to_string();
+        assert!(e.contains("carrier-pigeon"), "{e}");
+        assert_eq!(AdapterConfig::default().kind(), "inbox");
+    }
+
     #[test]
     fn semantic_rules_name_the_key() {
         let err = parse(&[("JISR_DATABASE__URL", "mysql://x")])

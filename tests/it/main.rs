@@ -8,6 +8,7 @@ mod delivery;
 mod directory;
 mod documents;
 mod information_requests;
+mod layout;
 mod limits;
 mod policy;
 mod properties;

@@ -1,5 +1,7 @@
 //! The `rest` adapter against a real mock agency HTTP API over TLS on loopback: the adapter
-//! test kit for each auth kind, and a real gateway delivering mapped JSON through it.
+//! test kit for each auth kind, and a real gateway delivering mapped JSON through it. The
+//! `webhook` adapter (built on the same HTTP client) passes the kit against the same mock,
+//! which checks its HMAC signature.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -43,6 +45,8 @@ enum MockAuth {
     Mtls,
     Bearer(String),
     ApiKey(String, String),
+    /// `X-Jisr-Signature` over `X-Jisr-Timestamp` and the body, with this secret (POSTs).
+    Webhook(String),
 }
 
 /// One request the mock agency API received.
@@ -109,7 +113,28 @@ impl RestMock {
             MockAuth::Mtls => false,
             MockAuth::Bearer(token) => get("authorization") != Some(&format!("Bearer {token}")),
             MockAuth::ApiKey(header, key) => get(header) != Some(key.as_str()),
+            // Checked with the body (`bad_signature`).
+            MockAuth::Webhook(_) => false,
         }
+    }
+
+    /// A POST whose webhook signature does not verify (only for `MockAuth::Webhook`).
+    fn bad_signature(&self, headers: &HeaderMap, body: &[u8]) -> bool {
+        let MockAuth::Webhook(secret) = &self.0.auth else {
+            return false;
+        };
+        let get = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+        };
+        !jisr::adapters::webhook::verify_signature(
+            secret.as_bytes(),
+            get("x-jisr-timestamp"),
+            body,
+            get("x-jisr-signature"),
+        )
     }
 
     async fn handle(
@@ -141,7 +166,9 @@ impl RestMock {
             tokio::time::sleep(Duration::from_secs(10)).await;
             return answer(StatusCode::SERVICE_UNAVAILABLE, "{}".into());
         }
-        if self.unauthorized(&parts.headers) {
+        if self.unauthorized(&parts.headers)
+            || (parts.method == http::Method::POST && self.bad_signature(&parts.headers, &body))
+        {
             return answer(
                 StatusCode::UNAUTHORIZED,
                 r#"{"error": "who are you?"}"#.into(),
@@ -771,4 +798,66 @@ async fn a_silent_agency_is_retried_through_the_gateway() {
     wait_status(&env, &gw, "social-services", &id, ReferralStatus::Delivered).await;
     assert_eq!(charity.acted().len(), 1);
     gw.shutdown().await.unwrap();
+}
+
+const WEBHOOK_SECRET: &str = "a webhook secret of 32+ bytes, shared";
+
+fn webhook_config(addr: SocketAddr) -> jisr::adapters::webhook::WebhookConfig {
+    jisr::adapters::webhook::WebhookConfig {
+        url: format!("https://localhost:{}/hooks/jisr", addr.port()),
+        secret_env: "CHARITY_WEBHOOK_SECRET".into(),
+        ca_cert: None,
+        timeout_ms: None,
+        mtls: false,
+    }
+}
+
+#[tokio::test]
+async fn the_webhook_adapter_passes_the_kit_with_signed_canonical_json() {
+    let env = TestEnv::sqlite();
+    let (addr, mock) = rest_mock(&env, MockAuth::Webhook(WEBHOOK_SECRET.into())).await;
+    let adapter = jisr::adapters::webhook::webhook(
+        &env.config.adapter_context(AGENCY),
+        &webhook_config(addr),
+        |name| (name == "CHARITY_WEBHOOK_SECRET").then(|| WEBHOOK_SECRET.to_string()),
+    )
+    .expect("webhook adapter builds");
+    assert_eq!(adapter.kind(), "webhook");
+    check_adapter(&adapter, &mock, AGENCY).await;
+    let posts = mock.posts();
+    assert!(!posts.is_empty());
+    for r in &posts {
+        assert_eq!(r.path, "/hooks/jisr");
+        assert!(!r.client_cert, "no client certificate unless mtls = true");
+        assert!(!mock.bad_signature(&r.headers, &r.body), "signed: {r:?}");
+        assert_eq!(r.header("idempotency-key"), r.header("x-jisr-delivery-id"));
+        // The canonical JSON, unmapped.
+        let body = r.json();
+        assert_eq!(body["delivery_id"], r.header("idempotency-key"));
+        assert_eq!(body["kind"], "referral", "{body}");
+    }
+}
+
+#[tokio::test]
+async fn a_webhook_signed_with_another_secret_is_refused_permanently() {
+    let env = TestEnv::sqlite();
+    let (addr, mock) = rest_mock(&env, MockAuth::Webhook(WEBHOOK_SECRET.into())).await;
+    let adapter = jisr::adapters::webhook::webhook(
+        &env.config.adapter_context(AGENCY),
+        &webhook_config(addr),
+        |_| Some("not the secret the agency holds!!".into()),
+    )
+    .unwrap();
+    let result = adapter
+        .deliver(&sample_delivery(
+            "01WEBHOOKDELIVERY000000001",
+            AGENCY,
+            "01WEBHOOKREF0000000000001",
+        ))
+        .await;
+    assert!(
+        matches!(result, Err(DeliveryError::Permanent(ref e)) if e.contains("401")),
+        "{result:?}"
+    );
+    assert!(mock.acted().is_empty(), "the agency acted on nothing");
 }
