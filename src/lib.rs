@@ -5,15 +5,15 @@
 //!
 //! ```text
 //! cli, server        the command line; assembling the gateway (the only place that knows everything)
-//! simulation         simulated agency systems for `jisr demo` and `jisr bench --sandbox`
 //! api                thin gRPC handlers: validate → domain::exchange → map the result
 //! layers             the request path: audit → deadline → limits → officer → authorize
-//! delivery, adapters the dispatcher and the adapters that reach agency systems
+//! delivery, adapters the dispatcher and sweeps; the adapters that reach agency systems
+//! simulation         simulated agency systems for `jisr demo`, `jisr bench --sandbox`, tests
 //! store              sqlx storage: domain's storage trait, the group-commit writer
 //! domain             the exchange service, lifecycle rules, policy, payloads: pure + a trait
 //! audit              entries, Merkle tree, checkpoints, verify, the call's audit context
 //! directory, tls     the service catalogue and calendar; mTLS, identity, CRLs, reload
-//! config             loading and JISR_ overrides (each subsystem owns its section)
+//! config, telemetry loading and JISR_ overrides (each subsystem owns its section); logs
 //! common             the error type and its one mapping to gRPC, time, trace ids, pb
 //! ```
 #![forbid(unsafe_code)]
