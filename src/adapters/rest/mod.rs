@@ -25,7 +25,6 @@ pub mod canonical;
 pub mod config;
 pub mod mapping;
 
-use std::error::Error as StdError;
 use std::path::Path;
 use std::time::Duration;
 
@@ -40,6 +39,7 @@ use hyper_util::rt::TokioExecutor;
 pub use config::{RestAuth, RestConfig, RestMapping, RestMappings};
 
 use super::BuildContext;
+use crate::common::error_chain;
 use crate::common::BoxFuture;
 use crate::delivery::{Adapter, AgencyReceipt, DeliveryError, OutboundDelivery};
 
@@ -346,18 +346,6 @@ fn body_prefix(body: &[u8]) -> String {
         out = out.chars().take(BODY_PREFIX_CHARS).collect::<String>() + "…";
     }
     out
-}
-
-/// An error and its sources, "a: b: c" (hyper's own messages are terse).
-fn error_chain(e: &(dyn StdError + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 impl Adapter for RestAdapter {

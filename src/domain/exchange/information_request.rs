@@ -51,13 +51,9 @@ impl<S: Storage> Exchange<S> {
             ),
         };
         let trace_id = caller.trace_id.clone();
-        let (response, receipt) = self
-            .storage
-            .transact(Some(&caller.audit), move |tx| {
+        let (response, fresh) = self
+            .write_once(caller, once, now, move |tx| {
                 Box::pin(async move {
-                    if let Some(first) = once.replayed(tx).await? {
-                        return Ok(first);
-                    }
                     if !ir.referral_id.is_empty() {
                         let party = tx
                             .referral(&ir.referral_id)
@@ -117,14 +113,13 @@ impl<S: Storage> Exchange<S> {
                         information_request: Some(sent),
                         audit_receipt: Some(tx.audit_receipt()?.to_proto()),
                     };
-                    once.remember(tx, &response, now).await?;
                     Ok(response)
                 })
             })
             .await?;
         if let Some(r) = &response.information_request {
             caller.audit.set_target(&r.id, &r.to_agency);
-            if receipt.is_some() {
+            if fresh {
                 tracing::info!(from = %caller.agency(), to = %r.to_agency, "information requested");
             }
         }
@@ -142,13 +137,9 @@ impl<S: Storage> Exchange<S> {
         caller.audit.set_target(&req.information_request_id, "");
         let once = Once::new(&agency, &req.request_id, RESPOND, &req);
         let trace_id = caller.trace_id.clone();
-        let (response, receipt) = self
-            .storage
-            .transact(Some(&caller.audit), move |tx| {
+        let (response, fresh) = self
+            .write_once(caller, once, now, move |tx| {
                 Box::pin(async move {
-                    if let Some(first) = once.replayed(tx).await? {
-                        return Ok(first);
-                    }
                     let id = &req.information_request_id;
                     let mut row = tx
                         .information_request(id)
@@ -214,12 +205,11 @@ impl<S: Storage> Exchange<S> {
                         information_request: Some(answered),
                         audit_receipt: Some(tx.audit_receipt()?.to_proto()),
                     };
-                    once.remember(tx, &response, now).await?;
                     Ok(response)
                 })
             })
             .await?;
-        if receipt.is_some() {
+        if fresh {
             tracing::info!(by = %caller.agency(), status = ?response.information_request.as_ref().map(|r| r.status()), "information request answered");
         }
         Ok(response)

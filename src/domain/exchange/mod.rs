@@ -30,7 +30,7 @@ use super::policy::Policy;
 use super::records::{IdempotentRecord, NewDelivery, NewEvent};
 use super::storage::{ExchangeTx, Storage};
 use crate::audit::context::AuditContext;
-use crate::common::ApiError;
+use crate::common::{ApiError, BoxFuture};
 use crate::directory::Directory;
 use crate::tls::identity::AgencyIdentity;
 
@@ -88,6 +88,37 @@ impl<S: Storage> Exchange<S> {
 
     pub fn directory(&self) -> &Arc<Directory> {
         &self.directory
+    }
+
+    /// Runs an agency's write once per request id: in one transaction with the call's
+    /// audit entry, a retry of the same request answers the first answer (nothing is
+    /// written again), anything else runs `job` and keeps its answer for the retries.
+    /// Answers whether `job` ran (a replay seals no new entry).
+    async fn write_once<M, F>(
+        &self,
+        caller: &Caller,
+        once: Once,
+        now: i64,
+        job: F,
+    ) -> Result<(M, bool), ApiError>
+    where
+        M: Message + Default + Send + 'static,
+        F: for<'t> FnOnce(&'t mut S::Tx) -> BoxFuture<'t, Result<M, ApiError>> + Send + 'static,
+    {
+        let (answer, receipt) = self
+            .storage
+            .transact(Some(&caller.audit), move |tx| {
+                Box::pin(async move {
+                    if let Some(first) = once.replayed(tx).await? {
+                        return Ok(first);
+                    }
+                    let answer = job(&mut *tx).await?;
+                    once.remember(tx, &answer, now).await?;
+                    Ok(answer)
+                })
+            })
+            .await?;
+        Ok((answer, receipt.is_some()))
     }
 }
 

@@ -54,13 +54,9 @@ impl<S: Storage> Exchange<S> {
         let once = Once::new(&agency, &request_id, SUBMIT, &referral);
         let due_at = time_frames::due_at(&self.directory, &referral.service_code, now);
         let trace_id = caller.trace_id.clone();
-        let (response, receipt) = self
-            .storage
-            .transact(Some(&caller.audit), move |tx| {
+        let (response, fresh) = self
+            .write_once(caller, once, now, move |tx| {
                 Box::pin(async move {
-                    if let Some(first) = once.replayed(tx).await? {
-                        return Ok(first);
-                    }
                     referral.id = ulid::Ulid::new().to_string();
                     referral.request_id = request_id;
                     referral.from_agency = agency.clone();
@@ -137,14 +133,13 @@ impl<S: Storage> Exchange<S> {
                         referral: Some(delivered),
                         audit_receipt: Some(receipt.to_proto()),
                     };
-                    once.remember(tx, &response, now).await?;
                     Ok(response)
                 })
             })
             .await?;
         if let Some(r) = &response.referral {
             caller.audit.set_target(&r.id, &r.to_agency);
-            if receipt.is_some() {
+            if fresh {
                 tracing::info!(from = %caller.agency(), to = %r.to_agency, "referral submitted");
             }
         }
@@ -173,13 +168,9 @@ impl<S: Storage> Exchange<S> {
                 outcome: update.outcome as i32,
             },
         );
-        let (response, receipt) = self
-            .storage
-            .transact(Some(&caller.audit), move |tx| {
+        let (response, fresh) = self
+            .write_once(caller, once, now, move |tx| {
                 Box::pin(async move {
-                    if let Some(first) = once.replayed(tx).await? {
-                        return Ok(first);
-                    }
                     let mut row = tx
                         .referral(&update.referral_id)
                         .await?
@@ -228,7 +219,6 @@ impl<S: Storage> Exchange<S> {
                         referral: Some(referral),
                         audit_receipt: Some(receipt.to_proto()),
                     };
-                    once.remember(tx, &response, now).await?;
                     Ok(response)
                 })
             })
@@ -240,7 +230,7 @@ impl<S: Storage> Exchange<S> {
                 &r.from_agency
             };
             caller.audit.set_target(&r.id, other);
-            if receipt.is_some() {
+            if fresh {
                 tracing::info!(status = ?r.status(), by = %caller.agency(), "referral status changed");
             }
         }

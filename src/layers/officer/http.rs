@@ -1,7 +1,6 @@
 //! The small HTTPS client of the officer verifier (JWKS fetches, introspection), on the
 //! rest adapter's rustls connector.
 
-use std::error::Error as StdError;
 use std::path::Path;
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use crate::common::error_chain;
 use crate::tls::https::TlsConnector;
 
 pub(super) struct HttpsClient {
@@ -53,16 +53,4 @@ impl HttpsClient {
             .await
             .map_err(|_| format!("no answer within {} ms", self.timeout.as_millis()))?
     }
-}
-
-/// An error and its sources, "a: b: c".
-fn error_chain(e: &(dyn StdError + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
