@@ -84,14 +84,7 @@ pub async fn settle_delivery<T: ExchangeTx>(
         ReferralOutcome::Unspecified,
         now,
     );
-    let change = StatusChange {
-        status: to as i32,
-        actor_agency: GATEWAY_ACTOR.to_string(),
-        changed_at: Some(timestamp(now)),
-        reason_code: reason as i32,
-        note: note.clone(),
-        outcome: 0,
-    };
+    let change = gateway_change(to, reason, &note, now);
     tell(
         tx,
         &event,
@@ -159,15 +152,12 @@ impl<S: Storage> Exchange<S> {
                             ReferralOutcome::Unspecified,
                             now,
                         );
-                        let change = StatusChange {
-                            status: ReferralStatus::from_str_name(&r.status).unwrap_or_default()
-                                as i32,
-                            actor_agency: GATEWAY_ACTOR.to_string(),
-                            changed_at: Some(timestamp(now)),
-                            reason_code: 0,
-                            note: note.clone(),
-                            outcome: 0,
-                        };
+                        let change = gateway_change(
+                            ReferralStatus::from_str_name(&r.status).unwrap_or_default(),
+                            StatusReason::Unspecified,
+                            &note,
+                            now,
+                        );
                         tell(
                             tx,
                             &event,
@@ -247,6 +237,23 @@ async fn information_request_event<T: ExchangeTx>(
         .collect();
     let event = information_request::event(r, kind, GATEWAY_ACTOR, ("", note), now);
     record(tx, &event, &deliveries, now).await
+}
+
+/// A change the gateway made (or noted) at `now`, as the parties are told of it.
+fn gateway_change(
+    status: ReferralStatus,
+    reason: StatusReason,
+    note: &str,
+    now: i64,
+) -> StatusChange {
+    StatusChange {
+        status: status as i32,
+        actor_agency: GATEWAY_ACTOR.to_string(),
+        changed_at: Some(timestamp(now)),
+        reason_code: reason as i32,
+        note: note.to_string(),
+        outcome: 0,
+    }
 }
 
 fn truncate(s: &str, max: usize) -> &str {
