@@ -274,3 +274,39 @@ fn the_reader_finds_grouped_and_inline_imports() {
         ["audit", "store", "tls"]
     );
 }
+
+#[test]
+fn the_codemap_describes_every_module_in_its_layer() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/architecture.md"))
+            .expect("docs/architecture.md");
+    let block_start = doc
+        .find("```\ncli, server")
+        .expect("the layer block of docs/architecture.md");
+    let block =
+        &doc[block_start..block_start + doc[block_start + 3..].find("```").unwrap_or(0) + 3];
+    let mut missing = Vec::new();
+    for (i, layer) in LAYERS.iter().enumerate() {
+        let line = block
+            .lines()
+            .nth(i + 1)
+            .and_then(|l| l.split("  ").next())
+            .unwrap_or_default();
+        let named: Vec<&str> = line.split(", ").map(str::trim).collect();
+        if named != *layer {
+            missing.push(format!(
+                "layer {i}: the doc says {named:?}, LAYERS says {layer:?}"
+            ));
+        }
+        for m in *layer {
+            if !doc.contains(&format!("**`{m}/`**")) && !doc.contains(&format!("**`{m}`**")) {
+                missing.push(format!("no section for `{m}`"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/architecture.md is out of date:\n  {}",
+        missing.join("\n  ")
+    );
+}
