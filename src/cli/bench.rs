@@ -1,15 +1,20 @@
-//! `jisr bench`: drives SubmitReferral over mTLS with C connections and N calls in flight
-//! for D seconds, then prints throughput and latency percentiles as one JSON line.
+//! `jisr bench`: drives SubmitReferral (or GetReferral) over mTLS with C connections and N
+//! calls in flight for D seconds, then prints throughput and latency percentiles as one JSON
+//! line. With `--baseline` it first measures an in-process echo over the same transport
+//! (`echo.rs`), with the same C, N and D, and gives every figure with its ratio to it.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use tonic::transport::Channel;
 
+use super::echo::EchoServer;
 use crate::pb::v1::referral_service_client::ReferralServiceClient;
 use crate::pb::v1::*;
 use crate::server::config::Config;
+use crate::tls::client::AgencyCredentials;
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -22,6 +27,9 @@ pub struct BenchArgs {
     /// Seconds to run (D).
     #[arg(long, default_value_t = 10)]
     duration: u64,
+    /// The call measured.
+    #[arg(long, value_enum, default_value_t = Rpc::Submit)]
+    rpc: Rpc,
     /// Sending agency.
     #[arg(long, default_value = "social-services")]
     from: String,
@@ -41,6 +49,106 @@ pub struct BenchArgs {
     /// time from SubmitReferral's reply to the agency receiving the referral.
     #[arg(long)]
     sandbox: bool,
+    /// First measure an in-process echo of the same RPC over the same TLS and HTTP/2 stack
+    /// (same connections, in-flight and duration), and report every figure with its ratio
+    /// to that baseline.
+    #[arg(long)]
+    baseline: bool,
+}
+
+/// The RPC a benchmark drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Rpc {
+    /// SubmitReferral: each call a new, valid referral with its own request_id.
+    Submit,
+    /// GetReferral of referrals submitted before the run (read path).
+    Get,
+}
+
+/// How many referrals a GetReferral run reads, round-robin.
+const GET_SET: usize = 100;
+
+/// What one run measured.
+struct Measured {
+    /// Latency of each successful call, µs, sorted.
+    latencies_us: Vec<u64>,
+    errors: u64,
+    first_error: Option<String>,
+    /// Submitted referral id → when its reply arrived (delivery latency).
+    replies: HashMap<String, Instant>,
+    started: Instant,
+    elapsed_s: f64,
+}
+
+impl Measured {
+    fn throughput(&self) -> f64 {
+        self.latencies_us.len() as f64 / self.elapsed_s
+    }
+
+    fn percentile_ms(&self, p: f64) -> f64 {
+        percentile_ms(&self.latencies_us, p)
+    }
+
+    fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "ok": self.latencies_us.len(),
+            "errors": self.errors,
+            "first_error": self.first_error,
+            "throughput_rps": round1(self.throughput()),
+            "p50_ms": self.percentile_ms(50.0),
+            "p90_ms": self.percentile_ms(90.0),
+            "p99_ms": self.percentile_ms(99.0),
+            "p999_ms": self.percentile_ms(99.9),
+            "max_ms": self.latencies_us.last().map_or(0.0, |m| *m as f64 / 1000.0),
+        })
+    }
+
+    /// Each figure divided by the baseline's (throughput: higher is better; latency: lower).
+    fn ratio_to(&self, base: &Measured) -> serde_json::Value {
+        let r = |a: f64, b: f64| {
+            if b > 0.0 {
+                (a / b * 1000.0).round() / 1000.0
+            } else {
+                0.0
+            }
+        };
+        serde_json::json!({
+            "throughput": r(self.throughput(), base.throughput()),
+            "p50": r(self.percentile_ms(50.0), base.percentile_ms(50.0)),
+            "p90": r(self.percentile_ms(90.0), base.percentile_ms(90.0)),
+            "p99": r(self.percentile_ms(99.0), base.percentile_ms(99.0)),
+        })
+    }
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// The `p`-th percentile of sorted µs latencies, in ms (nearest rank).
+fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return 0.0;
+    }
+    let idx = ((p / 100.0) * sorted_us.len() as f64).ceil() as usize;
+    sorted_us[idx.clamp(1, sorted_us.len()) - 1] as f64 / 1000.0
+}
+
+async fn connect_all(
+    addr: &str,
+    server_name: &str,
+    creds: &AgencyCredentials,
+    n: usize,
+) -> anyhow::Result<Vec<Channel>> {
+    let mut channels = Vec::with_capacity(n);
+    for _ in 0..n {
+        channels.push(
+            crate::tls::client::connect(addr, server_name, creds)
+                .await
+                .with_context(|| format!("connecting to {addr}"))?,
+        );
+    }
+    Ok(channels)
 }
 
 pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
@@ -48,29 +156,124 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         args.connections > 0 && args.in_flight > 0 && args.duration > 0,
         "connections, in-flight and duration must be positive"
     );
+    // The gateway under test, and how to reach it.
     let mut sandbox = None;
-    let mut channels: Vec<Channel> = Vec::with_capacity(args.connections);
-    let addr = if args.sandbox {
+    let (addr, server_name, creds, target_config) = if args.sandbox {
         let (sb, sim) =
             super::sandbox::Sandbox::start(&[args.to.as_str()], &[], Default::default()).await?;
-        for _ in 0..args.connections {
-            channels.push(sb.channel(&args.from).await?);
-        }
-        let addr = sb.addr();
+        let found = (
+            sb.addr(),
+            "localhost".to_string(),
+            sb.credentials(&args.from)?,
+            sb.config.clone(),
+        );
         sandbox = Some((sb, sim));
-        addr
+        found
     } else {
-        let creds = super::dev_credentials(config, &args.from)?;
-        let addr = super::dial_addr(config, args.addr.as_deref());
-        for _ in 0..args.connections {
-            channels.push(
-                crate::tls::client::connect(&addr, &args.server_name, &creds)
-                    .await
-                    .with_context(|| format!("connecting to {addr}"))?,
-            );
-        }
-        addr
+        (
+            super::dial_addr(config, args.addr.as_deref()),
+            args.server_name.clone(),
+            super::dev_credentials(config, &args.from)?,
+            config.clone(),
+        )
     };
+    let channels = connect_all(&addr, &server_name, &creds, args.connections).await?;
+    let reads = match args.rpc {
+        Rpc::Submit => Vec::new(),
+        Rpc::Get => seed(&channels[0], &args).await?,
+    };
+    let baseline = if args.baseline {
+        let stored = match reads.first() {
+            Some(id) => ReferralServiceClient::new(channels[0].clone())
+                .get_referral(GetReferralRequest {
+                    referral_id: id.clone(),
+                })
+                .await?
+                .into_inner()
+                .referral
+                .unwrap_or_default(),
+            None => Referral::default(),
+        };
+        let echo = EchoServer::start(&target_config, stored).await?;
+        let echo_channels = connect_all(
+            &echo.addr.to_string(),
+            "localhost",
+            &creds,
+            args.connections,
+        )
+        .await?;
+        let measured = load(&echo_channels, &args, &reads).await?;
+        drop(echo_channels);
+        echo.stop().await?;
+        Some(measured)
+    } else {
+        None
+    };
+    let measured = load(&channels, &args, &reads).await?;
+    let delivery = match sandbox {
+        Some((mut sb, sim)) if args.rpc == Rpc::Submit => {
+            let report = delivery_report(
+                &sim,
+                &measured.replies,
+                measured.started,
+                measured.elapsed_s,
+            )
+            .await;
+            sb.stop().await?;
+            Some(report)
+        }
+        Some((mut sb, _)) => {
+            sb.stop().await?;
+            None
+        }
+        None => None,
+    };
+    let mut line = serde_json::json!({
+        "rpc": match args.rpc { Rpc::Submit => "SubmitReferral", Rpc::Get => "GetReferral" },
+        "addr": addr,
+        "connections": args.connections,
+        "in_flight": args.in_flight,
+        "duration_s": args.duration,
+    });
+    let fields = line.as_object_mut().context("a JSON object")?;
+    if let serde_json::Value::Object(summary) = measured.summary() {
+        fields.extend(summary);
+    }
+    if let Some(base) = &baseline {
+        fields.insert("baseline".into(), base.summary());
+        fields.insert("ratio_to_baseline".into(), measured.ratio_to(base));
+    }
+    fields.insert("delivery".into(), delivery.into());
+    println!("{line}");
+    Ok(())
+}
+
+/// Submits the referrals a GetReferral run reads; answers their ids.
+async fn seed(channel: &Channel, args: &BenchArgs) -> anyhow::Result<Vec<String>> {
+    let mut client = ReferralServiceClient::new(channel.clone());
+    let run_id = ulid::Ulid::new().to_string();
+    let mut ids = Vec::with_capacity(GET_SET);
+    for i in 0..GET_SET {
+        let answer = client
+            .submit_referral(SubmitReferralRequest {
+                request_id: format!("bench-seed-{run_id}-{i}"),
+                referral: Some(sample_referral(&args.to, &args.service)),
+            })
+            .await
+            .context("submitting the referrals GetReferral reads")?;
+        if let Some(r) = answer.into_inner().referral {
+            ids.push(r.id);
+        }
+    }
+    Ok(ids)
+}
+
+/// N workers over the channels for D seconds.
+async fn load(
+    channels: &[Channel],
+    args: &BenchArgs,
+    reads: &[String],
+) -> anyhow::Result<Measured> {
     let run_id = ulid::Ulid::new().to_string();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.duration);
@@ -78,6 +281,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     for worker in 0..args.in_flight {
         let mut client = ReferralServiceClient::new(channels[worker % channels.len()].clone());
         let (to, service, run_id) = (args.to.clone(), args.service.clone(), run_id.clone());
+        let (rpc, reads) = (args.rpc, reads.to_vec());
         workers.push(tokio::spawn(async move {
             let mut latencies_us: Vec<u64> = Vec::new();
             let mut replies: Vec<(String, Instant)> = Vec::new();
@@ -86,15 +290,26 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
             let mut seq = 0u64;
             while Instant::now() < deadline {
                 seq += 1;
-                let request = SubmitReferralRequest {
-                    request_id: format!("bench-{run_id}-{worker}-{seq}"),
-                    referral: Some(sample_referral(&to, &service)),
-                };
                 let t = Instant::now();
-                match client.submit_referral(request).await {
-                    Ok(r) => {
+                let answer = match rpc {
+                    Rpc::Submit => client
+                        .submit_referral(SubmitReferralRequest {
+                            request_id: format!("bench-{run_id}-{worker}-{seq}"),
+                            referral: Some(sample_referral(&to, &service)),
+                        })
+                        .await
+                        .map(|r| r.into_inner().referral),
+                    Rpc::Get => client
+                        .get_referral(GetReferralRequest {
+                            referral_id: reads[(worker + seq as usize) % reads.len()].clone(),
+                        })
+                        .await
+                        .map(|_| None),
+                };
+                match answer {
+                    Ok(referral) => {
                         latencies_us.push(t.elapsed().as_micros() as u64);
-                        if let Some(referral) = r.into_inner().referral {
+                        if let Some(referral) = referral {
                             replies.push((referral.id, Instant::now()));
                         }
                     }
@@ -109,59 +324,31 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
             (latencies_us, errors, first_error, replies)
         }));
     }
-    let mut latencies = Vec::new();
-    let mut replies = std::collections::HashMap::new();
-    let (mut errors, mut first_error) = (0, None);
+    let mut m = Measured {
+        latencies_us: Vec::new(),
+        errors: 0,
+        first_error: None,
+        replies: HashMap::new(),
+        started,
+        elapsed_s: 0.0,
+    };
     for w in workers {
         let (l, e, f, r) = w.await?;
-        latencies.extend(l);
-        errors += e;
-        first_error = first_error.or(f);
-        replies.extend(r);
+        m.latencies_us.extend(l);
+        m.errors += e;
+        m.first_error = m.first_error.or(f);
+        m.replies.extend(r);
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    let delivery = match sandbox {
-        Some((mut sb, sim)) => {
-            let report = delivery_report(&sim, &replies, started, elapsed).await;
-            sb.stop().await?;
-            Some(report)
-        }
-        None => None,
-    };
-    latencies.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        if latencies.is_empty() {
-            return 0.0;
-        }
-        let idx = ((p / 100.0) * latencies.len() as f64).ceil() as usize;
-        latencies[idx.clamp(1, latencies.len()) - 1] as f64 / 1000.0
-    };
-    let line = serde_json::json!({
-        "rpc": "SubmitReferral",
-        "addr": addr,
-        "connections": args.connections,
-        "in_flight": args.in_flight,
-        "duration_s": args.duration,
-        "ok": latencies.len(),
-        "errors": errors,
-        "first_error": first_error,
-        "throughput_rps": (latencies.len() as f64 / elapsed * 10.0).round() / 10.0,
-        "p50_ms": pct(50.0),
-        "p90_ms": pct(90.0),
-        "p99_ms": pct(99.0),
-        "p999_ms": pct(99.9),
-        "max_ms": latencies.last().map_or(0.0, |m| *m as f64 / 1000.0),
-        "delivery": delivery,
-    });
-    println!("{line}");
-    Ok(())
+    m.elapsed_s = started.elapsed().as_secs_f64();
+    m.latencies_us.sort_unstable();
+    Ok(m)
 }
 
 /// Waits for the simulated agency to receive every submitted referral (up to 60 s), then
 /// measures deliveries per second during the run and reply-to-receipt latency.
 async fn delivery_report(
     sim: &crate::simulation::MockEndpoint,
-    replies: &std::collections::HashMap<String, Instant>,
+    replies: &HashMap<String, Instant>,
     started: Instant,
     elapsed: f64,
 ) -> serde_json::Value {
@@ -188,13 +375,7 @@ async fn delivery_report(
     lat_us.sort_unstable();
     let during = arrivals.iter().filter(|a| a.at <= load_end).count();
     let last = arrivals.iter().map(|a| a.at).max().unwrap_or(load_end);
-    let pct = |p: f64| -> f64 {
-        if lat_us.is_empty() {
-            return 0.0;
-        }
-        let idx = ((p / 100.0) * lat_us.len() as f64).ceil() as usize;
-        lat_us[idx.clamp(1, lat_us.len()) - 1] as f64 / 1000.0
-    };
+    let pct = |p: f64| percentile_ms(&lat_us, p);
     serde_json::json!({
         "submitted": replies.len(),
         "delivered": lat_us.len(),

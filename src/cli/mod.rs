@@ -5,6 +5,7 @@ mod bench;
 pub mod certs;
 mod client;
 mod demo;
+mod echo;
 mod outbox;
 mod sandbox;
 

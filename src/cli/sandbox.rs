@@ -137,15 +137,19 @@ impl Sandbox {
 
     /// A channel to the gateway as `agency`, with a certificate from the sandbox CA.
     pub async fn channel(&self, agency: &str) -> anyhow::Result<Channel> {
+        crate::tls::client::connect(&self.addr(), "localhost", &self.credentials(agency)?).await
+    }
+
+    /// A new client certificate for `agency` from the sandbox CA.
+    pub fn credentials(&self, agency: &str) -> anyhow::Result<AgencyCredentials> {
         let issued = self
             .ca
             .issue(&LeafSpec::agency(&self.config.trust_domain, agency))?;
-        let creds = AgencyCredentials {
+        Ok(AgencyCredentials {
             ca_pem: self.ca.cert_pem().to_string(),
             cert_pem: issued.cert_pem,
             key_pem: issued.key_pem,
-        };
-        crate::tls::client::connect(&self.addr(), "localhost", &creds).await
+        })
     }
 
     /// Stops the gateway (its files stay until the sandbox is dropped).

@@ -12,6 +12,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Server;
 
 use crate::api::audit::AuditApi;
@@ -32,45 +33,27 @@ use crate::pb::v1::document_service_server::DocumentServiceServer;
 use crate::pb::v1::information_request_service_server::InformationRequestServiceServer;
 use crate::pb::v1::referral_service_server::ReferralServiceServer;
 use crate::store::{LogSettings, Store};
-use crate::tls::listener::{self, ListenerSettings, TlsStats};
+use crate::tls::listener::{self, AgencyStream, ListenerSettings, TlsStats};
 use crate::tls::{self, Registry};
 use config::Config;
 
-/// A running gateway.
-pub struct Gateway {
+/// The mTLS listener as the gateway runs it: our acceptor (client certificates, CRLs,
+/// agency identity, connection limits) with its certificates reloaded on change and SIGHUP.
+pub struct Listener {
     pub addr: SocketAddr,
     pub tls_stats: Arc<TlsStats>,
-    pub store: Store,
-    shutdown: watch::Sender<bool>,
-    task: JoinHandle<Result<(), tonic::transport::Error>>,
-    dispatcher: JoinHandle<()>,
-    overdue: JoinHandle<()>,
+    pub incoming: ReceiverStream<Result<AgencyStream, std::io::Error>>,
 }
 
-impl Gateway {
-    /// Binds the listener and starts serving in the background.
-    pub async fn start(config: &Config) -> anyhow::Result<Gateway> {
-        let registry = Registry::new(config.agency_ids());
-        let directory =
-            DirectoryApi::new(&config.directory()).context("directory configuration")?;
+impl Listener {
+    /// Binds `listen_addr` for the agencies of `registry`.
+    pub async fn bind(config: &Config, registry: &Registry) -> anyhow::Result<Listener> {
         let server_tls = tls::reload::ServerTls::load(tls::TlsSource::new(
             &config.tls,
             &config.trust_domain,
             registry.clone(),
         ))
         .context("TLS configuration")?;
-        let log = LogSettings {
-            log_id: config.node_id.clone(),
-            signer: Arc::new(
-                crate::audit::load_signer(&config.audit, &config.audit_origin())
-                    .context("audit signing key")?,
-            ),
-            checkpoint_every: config.audit.checkpoint_every,
-            checkpoint_interval: Duration::from_millis(config.audit.checkpoint_interval_ms),
-        };
-        let store = Store::connect(&config.database, log)
-            .await
-            .context("opening the database")?;
         let tcp = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("binding {}", config.listen_addr))?;
@@ -94,6 +77,55 @@ impl Gateway {
             Duration::from_secs(config.tls.reload_interval_secs),
             tls_stats.clone(),
         );
+        Ok(Listener {
+            addr,
+            tls_stats,
+            incoming,
+        })
+    }
+}
+
+/// The HTTP/2 server settings every gateway listener uses.
+pub fn transport(config: &Config) -> Server {
+    Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .max_concurrent_streams(config.limits.max_concurrent_streams)
+}
+
+/// A running gateway.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub tls_stats: Arc<TlsStats>,
+    pub store: Store,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+    dispatcher: JoinHandle<()>,
+    overdue: JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Binds the listener and starts serving in the background.
+    pub async fn start(config: &Config) -> anyhow::Result<Gateway> {
+        let registry = Registry::new(config.agency_ids());
+        let directory =
+            DirectoryApi::new(&config.directory()).context("directory configuration")?;
+        let log = LogSettings {
+            log_id: config.node_id.clone(),
+            signer: Arc::new(
+                crate::audit::load_signer(&config.audit, &config.audit_origin())
+                    .context("audit signing key")?,
+            ),
+            checkpoint_every: config.audit.checkpoint_every,
+            checkpoint_interval: Duration::from_millis(config.audit.checkpoint_interval_ms),
+        };
+        let store = Store::connect(&config.database, log)
+            .await
+            .context("opening the database")?;
+        let Listener {
+            addr,
+            tls_stats,
+            incoming,
+        } = Listener::bind(config, &registry).await?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -153,9 +185,7 @@ impl Gateway {
 
         let limits = &config.limits;
         let max_message = limits.max_message_bytes;
-        let router = Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .max_concurrent_streams(limits.max_concurrent_streams)
+        let router = transport(config)
             // The request path (layers::stack): audit → deadline → limits → officer → authorize.
             .layer(crate::layers::stack(
                 store.clone(),

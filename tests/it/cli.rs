@@ -244,3 +244,46 @@ fn certs_revoke_puts_the_agency_certificate_on_the_development_crl() {
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("ministry-of-magic.pem"));
 }
+
+#[test]
+fn bench_baseline_reports_the_echo_and_each_ratio_to_it() {
+    // A functional check of the measuring tool (the numbers themselves are in
+    // docs/benchmarks.md): one second against the sandbox gateway and the echo.
+    let dir = tempfile::tempdir().unwrap();
+    for rpc in ["submit", "get"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_jisr"))
+            .current_dir(dir.path())
+            .args([
+                "bench",
+                "--sandbox",
+                "--baseline",
+                "--rpc",
+                rpc,
+                "--duration",
+                "1",
+                "--connections",
+                "1",
+                "--in-flight",
+                "2",
+            ])
+            .env("JISR_LOG", "warn")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+        assert_eq!(line["errors"], 0, "{line}");
+        assert_eq!(line["baseline"]["errors"], 0, "{line}");
+        assert!(line["ok"].as_u64().unwrap() > 0, "{line}");
+        assert!(line["baseline"]["ok"].as_u64().unwrap() > 0, "{line}");
+        let ratio = line["ratio_to_baseline"]["throughput"].as_f64().unwrap();
+        let expected = line["throughput_rps"].as_f64().unwrap()
+            / line["baseline"]["throughput_rps"].as_f64().unwrap();
+        assert!((ratio - expected).abs() < 0.01, "{line}");
+        assert!(line["ratio_to_baseline"]["p50"].as_f64().unwrap() > 0.0, "{line}");
+    }
+}
