@@ -1,7 +1,8 @@
 //! Reading the audit log (AuditService, `jisr audit ...`). Appending is the writer's job.
 
-use sqlx::any::AnyRow;
-use sqlx::{AnyPool, Row};
+use sqlx::AnyPool;
+
+use super::sql::{q, Row};
 
 use super::{Arg, SqlBuilder, StoreError};
 use crate::audit::log::LogReader;
@@ -49,20 +50,20 @@ pub async fn query_entries(pool: &AnyPool, f: &AuditFilter) -> Result<Vec<AuditR
 
 /// The leaf hashes of entries `0..size`, as stored.
 pub async fn leaf_hashes(pool: &AnyPool, log_id: &str, size: u64) -> Result<Vec<Hash>, StoreError> {
-    let rows = sqlx::query("SELECT leaf_index, leaf_hash FROM audit_entries WHERE log_id = $1 AND leaf_index < $2 ORDER BY leaf_index")
+    let rows = q("SELECT leaf_index, leaf_hash FROM audit_entries WHERE log_id = $1 AND leaf_index < $2 ORDER BY leaf_index")
         .bind(log_id)
         .bind(size as i64)
         .fetch_all(pool)
         .await?;
     let mut out = Vec::with_capacity(rows.len());
     for (expected, row) in rows.iter().enumerate() {
-        let index: i64 = row.try_get("leaf_index")?;
+        let index: i64 = row.col("leaf_index")?;
         if index as usize != expected {
             return Err(StoreError::Corrupt(format!(
                 "audit entry {expected} is missing"
             )));
         }
-        let hash: Vec<u8> = row.try_get("leaf_hash")?;
+        let hash: Vec<u8> = row.col("leaf_hash")?;
         out.push(hash.try_into().map_err(|_| {
             StoreError::Corrupt(format!("audit entry {index}: leaf hash is not 32 bytes"))
         })?);
@@ -77,7 +78,7 @@ pub async fn leaf_hashes(pool: &AnyPool, log_id: &str, size: u64) -> Result<Vec<
 }
 
 pub async fn checkpoints(pool: &AnyPool, log_id: &str) -> Result<Vec<CheckpointRow>, StoreError> {
-    let rows = sqlx::query("SELECT tree_size, root_hash, time_ms, note FROM audit_checkpoints WHERE log_id = $1 ORDER BY tree_size")
+    let rows = q("SELECT tree_size, root_hash, time_ms, note FROM audit_checkpoints WHERE log_id = $1 ORDER BY tree_size")
         .bind(log_id)
         .fetch_all(pool)
         .await?;
@@ -92,14 +93,14 @@ pub async fn checkpoint(
 ) -> Result<Option<CheckpointRow>, StoreError> {
     let row = match size {
         Some(size) => {
-            sqlx::query("SELECT tree_size, root_hash, time_ms, note FROM audit_checkpoints WHERE log_id = $1 AND tree_size = $2")
+            q("SELECT tree_size, root_hash, time_ms, note FROM audit_checkpoints WHERE log_id = $1 AND tree_size = $2")
                 .bind(log_id)
                 .bind(size as i64)
                 .fetch_optional(pool)
                 .await?
         }
         None => {
-            sqlx::query(
+            q(
                 "SELECT tree_size, root_hash, time_ms, note FROM audit_checkpoints WHERE log_id = $1 \
                  ORDER BY tree_size DESC LIMIT 1",
             )
@@ -113,18 +114,19 @@ pub async fn checkpoint(
 
 /// Every log in the database (one per gateway node that ever wrote).
 pub async fn log_ids(pool: &AnyPool) -> Result<Vec<String>, StoreError> {
-    let rows = sqlx::query("SELECT DISTINCT log_id FROM audit_entries ORDER BY log_id")
+    let rows = q("SELECT DISTINCT log_id FROM audit_entries ORDER BY log_id")
         .fetch_all(pool)
         .await?;
-    rows.iter().map(|r| Ok(r.try_get("log_id")?)).collect()
+    rows.iter().map(|r| r.col("log_id")).collect()
 }
 
 /// How many entries the log holds.
 pub async fn entry_count(pool: &AnyPool, log_id: &str) -> Result<u64, StoreError> {
-    let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM audit_entries WHERE log_id = $1")
+    let total: i64 = q("SELECT COUNT(*) AS n FROM audit_entries WHERE log_id = $1")
         .bind(log_id)
         .fetch_one(pool)
-        .await?;
+        .await?
+        .col("n")?;
     Ok(total as u64)
 }
 
@@ -150,24 +152,24 @@ impl LogReader for AnyPool {
     }
 }
 
-fn audit_row(r: &AnyRow) -> Result<AuditRow, StoreError> {
+fn audit_row(r: &impl Row) -> Result<AuditRow, StoreError> {
     Ok(AuditRow {
-        leaf_index: r.try_get::<i64, _>("leaf_index")? as u64,
-        time_ms: r.try_get("time_ms")?,
-        caller_agency: r.try_get("caller_agency")?,
-        method: r.try_get("method")?,
-        decision: r.try_get("decision")?,
-        targets: r.try_get("targets")?,
-        entry: r.try_get("entry")?,
-        leaf_hash: r.try_get("leaf_hash")?,
+        leaf_index: r.col::<i64>("leaf_index")? as u64,
+        time_ms: r.col("time_ms")?,
+        caller_agency: r.col("caller_agency")?,
+        method: r.col("method")?,
+        decision: r.col("decision")?,
+        targets: r.col("targets")?,
+        entry: r.col("entry")?,
+        leaf_hash: r.col("leaf_hash")?,
     })
 }
 
-fn checkpoint_row(r: &AnyRow) -> Result<CheckpointRow, StoreError> {
+fn checkpoint_row(r: &impl Row) -> Result<CheckpointRow, StoreError> {
     Ok(CheckpointRow {
-        tree_size: r.try_get::<i64, _>("tree_size")? as u64,
-        root_hash: r.try_get("root_hash")?,
-        time_ms: r.try_get("time_ms")?,
-        note: r.try_get("note")?,
+        tree_size: r.col::<i64>("tree_size")? as u64,
+        root_hash: r.col("root_hash")?,
+        time_ms: r.col("time_ms")?,
+        note: r.col("note")?,
     })
 }

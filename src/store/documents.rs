@@ -1,8 +1,7 @@
 //! Document metadata and who may read each document (its grants). The bytes themselves
 //! live in the blob store (`blobs`), one copy per SHA-256.
 
-use sqlx::any::AnyRow;
-use sqlx::{Any, Executor, Row};
+use super::sql::{q, Conn, Row};
 
 use super::{Store, StoreError, WriteTx};
 
@@ -35,7 +34,7 @@ impl WriteTx {
         grant: &Grant,
         now: i64,
     ) -> Result<(Grant, bool), StoreError> {
-        sqlx::query(
+        q(
             "INSERT INTO documents (id, size_bytes, created_at) VALUES ($1, $2, $3) \
              ON CONFLICT (id) DO NOTHING",
         )
@@ -99,7 +98,7 @@ impl WriteTx {
 
     /// Inserts a grant unless the agency has one; returns whether it had one.
     async fn insert_grant(&mut self, g: &Grant, now: i64) -> Result<bool, StoreError> {
-        let inserted = sqlx::query(
+        let inserted = q(
             "INSERT INTO document_grants (document_id, agency, media_type, title, uploaded_by, \
              uploaded_at, via, granted_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (document_id, agency) DO NOTHING",
@@ -113,8 +112,7 @@ impl WriteTx {
         .bind(&g.via)
         .bind(now)
         .execute(self.conn())
-        .await?
-        .rows_affected();
+        .await?;
         Ok(inserted == 0)
     }
 }
@@ -132,7 +130,7 @@ impl Store {
     /// Whether the document is stored at all (for the audit entry of a refused read; the
     /// caller is told NOT_FOUND either way).
     pub async fn document_exists(&self, document_id: &str) -> Result<bool, StoreError> {
-        let row: Option<(String,)> = sqlx::query_as("SELECT id FROM documents WHERE id = $1")
+        let row = q("SELECT id FROM documents WHERE id = $1")
             .bind(document_id)
             .fetch_optional(&self.pool)
             .await?;
@@ -140,12 +138,12 @@ impl Store {
     }
 }
 
-async fn fetch_grant<'e>(
-    ex: impl Executor<'e, Database = Any>,
+async fn fetch_grant(
+    ex: impl Conn,
     document_id: &str,
     agency: &str,
 ) -> Result<Option<Grant>, StoreError> {
-    let row = sqlx::query(&format!(
+    let row = q(format!(
         "SELECT {GRANT_COLUMNS} FROM document_grants g JOIN documents d ON d.id = g.document_id \
          WHERE g.document_id = $1 AND g.agency = $2"
     ))
@@ -156,15 +154,15 @@ async fn fetch_grant<'e>(
     row.as_ref().map(grant_row).transpose()
 }
 
-fn grant_row(r: &AnyRow) -> Result<Grant, StoreError> {
+fn grant_row(r: &impl Row) -> Result<Grant, StoreError> {
     Ok(Grant {
-        document_id: r.try_get("document_id")?,
-        agency: r.try_get("agency")?,
-        size_bytes: r.try_get("size_bytes")?,
-        media_type: r.try_get("media_type")?,
-        title: r.try_get("title")?,
-        uploaded_by: r.try_get("uploaded_by")?,
-        uploaded_at: r.try_get("uploaded_at")?,
-        via: r.try_get("via")?,
+        document_id: r.col("document_id")?,
+        agency: r.col("agency")?,
+        size_bytes: r.col("size_bytes")?,
+        media_type: r.col("media_type")?,
+        title: r.col("title")?,
+        uploaded_by: r.col("uploaded_by")?,
+        uploaded_at: r.col("uploaded_at")?,
+        via: r.col("via")?,
     })
 }

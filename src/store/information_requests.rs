@@ -1,7 +1,6 @@
 //! Information request rows. Their events share the referral event feed (`referrals`).
 
-use sqlx::any::AnyRow;
-use sqlx::{Any, Executor, Row};
+use super::sql::{q, Conn, Row};
 
 use super::{Arg, SqlBuilder, Store, StoreError, WriteTx};
 pub use crate::domain::records::InformationRequestRow;
@@ -32,7 +31,7 @@ impl WriteTx {
         &mut self,
         r: &InformationRequestRow,
     ) -> Result<(), StoreError> {
-        sqlx::query(&format!(
+        q(format!(
             "INSERT INTO information_requests ({COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
         ))
@@ -64,15 +63,13 @@ impl WriteTx {
         &mut self,
         r: &InformationRequestRow,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE information_requests SET status = $1, body = $2, updated_at = $3 WHERE id = $4",
-        )
-        .bind(&r.status)
-        .bind(r.body.clone())
-        .bind(r.updated_at)
-        .bind(&r.id)
-        .execute(self.conn())
-        .await?;
+        q("UPDATE information_requests SET status = $1, body = $2, updated_at = $3 WHERE id = $4")
+            .bind(&r.status)
+            .bind(r.body.clone())
+            .bind(r.updated_at)
+            .bind(&r.id)
+            .execute(self.conn())
+            .await?;
         Ok(())
     }
 
@@ -87,7 +84,7 @@ impl WriteTx {
             .open_due_before(now, "AND overdue_notified = 0", limit)
             .await?;
         for r in &rows {
-            sqlx::query("UPDATE information_requests SET overdue_notified = 1 WHERE id = $1")
+            q("UPDATE information_requests SET overdue_notified = 1 WHERE id = $1")
                 .bind(&r.id)
                 .execute(self.conn())
                 .await?;
@@ -110,7 +107,7 @@ impl WriteTx {
         and: &str,
         limit: i64,
     ) -> Result<Vec<InformationRequestRow>, StoreError> {
-        let rows = sqlx::query(&format!(
+        let rows = q(format!(
             "SELECT {COLUMNS} FROM information_requests WHERE status = $1 AND due_at < $2 {and} \
              ORDER BY due_at LIMIT $3"
         ))
@@ -157,11 +154,8 @@ impl Store {
     }
 }
 
-async fn fetch<'e>(
-    ex: impl Executor<'e, Database = Any>,
-    id: &str,
-) -> Result<Option<InformationRequestRow>, StoreError> {
-    let r = sqlx::query(&format!(
+async fn fetch(ex: impl Conn, id: &str) -> Result<Option<InformationRequestRow>, StoreError> {
+    let r = q(format!(
         "SELECT {COLUMNS} FROM information_requests WHERE id = $1"
     ))
     .bind(id)
@@ -170,17 +164,17 @@ async fn fetch<'e>(
     r.as_ref().map(row).transpose()
 }
 
-fn row(r: &AnyRow) -> Result<InformationRequestRow, StoreError> {
+fn row(r: &impl Row) -> Result<InformationRequestRow, StoreError> {
     Ok(InformationRequestRow {
-        id: r.try_get("id")?,
-        from_agency: r.try_get("from_agency")?,
-        to_agency: r.try_get("to_agency")?,
-        request_id: r.try_get("request_id")?,
-        referral_id: r.try_get("referral_id")?,
-        status: r.try_get("status")?,
-        due_at: r.try_get("due_at")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-        body: r.try_get("body")?,
+        id: r.col("id")?,
+        from_agency: r.col("from_agency")?,
+        to_agency: r.col("to_agency")?,
+        request_id: r.col("request_id")?,
+        referral_id: r.col("referral_id")?,
+        status: r.col("status")?,
+        due_at: r.col("due_at")?,
+        created_at: r.col("created_at")?,
+        updated_at: r.col("updated_at")?,
+        body: r.col("body")?,
     })
 }

@@ -15,15 +15,18 @@ mod exchange;
 pub mod information_requests;
 pub mod outbox;
 pub mod referrals;
+mod sql;
 pub mod writer;
 
 use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{Any, AnyPool, Executor};
+use sqlx::{AnyPool, Executor};
+
+use sql::{q, Conn, Row};
 use tokio::sync::watch;
 
 use crate::audit::context::AuditContext;
@@ -79,6 +82,7 @@ pub enum StoreError {
     Setup(String, String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+
     #[error("the write was not committed: {0}")]
     Commit(String),
     #[error("the gateway's writer has stopped")]
@@ -114,8 +118,16 @@ impl Store {
         let events = Arc::new(watch::channel(latest_event_seq(&pool).await?).0);
         let log_id = log.log_id.clone();
         let outbox = Arc::new(watch::channel(0u64).0);
-        let writer =
-            writer::start(pool.clone(), backend, log, events.clone(), outbox.clone()).await?;
+        let sqlite_file = (backend == Backend::Sqlite).then(|| sqlite_path(&config.url));
+        let writer = writer::start(
+            pool.clone(),
+            backend,
+            sqlite_file,
+            log,
+            events.clone(),
+            outbox.clone(),
+        )
+        .await?;
         Ok(Store {
             pool,
             backend,
@@ -188,6 +200,13 @@ impl Store {
     }
 }
 
+/// The file of a `sqlite:` URL (without its query string).
+fn sqlite_path(url: &str) -> std::path::PathBuf {
+    let rest = url.strip_prefix("sqlite:").unwrap_or(url);
+    let path = rest.trim_start_matches("//");
+    path.split('?').next().unwrap_or_default().into()
+}
+
 /// The pool, with the SQLite file created when missing, WAL on, and migrations applied.
 async fn connect_pool(config: &DatabaseConfig) -> Result<(AnyPool, Backend), StoreError> {
     sqlx::any::install_default_drivers();
@@ -225,9 +244,7 @@ async fn connect_pool(config: &DatabaseConfig) -> Result<(AnyPool, Backend), Sto
             .await
             .map_err(|e| StoreError::Setup(redact(&config.url), e.to_string()))?;
     if backend == Backend::Sqlite {
-        sqlx::query("PRAGMA journal_mode = WAL")
-            .execute(&pool)
-            .await?;
+        q("PRAGMA journal_mode = WAL").execute(&pool).await?;
     }
     migrator(backend).run(&pool).await?;
     Ok((pool, backend))
@@ -239,7 +256,7 @@ impl WriteTx {
         agency: &str,
         request_id: &str,
     ) -> Result<Option<IdempotentRecord>, StoreError> {
-        let row: Option<AnyRow> = sqlx::query(
+        let row = q(
             "SELECT method, request_sha256, response FROM idempotency_keys WHERE agency = $1 AND request_id = $2",
         )
         .bind(agency)
@@ -247,11 +264,10 @@ impl WriteTx {
         .fetch_optional(self.conn())
         .await?;
         row.map(|r| {
-            use sqlx::Row;
             Ok(IdempotentRecord {
-                method: r.try_get("method")?,
-                request_sha256: r.try_get("request_sha256")?,
-                response: r.try_get("response")?,
+                method: r.col("method")?,
+                request_sha256: r.col("request_sha256")?,
+                response: r.col("response")?,
             })
         })
         .transpose()
@@ -266,7 +282,7 @@ impl WriteTx {
         response: &[u8],
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        q(
             "INSERT INTO idempotency_keys (agency, request_id, method, request_sha256, response, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -282,11 +298,11 @@ impl WriteTx {
     }
 }
 
-async fn latest_event_seq<'e>(ex: impl Executor<'e, Database = Any>) -> Result<i64, StoreError> {
-    let (seq,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM referral_events")
+async fn latest_event_seq(ex: impl Conn) -> Result<i64, StoreError> {
+    q("SELECT COALESCE(MAX(seq), 0) AS seq FROM referral_events")
         .fetch_one(ex)
-        .await?;
-    Ok(seq)
+        .await?
+        .col("seq")
 }
 
 fn migrator(backend: Backend) -> Migrator {
@@ -414,16 +430,17 @@ impl SqlBuilder {
         sql + &format!(" ORDER BY id DESC LIMIT {}", self.bind(Arg::Int(limit)))
     }
 
-    pub(crate) fn query(
-        self,
-        sql: &str,
-    ) -> sqlx::query::Query<'_, Any, sqlx::any::AnyArguments<'_>> {
-        self.args
-            .into_iter()
-            .fold(sqlx::query(sql), |q, a| match a {
-                Arg::Text(s) => q.bind(s),
-                Arg::Int(i) => q.bind(i),
-            })
+    pub(crate) fn query(self, sql: &str) -> sql::Query {
+        sql::Query::with_params(
+            sql,
+            self.args
+                .into_iter()
+                .map(|a| match a {
+                    Arg::Text(s) => sql::Param::Text(s),
+                    Arg::Int(i) => sql::Param::Int(i),
+                })
+                .collect(),
+        )
     }
 }
 

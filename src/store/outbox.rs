@@ -1,7 +1,8 @@
 //! The outbox: deliveries waiting for, leased to, or done with their receiving agency.
 
-use sqlx::any::AnyRow;
-use sqlx::{AnyPool, Row};
+use sqlx::AnyPool;
+
+use super::sql::{q, Row};
 
 use super::{Arg, SqlBuilder, StoreError, WriteTx};
 pub use crate::domain::records::{NewDelivery, OutboxRow, DEAD, DELIVERED, LEASED, PENDING};
@@ -14,7 +15,7 @@ impl WriteTx {
     /// Enqueues a delivery and returns its delivery id.
     pub async fn enqueue(&mut self, d: &NewDelivery<'_>, now: i64) -> Result<String, StoreError> {
         let id = ulid::Ulid::new().to_string();
-        sqlx::query(
+        q(
             "INSERT INTO outbox (delivery_id, agency, kind, subject_id, payload, traceparent, state, attempts, \
              next_attempt_at, created_at, updated_at, last_error, receipt_id) \
              VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7, $7, '', '')",
@@ -41,7 +42,7 @@ impl WriteTx {
         lease_until: i64,
         limit: i64,
     ) -> Result<Vec<OutboxRow>, StoreError> {
-        let rows = sqlx::query(&format!(
+        let rows = q(format!(
             "SELECT {COLUMNS} FROM outbox o WHERE o.agency = $1 AND o.state IN ('pending', 'leased') \
              AND o.next_attempt_at <= $2 AND NOT EXISTS (SELECT 1 FROM outbox p \
              WHERE p.subject_id = o.subject_id AND p.agency = o.agency AND p.seq < o.seq \
@@ -55,7 +56,7 @@ impl WriteTx {
         let mut leased = Vec::with_capacity(rows.len());
         for row in &rows {
             let mut r = outbox_row(row)?;
-            sqlx::query(
+            q(
                 "UPDATE outbox SET state = 'leased', attempts = attempts + 1, next_attempt_at = $1, updated_at = $2 \
                  WHERE seq = $3",
             )
@@ -80,7 +81,7 @@ impl WriteTx {
         now: i64,
         limit: i64,
     ) -> Result<Vec<OutboxRow>, StoreError> {
-        let rows = sqlx::query(&format!(
+        let rows = q(format!(
             "SELECT {COLUMNS} FROM outbox WHERE state IN ('pending', 'leased') AND created_at < $1 \
              AND next_attempt_at <= $2 ORDER BY seq LIMIT $3"
         ))
@@ -93,7 +94,7 @@ impl WriteTx {
     }
 
     pub async fn delivery(&mut self, delivery_id: &str) -> Result<Option<OutboxRow>, StoreError> {
-        let row = sqlx::query(&format!(
+        let row = q(format!(
             "SELECT {COLUMNS} FROM outbox WHERE delivery_id = $1"
         ))
         .bind(delivery_id)
@@ -108,7 +109,7 @@ impl WriteTx {
         receipt_id: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        q(
             "UPDATE outbox SET state = 'delivered', receipt_id = $1, last_error = '', updated_at = $2 WHERE delivery_id = $3",
         )
         .bind(receipt_id)
@@ -127,7 +128,7 @@ impl WriteTx {
         next_attempt_at: i64,
         now: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        q(
             "UPDATE outbox SET state = 'pending', last_error = $1, next_attempt_at = $2, updated_at = $3 WHERE delivery_id = $4",
         )
         .bind(error)
@@ -146,7 +147,7 @@ impl WriteTx {
         error: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE outbox SET state = 'dead', last_error = $1, updated_at = $2 WHERE delivery_id = $3")
+        q("UPDATE outbox SET state = 'dead', last_error = $1, updated_at = $2 WHERE delivery_id = $3")
             .bind(error)
             .bind(now)
             .bind(delivery_id)
@@ -176,7 +177,8 @@ pub async fn requeue(
             id = q.bind(Arg::Text(id.clone())),
             states = from_states.iter().map(|s| q.bind(Arg::Text(s.to_string()))).collect::<Vec<_>>().join(", "),
         );
-        n += q.query(&sql).execute(&mut *tx).await?.rows_affected();
+        let query = q.query(&sql);
+        n += query.sqlx().execute(&mut *tx).await?.rows_affected();
     }
     tx.commit().await?;
     Ok(n)
@@ -206,21 +208,21 @@ pub async fn list(
     rows.iter().map(outbox_row).collect()
 }
 
-fn outbox_row(r: &AnyRow) -> Result<OutboxRow, StoreError> {
+fn outbox_row(r: &impl Row) -> Result<OutboxRow, StoreError> {
     Ok(OutboxRow {
-        seq: r.try_get("seq")?,
-        delivery_id: r.try_get("delivery_id")?,
-        agency: r.try_get("agency")?,
-        kind: r.try_get("kind")?,
-        subject_id: r.try_get("subject_id")?,
-        payload: r.try_get("payload")?,
-        traceparent: r.try_get("traceparent")?,
-        state: r.try_get("state")?,
-        attempts: r.try_get("attempts")?,
-        next_attempt_at: r.try_get("next_attempt_at")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-        last_error: r.try_get("last_error")?,
-        receipt_id: r.try_get("receipt_id")?,
+        seq: r.col("seq")?,
+        delivery_id: r.col("delivery_id")?,
+        agency: r.col("agency")?,
+        kind: r.col("kind")?,
+        subject_id: r.col("subject_id")?,
+        payload: r.col("payload")?,
+        traceparent: r.col("traceparent")?,
+        state: r.col("state")?,
+        attempts: r.col("attempts")?,
+        next_attempt_at: r.col("next_attempt_at")?,
+        created_at: r.col("created_at")?,
+        updated_at: r.col("updated_at")?,
+        last_error: r.col("last_error")?,
+        receipt_id: r.col("receipt_id")?,
     })
 }

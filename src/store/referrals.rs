@@ -1,7 +1,6 @@
 //! Referral rows and their events.
 
-use sqlx::any::AnyRow;
-use sqlx::{Any, Executor, Row};
+use super::sql::{q, Conn, Row};
 
 use super::{Arg, SqlBuilder, Store, StoreError, WriteTx};
 pub use crate::domain::records::{EventRow, NewEvent, ReferralRow};
@@ -38,7 +37,7 @@ const EVENT_COLUMNS: &str = "seq, COALESCE(referral_id, '') AS referral_id, \
 
 impl WriteTx {
     pub async fn insert_referral(&mut self, r: &ReferralRow) -> Result<(), StoreError> {
-        sqlx::query(&format!(
+        q(format!(
             "INSERT INTO referrals ({REFERRAL_COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         ))
@@ -71,7 +70,7 @@ impl WriteTx {
         status: &str,
         updated_at: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE referrals SET status = $1, updated_at = $2 WHERE id = $3")
+        q("UPDATE referrals SET status = $1, updated_at = $2 WHERE id = $3")
             .bind(status)
             .bind(updated_at)
             .bind(id)
@@ -82,7 +81,7 @@ impl WriteTx {
 
     /// Appends an event and returns its sequence number.
     pub async fn insert_event(&mut self, e: &NewEvent<'_>) -> Result<i64, StoreError> {
-        let (seq,): (i64,) = sqlx::query_as(
+        let seq: i64 = q(
             "INSERT INTO referral_events (referral_id, information_request_id, from_agency, \
              to_agency, event_type, status, actor_agency, reason_code, note, outcome, occurred_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING seq",
@@ -99,7 +98,8 @@ impl WriteTx {
         .bind(e.outcome)
         .bind(e.occurred_at)
         .fetch_one(self.conn())
-        .await?;
+        .await?
+        .col("seq")?;
         self.last_event = Some(seq);
         Ok(seq)
     }
@@ -112,7 +112,7 @@ impl WriteTx {
         limit: i64,
     ) -> Result<Vec<ReferralRow>, StoreError> {
         let finals: Vec<String> = FINAL_STATUSES.iter().map(|s| format!("'{s}'")).collect();
-        let rows = sqlx::query(&format!(
+        let rows = q(format!(
             "SELECT {REFERRAL_COLUMNS} FROM referrals WHERE overdue_notified = 0 AND due_at IS NOT NULL \
              AND due_at < $1 AND status NOT IN ({}) ORDER BY due_at LIMIT $2",
             finals.join(", ")
@@ -126,7 +126,7 @@ impl WriteTx {
             .map(referral_row)
             .collect::<Result<Vec<_>, _>>()?;
         for r in &rows {
-            sqlx::query("UPDATE referrals SET overdue_notified = 1 WHERE id = $1")
+            q("UPDATE referrals SET overdue_notified = 1 WHERE id = $1")
                 .bind(&r.id)
                 .execute(self.conn())
                 .await?;
@@ -189,7 +189,7 @@ impl Store {
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<EventRow>, StoreError> {
-        let rows = sqlx::query(&format!(
+        let rows = q(format!(
             "SELECT {EVENT_COLUMNS} FROM referral_events \
              WHERE seq > $1 AND (from_agency = $2 OR to_agency = $2) ORDER BY seq LIMIT $3"
         ))
@@ -206,11 +206,8 @@ impl Store {
     }
 }
 
-async fn fetch_referral<'e>(
-    ex: impl Executor<'e, Database = Any>,
-    id: &str,
-) -> Result<Option<ReferralRow>, StoreError> {
-    let row = sqlx::query(&format!(
+async fn fetch_referral(ex: impl Conn, id: &str) -> Result<Option<ReferralRow>, StoreError> {
+    let row = q(format!(
         "SELECT {REFERRAL_COLUMNS} FROM referrals WHERE id = $1"
     ))
     .bind(id)
@@ -219,10 +216,7 @@ async fn fetch_referral<'e>(
     row.as_ref().map(referral_row).transpose()
 }
 
-async fn fetch_history<'e>(
-    ex: impl Executor<'e, Database = Any>,
-    ids: &[String],
-) -> Result<Vec<EventRow>, StoreError> {
+async fn fetch_history(ex: impl Conn, ids: &[String]) -> Result<Vec<EventRow>, StoreError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -237,36 +231,36 @@ async fn fetch_history<'e>(
     rows.iter().map(event_row).collect()
 }
 
-fn referral_row(r: &AnyRow) -> Result<ReferralRow, StoreError> {
+fn referral_row(r: &impl Row) -> Result<ReferralRow, StoreError> {
     Ok(ReferralRow {
-        id: r.try_get("id")?,
-        from_agency: r.try_get("from_agency")?,
-        to_agency: r.try_get("to_agency")?,
-        request_id: r.try_get("request_id")?,
-        service_code: r.try_get("service_code")?,
-        category: r.try_get("category")?,
-        priority: r.try_get("priority")?,
-        status: r.try_get("status")?,
-        due_at: r.try_get("due_at")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-        body: r.try_get("body")?,
+        id: r.col("id")?,
+        from_agency: r.col("from_agency")?,
+        to_agency: r.col("to_agency")?,
+        request_id: r.col("request_id")?,
+        service_code: r.col("service_code")?,
+        category: r.col("category")?,
+        priority: r.col("priority")?,
+        status: r.col("status")?,
+        due_at: r.col("due_at")?,
+        created_at: r.col("created_at")?,
+        updated_at: r.col("updated_at")?,
+        body: r.col("body")?,
     })
 }
 
-fn event_row(r: &AnyRow) -> Result<EventRow, StoreError> {
+fn event_row(r: &impl Row) -> Result<EventRow, StoreError> {
     Ok(EventRow {
-        seq: r.try_get("seq")?,
-        referral_id: r.try_get("referral_id")?,
-        information_request_id: r.try_get("information_request_id")?,
-        from_agency: r.try_get("from_agency")?,
-        to_agency: r.try_get("to_agency")?,
-        event_type: r.try_get("event_type")?,
-        status: r.try_get("status")?,
-        actor_agency: r.try_get("actor_agency")?,
-        reason_code: r.try_get("reason_code")?,
-        note: r.try_get("note")?,
-        outcome: r.try_get("outcome")?,
-        occurred_at: r.try_get("occurred_at")?,
+        seq: r.col("seq")?,
+        referral_id: r.col("referral_id")?,
+        information_request_id: r.col("information_request_id")?,
+        from_agency: r.col("from_agency")?,
+        to_agency: r.col("to_agency")?,
+        event_type: r.col("event_type")?,
+        status: r.col("status")?,
+        actor_agency: r.col("actor_agency")?,
+        reason_code: r.col("reason_code")?,
+        note: r.col("note")?,
+        outcome: r.col("outcome")?,
+        occurred_at: r.col("occurred_at")?,
     })
 }

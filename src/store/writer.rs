@@ -14,9 +14,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::{Any, AnyPool, Row, Transaction};
+use sqlx::{AnyPool, Row};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::sql::{lite_error, q, WriterConn};
 use super::{Backend, StoreError, PG_WRITE_LOCK};
 use crate::audit::checkpoint::{Checkpoint, NoteSigner};
 use crate::audit::context::AuditContext;
@@ -44,7 +45,7 @@ pub struct LogSettings {
 
 /// The state one write job sees: the batch transaction and its own audit entry.
 pub struct WriteTx {
-    tx: Transaction<'static, Any>,
+    tx: WriterConn,
     pub(super) last_event: Option<i64>,
     /// A job enqueued or rescheduled a delivery: wake the dispatcher after commit.
     pub(super) outbox_changed: bool,
@@ -56,7 +57,7 @@ pub struct WriteTx {
 }
 
 impl WriteTx {
-    pub(super) fn conn(&mut self) -> &mut sqlx::AnyConnection {
+    pub(super) fn conn(&mut self) -> &mut WriterConn {
         &mut self.tx
     }
 
@@ -251,6 +252,7 @@ fn checkpoint_due(
 pub(super) async fn start(
     pool: AnyPool,
     backend: Backend,
+    sqlite_file: Option<std::path::PathBuf>,
     settings: LogSettings,
     events: Arc<watch::Sender<i64>>,
     outbox: Arc<watch::Sender<u64>>,
@@ -290,12 +292,42 @@ pub(super) async fn start(
         checkpointed: checkpointed as u64,
     };
     let (jobs, rx) = mpsc::channel(4096);
-    tokio::spawn(run(pool, backend, state, rx, events, outbox));
+    match sqlite_file {
+        // SQLite: the writer owns its connection and runs on a thread of its own, so a
+        // batch's statements run back to back there (no hand-off to a driver thread).
+        Some(file) => {
+            let conn = open_sqlite(&file)?;
+            let handle = tokio::runtime::Handle::current();
+            std::thread::Builder::new()
+                .name("jisr-writer".into())
+                .spawn(move || {
+                    handle.block_on(run(pool, Some(conn), backend, state, rx, events, outbox))
+                })
+                .map_err(|e| StoreError::Setup("the writer thread".into(), e.to_string()))?;
+        }
+        None => {
+            tokio::spawn(run(pool, None, backend, state, rx, events, outbox));
+        }
+    }
     Ok(WriterHandle { jobs })
+}
+
+/// The SQLite writer's connection: durable commits, WAL, waits rather than fails when
+/// another process holds the write lock.
+fn open_sqlite(file: &std::path::Path) -> Result<rusqlite::Connection, StoreError> {
+    let conn = rusqlite::Connection::open(file).map_err(lite_error)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; \
+         PRAGMA foreign_keys = ON;",
+    )
+    .map_err(lite_error)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
 }
 
 async fn run(
     pool: AnyPool,
+    mut lite: Option<rusqlite::Connection>,
     backend: Backend,
     mut log: LogState,
     mut jobs: mpsc::Receiver<Job>,
@@ -310,7 +342,7 @@ async fn run(
                 tokio::select! {
                     job = jobs.recv() => job,
                     _ = tokio::time::sleep_until(deadline) => {
-                        if let Err(e) = commit_batch(&pool, backend, &mut log, Vec::new(), &events, &outbox).await {
+                        if let Err(e) = commit_batch(&pool, &mut lite, backend, &mut log, Vec::new(), &events, &outbox).await {
                             tracing::error!(error = %e, "writing an audit checkpoint failed");
                             tokio::time::sleep(Duration::from_millis(500)).await;
                         }
@@ -323,7 +355,16 @@ async fn run(
         let Some(first) = first else {
             // Every handle is gone: cover what is left with a checkpoint and stop.
             if log.tree.size() > log.checkpointed {
-                let _ = commit_batch(&pool, backend, &mut log, Vec::new(), &events, &outbox).await;
+                let _ = commit_batch(
+                    &pool,
+                    &mut lite,
+                    backend,
+                    &mut log,
+                    Vec::new(),
+                    &events,
+                    &outbox,
+                )
+                .await;
             }
             return;
         };
@@ -343,15 +384,25 @@ async fn run(
             }
         }
         if !batch.is_empty() {
-            if let Err(e) = commit_batch(&pool, backend, &mut log, batch, &events, &outbox).await {
+            if let Err(e) =
+                commit_batch(&pool, &mut lite, backend, &mut log, batch, &events, &outbox).await
+            {
                 tracing::error!(error = %e, "a write batch failed; its callers were told");
             }
         }
         if let Some(done) = close {
             if log.tree.size() > log.checkpointed {
                 log.uncovered_since = Some(Instant::now() - log.settings.checkpoint_interval);
-                if let Err(e) =
-                    commit_batch(&pool, backend, &mut log, Vec::new(), &events, &outbox).await
+                if let Err(e) = commit_batch(
+                    &pool,
+                    &mut lite,
+                    backend,
+                    &mut log,
+                    Vec::new(),
+                    &events,
+                    &outbox,
+                )
+                .await
                 {
                     tracing::error!(error = %e, "the final audit checkpoint failed");
                 }
@@ -362,8 +413,19 @@ async fn run(
     }
 }
 
-async fn begin(pool: &AnyPool, backend: Backend) -> Result<Transaction<'static, Any>, StoreError> {
-    Ok(match backend {
+async fn begin(
+    pool: &AnyPool,
+    lite: &mut Option<rusqlite::Connection>,
+    backend: Backend,
+) -> Result<WriterConn, StoreError> {
+    if let Some(conn) = lite.take() {
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            *lite = Some(conn);
+            return Err(lite_error(e));
+        }
+        return Ok(WriterConn::Lite(Box::new(conn)));
+    }
+    Ok(WriterConn::Any(match backend {
         Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
         Backend::Postgres => {
             let mut tx = pool.begin().await?;
@@ -375,12 +437,40 @@ async fn begin(pool: &AnyPool, backend: Backend) -> Result<Transaction<'static, 
                 .await?;
             tx
         }
-    })
+    }))
+}
+
+/// Commits (or, on `Err`, rolls back) the batch; the SQLite connection goes back to
+/// the writer either way.
+async fn finish(
+    tx: WriterConn,
+    lite: &mut Option<rusqlite::Connection>,
+    outcome: Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    match tx {
+        WriterConn::Any(tx) => match outcome {
+            Ok(()) => Ok(tx.commit().await?),
+            // Dropping the transaction rolls it back.
+            Err(e) => Err(e),
+        },
+        WriterConn::Lite(conn) => {
+            let result = match outcome {
+                Ok(()) => conn.execute_batch("COMMIT").map_err(lite_error),
+                Err(e) => Err(e),
+            };
+            if result.is_err() && !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            *lite = Some(*conn);
+            result
+        }
+    }
 }
 
 /// Runs a batch in one transaction and commits it, then answers every job in it.
 async fn commit_batch(
     pool: &AnyPool,
+    lite: &mut Option<rusqlite::Connection>,
     backend: Backend,
     log: &mut LogState,
     batch: Vec<Work>,
@@ -389,7 +479,7 @@ async fn commit_batch(
 ) -> Result<(), Arc<StoreError>> {
     let mut completions: Vec<(Completion, Option<usize>)> = Vec::with_capacity(batch.len());
     let mut appended: Vec<(AuditEntry, Vec<u8>, Hash)> = Vec::new();
-    let mut w = match begin(pool, backend).await {
+    let mut w = match begin(pool, lite, backend).await {
         Ok(tx) => WriteTx {
             tx,
             last_event: None,
@@ -418,7 +508,7 @@ async fn commit_batch(
                     w.draft = draft;
                     w.started = started;
                     w.finalized = None;
-                    sqlx::query("SAVEPOINT job").execute(w.conn()).await?;
+                    q("SAVEPOINT job").execute(w.conn()).await?;
                     let (events_before, outbox_before) = (w.last_event, w.outbox_changed);
                     let (ok, complete) = run(&mut w).await;
                     // Recorded first, so a failure below reaches this caller as an error.
@@ -432,16 +522,10 @@ async fn commit_batch(
                     };
                     completions.push((complete, at));
                     if ok {
-                        sqlx::query("RELEASE SAVEPOINT job")
-                            .execute(w.conn())
-                            .await?;
+                        q("RELEASE SAVEPOINT job").execute(w.conn()).await?;
                     } else {
-                        sqlx::query("ROLLBACK TO SAVEPOINT job")
-                            .execute(w.conn())
-                            .await?;
-                        sqlx::query("RELEASE SAVEPOINT job")
-                            .execute(w.conn())
-                            .await?;
+                        q("ROLLBACK TO SAVEPOINT job").execute(w.conn()).await?;
+                        q("RELEASE SAVEPOINT job").execute(w.conn()).await?;
                         w.last_event = events_before;
                         w.outbox_changed = outbox_before;
                     }
@@ -496,10 +580,7 @@ async fn commit_batch(
         other => other,
     };
     let (last_event, outbox_changed) = (w.last_event, w.outbox_changed);
-    let result = match outcome {
-        Ok(()) => w.tx.commit().await.map_err(StoreError::from),
-        Err(e) => Err(e),
-    };
+    let result = finish(w.tx, lite, outcome).await;
     match result {
         Ok(()) => {
             log.tree = tree;
@@ -543,7 +624,7 @@ fn fail_all(batch: Vec<Work>, e: &Arc<StoreError>) {
 }
 
 async fn insert_entry(
-    conn: &mut sqlx::AnyConnection,
+    conn: &mut WriterConn,
     entry: &AuditEntry,
     bytes: &[u8],
     hash: &Hash,
@@ -553,7 +634,7 @@ async fn insert_entry(
     } else {
         format!(" {} ", entry.target_ids.join(" "))
     };
-    sqlx::query(
+    q(
         "INSERT INTO audit_entries (log_id, leaf_index, time_ms, caller_agency, method, decision, targets, entry, leaf_hash) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
@@ -572,7 +653,7 @@ async fn insert_entry(
 }
 
 async fn insert_checkpoint(
-    conn: &mut sqlx::AnyConnection,
+    conn: &mut WriterConn,
     settings: &LogSettings,
     tree: &CompactTree,
 ) -> Result<(), StoreError> {
@@ -582,7 +663,7 @@ async fn insert_checkpoint(
         root_hash: tree.root(),
     };
     let note = settings.signer.sign(&checkpoint);
-    sqlx::query("INSERT INTO audit_checkpoints (log_id, tree_size, root_hash, time_ms, note) VALUES ($1, $2, $3, $4, $5)")
+    q("INSERT INTO audit_checkpoints (log_id, tree_size, root_hash, time_ms, note) VALUES ($1, $2, $3, $4, $5)")
         .bind(&settings.log_id)
         .bind(checkpoint.tree_size as i64)
         .bind(checkpoint.root_hash.to_vec())
