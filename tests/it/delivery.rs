@@ -425,6 +425,9 @@ fn spawn_gateway(env: &TestEnv, port: u16, agency_addr: SocketAddr) -> std::proc
         .env("JISR_DELIVERY__INITIAL_BACKOFF_MS", "20")
         .env("JISR_DELIVERY__POLL_INTERVAL_MS", "50")
         .env("JISR_AGENCIES", agencies)
+        // One agency's load in the crash tests: its limits raised (docs/benchmarks.md).
+        .env("JISR_LIMITS__REQUESTS_PER_SECOND", "100000")
+        .env("JISR_LIMITS__BURST", "100000")
         .env("JISR_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -629,4 +632,85 @@ async fn an_open_circuit_breaker_stops_attempts_until_its_cooldown_ends() {
     wait_status(&env, &gw, &id, ReferralStatus::Delivered).await;
     assert_eq!(housing_system.calls(), 3);
     gw.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_mid_batch_leaves_every_write_whole_or_absent() {
+    let env = TestEnv::sqlite();
+    let (agency_addr, _housing_system) = mock_agency(&env).await;
+    let port = free_port();
+    let mut gateway = spawn_gateway(&env, port, agency_addr);
+    let social = connect_when_up(&env, port, "social-services").await;
+    // Writes in flight when the process dies: some committed, some not, none half-applied.
+    let mut writers = Vec::new();
+    for w in 0..16 {
+        let mut client = social.clone();
+        writers.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for i in 0..1000 {
+                let request = SubmitReferralRequest {
+                    request_id: format!("kill-{w}-{i}"),
+                    referral: Some(referral_to("housing")),
+                };
+                match client.submit_referral(request).await {
+                    Ok(r) => acknowledged.push(r.into_inner().referral.unwrap().id),
+                    Err(_) => break,
+                }
+            }
+            acknowledged
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    gateway.kill().unwrap();
+    gateway.wait().unwrap();
+    let mut acknowledged = Vec::new();
+    for w in writers {
+        acknowledged.extend(w.await.unwrap());
+    }
+    assert!(
+        !acknowledged.is_empty(),
+        "some writes were acknowledged before the kill"
+    );
+
+    let pool = jisr::store::Store::open_pool(&env.config.database)
+        .await
+        .unwrap()
+        .0;
+    let count = |sql: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let (n,): (i64,) = sqlx::query_as(sql).fetch_one(&pool).await.unwrap();
+            n
+        }
+    };
+    let referrals = count("SELECT COUNT(*) FROM referrals").await;
+    assert!(
+        referrals as usize >= acknowledged.len(),
+        "nothing acknowledged is lost"
+    );
+    // Every stored referral came with all its rows: its SUBMITTED event, its outbox row,
+    // its idempotency record and a sealed audit entry naming it.
+    for (what, sql) in [
+        ("SUBMITTED event", "SELECT COUNT(*) FROM referrals r WHERE NOT EXISTS (SELECT 1 FROM referral_events e WHERE e.referral_id = r.id AND e.event_type = 'REFERRAL_EVENT_TYPE_SUBMITTED')"),
+        ("outbox row", "SELECT COUNT(*) FROM referrals r WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.subject_id = r.id)"),
+        ("idempotency record", "SELECT COUNT(*) FROM referrals r WHERE NOT EXISTS (SELECT 1 FROM idempotency_keys k WHERE k.request_id = r.request_id)"),
+        ("audit entry", "SELECT COUNT(*) FROM referrals r WHERE NOT EXISTS (SELECT 1 FROM audit_entries a WHERE a.targets LIKE '% ' || r.id || ' %')"),
+    ] {
+        assert_eq!(count(sql).await, 0, "a referral without its {what}");
+    }
+    for (what, sql) in [
+        ("events", "SELECT COUNT(*) FROM referral_events e WHERE e.referral_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM referrals r WHERE r.id = e.referral_id)"),
+        ("outbox rows", "SELECT COUNT(*) FROM outbox o WHERE o.kind = 'referral' AND NOT EXISTS (SELECT 1 FROM referrals r WHERE r.id = o.subject_id)"),
+    ] {
+        assert_eq!(count(sql).await, 0, "{what} of a referral that is not there");
+    }
+    pool.close().await;
+    // And the restarted gateway serves the acknowledged ones.
+    let mut gateway = spawn_gateway(&env, port, agency_addr);
+    let mut social = connect_when_up(&env, port, "social-services").await;
+    for id in acknowledged.iter().take(20) {
+        assert_eq!(&fetched(&mut social, id).await.id, id);
+    }
+    gateway.kill().unwrap();
+    gateway.wait().unwrap();
 }

@@ -377,3 +377,50 @@ async fn migrations_are_embedded_and_rerun_safely() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_job_hears_its_own_error_and_the_jobs_batched_with_it_commit() {
+    on_both_backends(|store, _| async move {
+        // Queued together, so the writer takes them into one batch where it can.
+        let writers: Vec<_> = (0..12)
+            .map(|i| {
+                let store = store.clone();
+                let r = row(
+                    &format!("01B{i:02}"),
+                    "charity",
+                    "housing",
+                    "REFERRAL_CATEGORY_OTHER",
+                );
+                tokio::spawn(async move {
+                    write(&store, move |tx| {
+                        Box::pin(async move {
+                            tx.insert_referral(&r).await?;
+                            tx.insert_event(&event(&r, "REFERRAL_STATUS_SUBMITTED"))
+                                .await?;
+                            if i % 3 == 0 {
+                                // Fails after it has written: its savepoint is rolled back.
+                                return Err(StoreError::Corrupt(format!("job {i} refused")));
+                            }
+                            Ok(i)
+                        })
+                    })
+                    .await
+                })
+            })
+            .collect();
+        for (i, w) in writers.into_iter().enumerate() {
+            match w.await.unwrap() {
+                Ok(n) => assert_eq!(n, i, "job {i} got its own answer"),
+                Err(e) => {
+                    assert_eq!(i % 3, 0, "job {i} failed: {e}");
+                    assert!(e.to_string().contains(&format!("job {i} refused")), "{e}");
+                }
+            }
+            let stored = store.referral(&format!("01B{i:02}")).await.unwrap();
+            assert_eq!(stored.is_some(), i % 3 != 0, "job {i}");
+        }
+        let events = store.events_after("housing", 0, 100).await.unwrap();
+        assert_eq!(events.len(), 8, "only the committed jobs' events");
+    })
+    .await;
+}
