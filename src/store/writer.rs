@@ -426,7 +426,13 @@ async fn begin(
         return Ok(WriterConn::Lite(Box::new(conn)));
     }
     Ok(WriterConn::Any(match backend {
-        Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+        // The SQLite writer always has its own connection back between batches.
+        Backend::Sqlite => {
+            return Err(StoreError::Setup(
+                "the SQLite writer".into(),
+                "its connection was lost".into(),
+            ))
+        }
         Backend::Postgres => {
             let mut tx = pool.begin().await?;
             // Replicas sharing the database serialize their batches, so event sequence
