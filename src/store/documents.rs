@@ -124,7 +124,7 @@ impl Store {
         document_id: &str,
         agency: &str,
     ) -> Result<Option<Grant>, StoreError> {
-        fetch_grant(&self.pool, document_id, agency).await
+        fetch_grant(self.point_reads(), document_id, agency).await
     }
 
     /// Whether the document is stored at all (for the audit entry of a refused read; the

@@ -125,7 +125,7 @@ impl Store {
         &self,
         id: &str,
     ) -> Result<Option<InformationRequestRow>, StoreError> {
-        fetch(&self.pool, id).await
+        fetch(self.point_reads(), id).await
     }
 
     pub async fn list_information_requests(

@@ -108,6 +108,8 @@ pub struct Store {
     events: Arc<watch::Sender<i64>>,
     /// Counts commits that enqueued or rescheduled a delivery.
     outbox: Arc<watch::Sender<u64>>,
+    /// SQLite: connections for point reads on the calling thread.
+    readers: Option<Arc<sql::Readers>>,
 }
 
 impl Store {
@@ -119,6 +121,9 @@ impl Store {
         let log_id = log.log_id.clone();
         let outbox = Arc::new(watch::channel(0u64).0);
         let sqlite_file = (backend == Backend::Sqlite).then(|| sqlite_path(&config.url));
+        let readers = sqlite_file
+            .clone()
+            .map(|file| Arc::new(sql::Readers::new(file)));
         let writer = writer::start(
             pool.clone(),
             backend,
@@ -135,6 +140,7 @@ impl Store {
             log_id,
             events,
             outbox,
+            readers,
         })
     }
 
@@ -149,6 +155,14 @@ impl Store {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Where point reads (one row by id) run.
+    pub(crate) fn point_reads(&self) -> sql::PointReads<'_> {
+        match &self.readers {
+            Some(readers) => sql::PointReads::Lite(readers),
+            None => sql::PointReads::Pool(&self.pool),
+        }
     }
 
     /// Runs `job` in the writer's next batch, with the entry of the call `audit` (if any)

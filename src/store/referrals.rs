@@ -144,12 +144,12 @@ impl WriteTx {
 
 impl Store {
     pub async fn referral(&self, id: &str) -> Result<Option<ReferralRow>, StoreError> {
-        fetch_referral(&self.pool, id).await
+        fetch_referral(self.point_reads(), id).await
     }
 
     /// The events of these referrals, in order.
     pub async fn referral_history(&self, ids: &[String]) -> Result<Vec<EventRow>, StoreError> {
-        fetch_history(&self.pool, ids).await
+        fetch_history(self.point_reads(), ids).await
     }
 
     pub async fn list_referrals(&self, f: &ListFilter) -> Result<Vec<ReferralRow>, StoreError> {
