@@ -102,21 +102,31 @@ impl Query {
             })
     }
 
-    /// As the SQLite writer runs it: `$N` placeholders as SQLite's `?N`.
-    fn lite(&self, conn: &rusqlite::Connection) -> Result<Vec<DbRow>, StoreError> {
+    /// The statement, prepared (cached per connection) and bound, as SQLite runs it:
+    /// `$N` placeholders as SQLite's `?N`.
+    fn lite_statement<'c>(
+        &self,
+        conn: &'c rusqlite::Connection,
+    ) -> Result<rusqlite::CachedStatement<'c>, StoreError> {
         let sql = sqlite_placeholders(&self.sql);
         let mut stmt = conn.prepare_cached(&sql).map_err(lite_error)?;
         for (i, p) in self.params.iter().enumerate() {
             let at = i + 1;
-            let bound = match p {
+            match p {
                 Param::Text(s) => stmt.raw_bind_parameter(at, s),
                 Param::OptText(s) => stmt.raw_bind_parameter(at, s),
                 Param::Int(v) => stmt.raw_bind_parameter(at, v),
                 Param::OptInt(v) => stmt.raw_bind_parameter(at, v),
                 Param::Blob(b) => stmt.raw_bind_parameter(at, b),
-            };
-            bound.map_err(lite_error)?;
+            }
+            .map_err(lite_error)?;
         }
+        Ok(stmt)
+    }
+
+    /// Its rows, on a SQLite connection.
+    fn lite(&self, conn: &rusqlite::Connection) -> Result<Vec<DbRow>, StoreError> {
+        let mut stmt = self.lite_statement(conn)?;
         let names: Vec<String> = stmt.column_names().iter().map(|n| n.to_string()).collect();
         let mut rows = stmt.raw_query();
         let mut out = Vec::new();
@@ -367,20 +377,7 @@ impl Conn for &mut WriterConn {
         match self {
             WriterConn::Any(tx) => Ok(q.sqlx().execute(&mut **tx).await?.rows_affected()),
             WriterConn::Lite(conn) => {
-                let sql = sqlite_placeholders(&q.sql);
-                let mut stmt = conn.prepare_cached(&sql).map_err(lite_error)?;
-                for (i, p) in q.params.iter().enumerate() {
-                    let at = i + 1;
-                    match p {
-                        Param::Text(s) => stmt.raw_bind_parameter(at, s),
-                        Param::OptText(s) => stmt.raw_bind_parameter(at, s),
-                        Param::Int(v) => stmt.raw_bind_parameter(at, v),
-                        Param::OptInt(v) => stmt.raw_bind_parameter(at, v),
-                        Param::Blob(b) => stmt.raw_bind_parameter(at, b),
-                    }
-                    .map_err(lite_error)?;
-                }
-                Ok(stmt.raw_execute().map_err(lite_error)? as u64)
+                Ok(q.lite_statement(conn)?.raw_execute().map_err(lite_error)? as u64)
             }
         }
     }
