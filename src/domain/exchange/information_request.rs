@@ -109,11 +109,10 @@ impl<S: Storage> Exchange<S> {
                         now,
                     )
                     .await?;
-                    let response = RequestInformationResponse {
+                    Ok(RequestInformationResponse {
                         information_request: Some(sent),
                         audit_receipt: Some(tx.audit_receipt()?.to_proto()),
-                    };
-                    Ok(response)
+                    })
                 })
             })
             .await?;
@@ -201,11 +200,10 @@ impl<S: Storage> Exchange<S> {
                         now,
                     )
                     .await?;
-                    let response = RespondToInformationRequestResponse {
+                    Ok(RespondToInformationRequestResponse {
                         information_request: Some(answered),
                         audit_receipt: Some(tx.audit_receipt()?.to_proto()),
-                    };
-                    Ok(response)
+                    })
                 })
             })
             .await?;

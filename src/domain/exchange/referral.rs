@@ -129,11 +129,10 @@ impl<S: Storage> Exchange<S> {
                         now,
                     )
                     .await?;
-                    let response = SubmitReferralResponse {
+                    Ok(SubmitReferralResponse {
                         referral: Some(delivered),
                         audit_receipt: Some(receipt.to_proto()),
-                    };
-                    Ok(response)
+                    })
                 })
             })
             .await?;
@@ -215,11 +214,10 @@ impl<S: Storage> Exchange<S> {
                         )
                         .await?;
                     }
-                    let response = UpdateReferralStatusResponse {
+                    Ok(UpdateReferralStatusResponse {
                         referral: Some(referral),
                         audit_receipt: Some(receipt.to_proto()),
-                    };
-                    Ok(response)
+                    })
                 })
             })
             .await?;
