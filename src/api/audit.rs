@@ -3,7 +3,6 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use sqlx::AnyPool;
 use tonic::{Request, Response, Status};
 
 use super::convert::timestamp;
@@ -16,6 +15,7 @@ use crate::layers::{self as auth, Caller};
 use crate::pb::v1::audit_service_server::AuditService;
 use crate::pb::v1::*;
 use crate::store::audit::{self as log, AuditFilter, AuditRow, CheckpointRow};
+use crate::store::Reads;
 
 /// The rule that decides who may read the audit trail.
 pub const RULE_AUDITOR: &str = "audit.auditor-role";
@@ -24,20 +24,16 @@ const MAX_PAGE_SIZE: i32 = 1000;
 
 #[derive(Clone)]
 pub struct AuditApi {
-    pool: AnyPool,
+    db: Reads,
     log_id: String,
     auditors: Arc<HashSet<String>>,
 }
 
 impl AuditApi {
     /// The audit service of the log `log_id` (this node's), for the agencies `auditors`.
-    pub fn new(
-        pool: AnyPool,
-        log_id: &str,
-        auditors: impl IntoIterator<Item = String>,
-    ) -> AuditApi {
+    pub fn new(db: Reads, log_id: &str, auditors: impl IntoIterator<Item = String>) -> AuditApi {
         AuditApi {
-            pool,
+            db,
             log_id: log_id.to_string(),
             auditors: Arc::new(auditors.into_iter().collect()),
         }
@@ -71,7 +67,7 @@ impl AuditApi {
     }
 
     async fn latest_checkpoint(&self, log_id: &str) -> Result<CheckpointRow, ApiError> {
-        log::checkpoint(&self.pool, log_id, None)
+        log::checkpoint(&self.db, log_id, None)
             .await?
             .ok_or_else(|| {
                 ApiError::refused(
@@ -103,7 +99,7 @@ impl AuditApi {
                 latest.tree_size,
             ));
         }
-        let at = log::checkpoint(&self.pool, log_id, Some(requested)).await?;
+        let at = log::checkpoint(&self.db, log_id, Some(requested)).await?;
         Ok((requested, at))
     }
 
@@ -167,7 +163,7 @@ impl AuditApi {
             after_index: after,
             limit: i64::from(limit) + 1,
         };
-        let mut rows = log::query_entries(&self.pool, &filter).await?;
+        let mut rows = log::query_entries(&self.db, &filter).await?;
         let next_page_token = if rows.len() > limit as usize {
             rows.truncate(limit as usize);
             rows.last()
@@ -216,7 +212,7 @@ impl AuditApi {
                 size,
             ));
         }
-        let leaves = log::leaf_hashes(&self.pool, &log_id, size).await?;
+        let leaves = log::leaf_hashes(&self.db, &log_id, size).await?;
         let proof = merkle::inclusion_proof(&leaves, req.leaf_index)
             .map_err(|e| ApiError::corrupt(format!("inclusion proof: {e}")))?;
         Ok(GetInclusionProofResponse {
@@ -243,7 +239,7 @@ impl AuditApi {
             format!("must be between 1 and the second tree size ({second})"),
         );
         v.finish()?;
-        let leaves = log::leaf_hashes(&self.pool, &log_id, second).await?;
+        let leaves = log::leaf_hashes(&self.db, &log_id, second).await?;
         let proof = merkle::consistency_proof(&leaves, req.first_tree_size)
             .map_err(|e| ApiError::corrupt(format!("consistency proof: {e}")))?;
         Ok(GetConsistencyProofResponse {

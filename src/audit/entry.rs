@@ -80,6 +80,16 @@ pub enum DecodeError {
     Trailing(usize),
 }
 
+/// The `targets` query column of an entry: its target ids, each with a space either side
+/// (so `LIKE '% id %'` finds one), or empty.
+pub fn targets_column(ids: &[String]) -> String {
+    if ids.is_empty() {
+        String::new()
+    } else {
+        format!(" {} ", ids.join(" "))
+    }
+}
+
 impl AuditEntry {
     /// The canonical bytes that are hashed into the log.
     pub fn encode(&self) -> Vec<u8> {

@@ -12,7 +12,7 @@ use std::io::{IsTerminal, Write};
 
 use super::checkpoint::NoteVerifier;
 use super::entry::AuditEntry;
-use super::log::{AuditFilter, LogReader};
+use super::log::{AuditFilter, AuditRow, LogReader};
 use super::merkle::{self, CompactTree, Hash};
 
 const CHUNK: i64 = 20_000;
@@ -84,11 +84,7 @@ async fn verify_log(
     verifier: &NoteVerifier,
     opts: &VerifyOptions,
 ) -> Result<LogReport, VerifyError> {
-    let entry_err = |index: u64, problem: String| VerifyError::Entry {
-        log_id: log_id.to_string(),
-        index,
-        problem,
-    };
+    let entry_err = |index, problem| entry_error(log_id, index, problem);
     let cp_err = |size: u64, problem: String| VerifyError::Checkpoint {
         log_id: log_id.to_string(),
         size,
@@ -97,86 +93,25 @@ async fn verify_log(
     let total = pool.entry_count(log_id).await.map_err(VerifyError::Read)?;
     let mut bar = Progress::new(opts.progress, log_id, total);
 
-    // Entries, in order.
+    // Entries, in order; the next chunk is read while this one is checked.
     let mut leaves: Vec<Hash> = Vec::with_capacity(total as usize);
     let mut times: Vec<i64> = Vec::with_capacity(total as usize);
-    let mut after = None;
-    loop {
+    let chunk = |after: Option<u64>| {
         let filter = AuditFilter {
             log_id: log_id.to_string(),
             after_index: after,
             limit: CHUNK,
             ..AuditFilter::default()
         };
-        let rows = pool
-            .query_entries(&filter)
-            .await
-            .map_err(VerifyError::Read)?;
-        if rows.is_empty() {
-            break;
-        }
-        for row in &rows {
-            let expected = leaves.len() as u64;
-            if row.leaf_index != expected {
-                return Err(entry_err(
-                    expected,
-                    format!("is missing (the next stored entry is {})", row.leaf_index),
-                ));
-            }
-            let entry = AuditEntry::decode(&row.entry)
-                .map_err(|e| entry_err(expected, format!("cannot be decoded: {e}")))?;
-            if entry.leaf_index != expected || entry.log_id != log_id {
-                return Err(entry_err(
-                    expected,
-                    format!(
-                        "holds the signed content of entry {} of log {} (entries were swapped or moved)",
-                        entry.leaf_index, entry.log_id
-                    ),
-                ));
-            }
-            let hash = merkle::leaf_hash(&row.entry);
-            if row.leaf_hash.as_slice() != hash.as_slice() {
-                return Err(entry_err(
-                    expected,
-                    "has a stored leaf hash that does not match its content (the entry was changed)"
-                        .into(),
-                ));
-            }
-            let targets = if entry.target_ids.is_empty() {
-                String::new()
-            } else {
-                format!(" {} ", entry.target_ids.join(" "))
-            };
-            for (column, stored, signed) in [
-                (
-                    "time_ms",
-                    row.time_ms.to_string(),
-                    entry.time_ms.to_string(),
-                ),
-                (
-                    "caller_agency",
-                    row.caller_agency.clone(),
-                    entry.caller_agency.clone(),
-                ),
-                ("method", row.method.clone(), entry.method.clone()),
-                (
-                    "decision",
-                    row.decision.clone(),
-                    entry.decision.as_str().to_string(),
-                ),
-                ("targets", row.targets.clone(), targets),
-            ] {
-                if stored != signed {
-                    return Err(entry_err(
-                        expected,
-                        format!("has column {column} = {stored:?} but its logged content says {signed:?} (the row was changed)"),
-                    ));
-                }
-            }
-            leaves.push(hash);
-            times.push(entry.time_ms);
-        }
-        after = rows.last().map(|r| r.leaf_index);
+        async move { pool.query_entries(&filter).await.map_err(VerifyError::Read) }
+    };
+    let mut rows = chunk(None).await?;
+    while let Some(last) = rows.last() {
+        let (next, checked) = tokio::join!(chunk(Some(last.leaf_index)), async {
+            check_entries(log_id, &rows, &mut leaves, &mut times)
+        });
+        checked?;
+        rows = next?;
         bar.set(leaves.len() as u64);
     }
     bar.finish();
@@ -287,6 +222,110 @@ async fn verify_log(
         latest_checkpoint: latest,
         root: merkle::root(&leaves),
     })
+}
+
+fn entry_error(log_id: &str, index: u64, problem: String) -> VerifyError {
+    VerifyError::Entry {
+        log_id: log_id.to_string(),
+        index,
+        problem,
+    }
+}
+
+/// Checks stored entries that follow `leaves`: position, content, leaf hash and query
+/// columns; appends their leaf hashes and times.
+fn check_entries(
+    log_id: &str,
+    rows: &[AuditRow],
+    leaves: &mut Vec<Hash>,
+    times: &mut Vec<i64>,
+) -> Result<(), VerifyError> {
+    let entry_err = |index, problem| entry_error(log_id, index, problem);
+    for row in rows {
+        let expected = leaves.len() as u64;
+        if row.leaf_index != expected {
+            return Err(entry_err(
+                expected,
+                format!("is missing (the next stored entry is {})", row.leaf_index),
+            ));
+        }
+        let entry = AuditEntry::decode(&row.entry)
+            .map_err(|e| entry_err(expected, format!("cannot be decoded: {e}")))?;
+        if entry.leaf_index != expected || entry.log_id != log_id {
+            return Err(entry_err(
+                expected,
+                format!(
+                    "holds the signed content of entry {} of log {} (entries were swapped or moved)",
+                    entry.leaf_index, entry.log_id
+                ),
+            ));
+        }
+        let hash = merkle::leaf_hash(&row.entry);
+        if row.leaf_hash.as_slice() != hash.as_slice() {
+            return Err(entry_err(
+                expected,
+                "has a stored leaf hash that does not match its content (the entry was changed)"
+                    .into(),
+            ));
+        }
+        let column_err = |column: &str, stored: String, signed: String| {
+            entry_err(
+                expected,
+                format!("has column {column} = {stored:?} but its logged content says {signed:?} (the row was changed)"),
+            )
+        };
+        if row.time_ms != entry.time_ms {
+            return Err(column_err(
+                "time_ms",
+                row.time_ms.to_string(),
+                entry.time_ms.to_string(),
+            ));
+        }
+        for (column, stored, signed) in [
+            ("caller_agency", &row.caller_agency, &entry.caller_agency),
+            ("method", &row.method, &entry.method),
+        ] {
+            if stored != signed {
+                return Err(column_err(column, stored.clone(), signed.clone()));
+            }
+        }
+        if row.decision != entry.decision.as_str() {
+            return Err(column_err(
+                "decision",
+                row.decision.clone(),
+                entry.decision.as_str().to_string(),
+            ));
+        }
+        if !targets_match(&row.targets, &entry.target_ids) {
+            return Err(column_err(
+                "targets",
+                row.targets.clone(),
+                crate::audit::entry::targets_column(&entry.target_ids),
+            ));
+        }
+        leaves.push(hash);
+        times.push(entry.time_ms);
+    }
+    Ok(())
+}
+
+/// Whether the stored `targets` column is the one `ids` make (see `targets_column`),
+/// compared without building it.
+fn targets_match(stored: &str, ids: &[String]) -> bool {
+    if ids.is_empty() {
+        return stored.is_empty();
+    }
+    let mut rest = stored;
+    for id in ids {
+        match rest
+            .strip_prefix(' ')
+            .and_then(|r| r.strip_prefix(id.as_str()))
+        {
+            Some(r) => rest = r,
+            None => return false,
+        }
+    }
+    rest == " "
 }
 
 /// A progress bar on stderr, drawn only on a terminal.

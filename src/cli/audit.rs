@@ -103,7 +103,7 @@ pub async fn run(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
 
 /// The commands that read this gateway's audit log.
 async fn on_log(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
-    let (pool, _) = Store::open_pool(&config.database).await?;
+    let db = Store::open_reads(&config.database).await?;
     match command {
         AuditCommand::Verify {
             log,
@@ -119,7 +119,7 @@ async fn on_log(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
             };
             let started = std::time::Instant::now();
             let reports = verify(
-                &pool,
+                &db,
                 &VerifyOptions {
                     log_id: log,
                     verifier_key: verifier_key(config, key)?,
@@ -170,7 +170,7 @@ async fn on_log(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
             };
             let mut count = 0u64;
             loop {
-                let rows = log::query_entries(&pool, &filter).await?;
+                let rows = log::query_entries(&db, &filter).await?;
                 let Some(last) = rows.last() else { break };
                 filter.after_index = Some(last.leaf_index);
                 for row in &rows {
@@ -192,7 +192,7 @@ async fn on_log(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
         AuditCommand::Proof { leaf, log, key } => {
             let log_id = log.unwrap_or_else(|| config.node_id.clone());
             let verifier = NoteVerifier::parse(&verifier_key(config, key)?)?;
-            let Some(cp) = log::checkpoint(&pool, &log_id, None).await? else {
+            let Some(cp) = log::checkpoint(&db, &log_id, None).await? else {
                 bail!("log {log_id} has no signed checkpoint yet");
             };
             let signed = verifier
@@ -204,7 +204,7 @@ async fn on_log(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
                     signed.tree_size
                 );
             }
-            let leaves = log::leaf_hashes(&pool, &log_id, signed.tree_size).await?;
+            let leaves = log::leaf_hashes(&db, &log_id, signed.tree_size).await?;
             let proof = merkle::inclusion_proof(&leaves, leaf)?;
             merkle::verify_inclusion(
                 &leaves[leaf as usize],
@@ -215,7 +215,7 @@ async fn on_log(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
             )
             .context("the inclusion proof does not verify against the signed checkpoint")?;
             let row = log::query_entries(
-                &pool,
+                &db,
                 &AuditFilter {
                     log_id: log_id.clone(),
                     after_index: leaf.checked_sub(1),

@@ -311,9 +311,9 @@ async fn sandbox_verify(mut sandbox: Sandbox) -> anyhow::Result<String> {
     let config = sandbox.config.clone();
     let key = std::fs::read_to_string(crate::audit::verifier_key_path(&config.audit.signing_key))?;
     sandbox.stop().await?;
-    let (pool, _) = crate::store::Store::open_pool(&config.database).await?;
+    let db = crate::store::Store::open_reads(&config.database).await?;
     let reports = crate::audit::verify::verify(
-        &pool,
+        &db,
         &crate::audit::verify::VerifyOptions {
             log_id: None,
             verifier_key: key.trim().to_string(),
@@ -323,7 +323,7 @@ async fn sandbox_verify(mut sandbox: Sandbox) -> anyhow::Result<String> {
         },
     )
     .await?;
-    pool.close().await;
+    db.close().await;
     let r = reports.first().context("no audit log was written")?;
     Ok(format!(
         "the audit trail verifies: {} entries, every one covered by a signed checkpoint",

@@ -209,7 +209,7 @@ impl Gateway {
             )
             .add_service(
                 AuditServiceServer::new(AuditApi::new(
-                    store.pool().clone(),
+                    store.reads(),
                     &config.node_id,
                     config
                         .agencies

@@ -1,10 +1,8 @@
 //! Reading the audit log (AuditService, `jisr audit ...`). Appending is the writer's job.
 
-use sqlx::AnyPool;
-
 use super::sql::{q, Row};
 
-use super::{Arg, SqlBuilder, StoreError};
+use super::{Arg, Reads, SqlBuilder, StoreError};
 use crate::audit::log::LogReader;
 pub use crate::audit::log::{AuditFilter, AuditRow, CheckpointRow};
 use crate::audit::merkle::Hash;
@@ -13,7 +11,7 @@ use crate::common::BoxFuture;
 const COLUMNS: &str =
     "leaf_index, time_ms, caller_agency, method, decision, targets, entry, leaf_hash";
 
-pub async fn query_entries(pool: &AnyPool, f: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
+pub async fn query_entries(db: &Reads, f: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
     let mut q = SqlBuilder::default();
     let mut sql = format!(
         "SELECT {COLUMNS} FROM audit_entries WHERE log_id = {}",
@@ -44,16 +42,16 @@ pub async fn query_entries(pool: &AnyPool, f: &AuditFilter) -> Result<Vec<AuditR
         sql += &format!(" AND leaf_index > {}", q.bind(Arg::Int(after as i64)));
     }
     sql += &format!(" ORDER BY leaf_index LIMIT {}", q.bind(Arg::Int(f.limit)));
-    let rows = q.query(&sql).fetch_all(pool).await?;
+    let rows = q.query(&sql).fetch_all(db.scan()).await?;
     rows.iter().map(audit_row).collect()
 }
 
 /// The leaf hashes of entries `0..size`, as stored.
-pub async fn leaf_hashes(pool: &AnyPool, log_id: &str, size: u64) -> Result<Vec<Hash>, StoreError> {
+pub async fn leaf_hashes(db: &Reads, log_id: &str, size: u64) -> Result<Vec<Hash>, StoreError> {
     let rows = q("SELECT leaf_index, leaf_hash FROM audit_entries WHERE log_id = $1 AND leaf_index < $2 ORDER BY leaf_index")
         .bind(log_id)
         .bind(size as i64)
-        .fetch_all(pool)
+        .fetch_all(db.scan())
         .await?;
     let mut out = Vec::with_capacity(rows.len());
     for (expected, row) in rows.iter().enumerate() {
@@ -77,17 +75,17 @@ pub async fn leaf_hashes(pool: &AnyPool, log_id: &str, size: u64) -> Result<Vec<
     Ok(out)
 }
 
-pub async fn checkpoints(pool: &AnyPool, log_id: &str) -> Result<Vec<CheckpointRow>, StoreError> {
+pub async fn checkpoints(db: &Reads, log_id: &str) -> Result<Vec<CheckpointRow>, StoreError> {
     let rows = q("SELECT tree_size, root_hash, time_ms, note FROM audit_checkpoints WHERE log_id = $1 ORDER BY tree_size")
         .bind(log_id)
-        .fetch_all(pool)
+        .fetch_all(db.scan())
         .await?;
     rows.iter().map(checkpoint_row).collect()
 }
 
 /// The checkpoint of exactly `size` entries, or the latest one.
 pub async fn checkpoint(
-    pool: &AnyPool,
+    db: &Reads,
     log_id: &str,
     size: Option<u64>,
 ) -> Result<Option<CheckpointRow>, StoreError> {
@@ -96,7 +94,7 @@ pub async fn checkpoint(
             q("SELECT tree_size, root_hash, time_ms, note FROM audit_checkpoints WHERE log_id = $1 AND tree_size = $2")
                 .bind(log_id)
                 .bind(size as i64)
-                .fetch_optional(pool)
+                .fetch_optional(db.scan())
                 .await?
         }
         None => {
@@ -105,7 +103,7 @@ pub async fn checkpoint(
                  ORDER BY tree_size DESC LIMIT 1",
             )
             .bind(log_id)
-            .fetch_optional(pool)
+            .fetch_optional(db.scan())
             .await?
         }
     };
@@ -113,25 +111,25 @@ pub async fn checkpoint(
 }
 
 /// Every log in the database (one per gateway node that ever wrote).
-pub async fn log_ids(pool: &AnyPool) -> Result<Vec<String>, StoreError> {
+pub async fn log_ids(db: &Reads) -> Result<Vec<String>, StoreError> {
     let rows = q("SELECT DISTINCT log_id FROM audit_entries ORDER BY log_id")
-        .fetch_all(pool)
+        .fetch_all(db.scan())
         .await?;
     rows.iter().map(|r| r.col("log_id")).collect()
 }
 
 /// How many entries the log holds.
-pub async fn entry_count(pool: &AnyPool, log_id: &str) -> Result<u64, StoreError> {
+pub async fn entry_count(db: &Reads, log_id: &str) -> Result<u64, StoreError> {
     let total: i64 = q("SELECT COUNT(*) AS n FROM audit_entries WHERE log_id = $1")
         .bind(log_id)
-        .fetch_one(pool)
+        .fetch_one(db.scan())
         .await?
         .col("n")?;
     Ok(total as u64)
 }
 
 /// The stored log, as `jisr audit verify` reads it.
-impl LogReader for AnyPool {
+impl LogReader for Reads {
     fn log_ids(&self) -> BoxFuture<'_, Result<Vec<String>, String>> {
         Box::pin(async move { log_ids(self).await.map_err(|e| e.to_string()) })
     }

@@ -108,8 +108,43 @@ pub struct Store {
     events: Arc<watch::Sender<i64>>,
     /// Counts commits that enqueued or rescheduled a delivery.
     outbox: Arc<watch::Sender<u64>>,
-    /// SQLite: connections for point reads on the calling thread.
+    /// SQLite: read-only connections of its own.
     readers: Option<Arc<sql::Readers>>,
+}
+
+/// The database for reading only: the pool, and on SQLite read connections of its own
+/// (the audit CLI, AuditService).
+#[derive(Clone)]
+pub struct Reads {
+    pool: AnyPool,
+    readers: Option<Arc<sql::Readers>>,
+}
+
+impl Reads {
+    /// Where a query of many rows runs: on SQLite a read connection on a blocking thread
+    /// (no per-row hand-off to a driver thread), else the pool.
+    pub(crate) fn scan(&self) -> sql::ReadConn<'_> {
+        read_conn(&self.pool, &self.readers, sql::ReadConn::Blocking)
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn read_conn<'a>(
+    pool: &'a AnyPool,
+    readers: &'a Option<Arc<sql::Readers>>,
+    lite: fn(&'a Arc<sql::Readers>) -> sql::ReadConn<'a>,
+) -> sql::ReadConn<'a> {
+    match readers {
+        Some(readers) => lite(readers),
+        None => sql::ReadConn::Pool(pool),
+    }
 }
 
 impl Store {
@@ -121,9 +156,7 @@ impl Store {
         let log_id = log.log_id.clone();
         let outbox = Arc::new(watch::channel(0u64).0);
         let sqlite_file = (backend == Backend::Sqlite).then(|| sqlite_path(&config.url));
-        let readers = sqlite_file
-            .clone()
-            .map(|file| Arc::new(sql::Readers::new(file)));
+        let readers = sqlite_file.clone().map(sql::Readers::new).map(Arc::new);
         let writer = writer::start(
             pool.clone(),
             backend,
@@ -149,6 +182,22 @@ impl Store {
         connect_pool(config).await
     }
 
+    /// Opens the database for reading only, with SQLite's own read connections.
+    pub async fn open_reads(config: &DatabaseConfig) -> Result<Reads, StoreError> {
+        let (pool, backend) = connect_pool(config).await?;
+        let readers = (backend == Backend::Sqlite)
+            .then(|| Arc::new(sql::Readers::new(sqlite_path(&config.url))));
+        Ok(Reads { pool, readers })
+    }
+
+    /// This store's connections for reading only.
+    pub fn reads(&self) -> Reads {
+        Reads {
+            pool: self.pool.clone(),
+            readers: self.readers.clone(),
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -157,12 +206,9 @@ impl Store {
         &self.pool
     }
 
-    /// Where point reads (one row by id) run.
-    pub(crate) fn point_reads(&self) -> sql::PointReads<'_> {
-        match &self.readers {
-            Some(readers) => sql::PointReads::Lite(readers),
-            None => sql::PointReads::Pool(&self.pool),
-        }
+    /// Where point reads (one row by id) run: on SQLite, on the calling thread.
+    pub(crate) fn point_reads(&self) -> sql::ReadConn<'_> {
+        read_conn(&self.pool, &self.readers, sql::ReadConn::Inline)
     }
 
     /// Runs `job` in the writer's next batch, with the entry of the call `audit` (if any)

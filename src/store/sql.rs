@@ -7,6 +7,8 @@
 //! parameters; a row is read by column name with [`Row::col`]. Every query is written once.
 
 use sqlx::any::{AnyArguments, AnyRow};
+use std::sync::Arc;
+
 use sqlx::{Any, AnyPool, Row as _};
 
 use super::StoreError;
@@ -127,7 +129,7 @@ impl Query {
     /// Its rows, on a SQLite connection.
     fn lite(&self, conn: &rusqlite::Connection) -> Result<Vec<DbRow>, StoreError> {
         let mut stmt = self.lite_statement(conn)?;
-        let names: Vec<String> = stmt.column_names().iter().map(|n| n.to_string()).collect();
+        let names: Arc<[String]> = stmt.column_names().iter().map(|n| n.to_string()).collect();
         let mut rows = stmt.raw_query();
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(lite_error)? {
@@ -234,7 +236,7 @@ pub(crate) enum DbRow {
 }
 
 pub(crate) struct LiteRow {
-    names: Vec<String>,
+    names: Arc<[String]>,
     values: Vec<rusqlite::types::Value>,
 }
 
@@ -339,27 +341,35 @@ impl Readers {
     }
 }
 
-/// Where a point read runs: SQLite's readers, or the pool (PostgreSQL).
+/// Where a read runs: the pool (PostgreSQL), or SQLite's read connections, on the calling
+/// thread for a point read or on a blocking thread for a scan (many rows).
 #[derive(Clone, Copy)]
-pub(crate) enum PointReads<'a> {
+pub(crate) enum ReadConn<'a> {
     Pool(&'a AnyPool),
-    Lite(&'a Readers),
+    Inline(&'a Arc<Readers>),
+    Blocking(&'a Arc<Readers>),
 }
 
-impl Conn for PointReads<'_> {
+impl Conn for ReadConn<'_> {
     async fn execute(self, q: Query) -> Result<u64, StoreError> {
         match self {
-            PointReads::Pool(pool) => pool.execute(q).await,
-            PointReads::Lite(_) => Err(StoreError::Corrupt(
-                "a point read connection cannot write".into(),
-            )),
+            ReadConn::Pool(pool) => pool.execute(q).await,
+            ReadConn::Inline(_) | ReadConn::Blocking(_) => {
+                Err(StoreError::Corrupt("a read connection cannot write".into()))
+            }
         }
     }
 
     async fn fetch_all(self, q: Query) -> Result<Vec<DbRow>, StoreError> {
         match self {
-            PointReads::Pool(pool) => pool.fetch_all(q).await,
-            PointReads::Lite(readers) => readers.run(&q),
+            ReadConn::Pool(pool) => pool.fetch_all(q).await,
+            ReadConn::Inline(readers) => readers.run(&q),
+            ReadConn::Blocking(readers) => {
+                let readers = readers.clone();
+                tokio::task::spawn_blocking(move || readers.run(&q))
+                    .await
+                    .map_err(|e| StoreError::Corrupt(format!("a read thread failed: {e}")))?
+            }
         }
     }
 }

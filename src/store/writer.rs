@@ -635,11 +635,7 @@ async fn insert_entry(
     bytes: &[u8],
     hash: &Hash,
 ) -> Result<(), StoreError> {
-    let targets = if entry.target_ids.is_empty() {
-        String::new()
-    } else {
-        format!(" {} ", entry.target_ids.join(" "))
-    };
+    let targets = crate::audit::entry::targets_column(&entry.target_ids);
     q(
         "INSERT INTO audit_entries (log_id, leaf_index, time_ms, caller_agency, method, decision, targets, entry, leaf_hash) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",

@@ -9,7 +9,7 @@ use jisr::audit::merkle;
 use jisr::audit::verify::{verify, VerifyError, VerifyOptions};
 use jisr::pb::v1::audit_service_client::AuditServiceClient;
 use jisr::pb::v1::*;
-use jisr::store::Store;
+use jisr::store::{Reads, Store};
 use sqlx::AnyPool;
 use tonic::transport::Channel;
 use tonic::Code;
@@ -361,7 +361,7 @@ async fn a_submit_receipt_is_proven_included_in_a_later_signed_checkpoint() {
 }
 
 /// A stopped gateway's log of about a dozen entries (so more than one checkpoint).
-async fn stopped_log() -> (TestEnv, AnyPool, String) {
+async fn stopped_log() -> (TestEnv, Reads, String) {
     let env = TestEnv::sqlite();
     let gw = env.start().await;
     let mut social = env.client(&gw, "social-services").await;
@@ -374,14 +374,14 @@ async fn stopped_log() -> (TestEnv, AnyPool, String) {
             .unwrap();
     }
     gw.shutdown().await.unwrap();
-    let (pool, _) = Store::open_pool(&env.config.database).await.unwrap();
+    let db = Store::open_reads(&env.config.database).await.unwrap();
     let key = verifier_key(&env);
-    (env, pool, key)
+    (env, db, key)
 }
 
-async fn check(pool: &AnyPool, key: &str, trusted: Option<String>) -> Result<(), VerifyError> {
+async fn check(db: &Reads, key: &str, trusted: Option<String>) -> Result<(), VerifyError> {
     verify(
-        pool,
+        db,
         &VerifyOptions {
             log_id: None,
             verifier_key: key.to_string(),
@@ -394,16 +394,16 @@ async fn check(pool: &AnyPool, key: &str, trusted: Option<String>) -> Result<(),
     .map(|_| ())
 }
 
-async fn exec(pool: &AnyPool, sql: &str) {
-    sqlx::query(sql).execute(pool).await.unwrap();
+async fn exec(db: &Reads, sql: &str) {
+    sqlx::query(sql).execute(db.pool()).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_names_every_kind_of_tampering() {
     // Untouched: verify passes and reports the whole log.
-    let (_env, pool, key) = stopped_log().await;
+    let (_env, db, key) = stopped_log().await;
     let reports = verify(
-        &pool,
+        &db,
         &VerifyOptions {
             log_id: None,
             verifier_key: key.clone(),
@@ -419,20 +419,20 @@ async fn verify_names_every_kind_of_tampering() {
     assert_eq!(reports[0].latest_checkpoint, 12);
 
     // A changed field, in the query columns only.
-    let (_env, pool, key) = stopped_log().await;
+    let (_env, db, key) = stopped_log().await;
     exec(
-        &pool,
+        &db,
         "UPDATE audit_entries SET caller_agency = 'police' WHERE leaf_index = 3",
     )
     .await;
-    let err = check(&pool, &key, None).await.unwrap_err().to_string();
+    let err = check(&db, &key, None).await.unwrap_err().to_string();
     assert!(err.contains("entry 3 has column caller_agency"), "{err}");
 
     // A changed field in the logged bytes.
-    let (_env, pool, key) = stopped_log().await;
+    let (_env, db, key) = stopped_log().await;
     let (bytes,): (Vec<u8>,) =
         sqlx::query_as("SELECT entry FROM audit_entries WHERE leaf_index = 4")
-            .fetch_one(&pool)
+            .fetch_one(db.pool())
             .await
             .unwrap();
     let mut e = AuditEntry::decode(&bytes).unwrap();
@@ -440,10 +440,10 @@ async fn verify_names_every_kind_of_tampering() {
     e.duration_us += 1;
     sqlx::query("UPDATE audit_entries SET entry = $1 WHERE leaf_index = 4")
         .bind(e.encode())
-        .execute(&pool)
+        .execute(db.pool())
         .await
         .unwrap();
-    let err = check(&pool, &key, None).await.unwrap_err().to_string();
+    let err = check(&db, &key, None).await.unwrap_err().to_string();
     assert!(
         err.contains("entry 4 has a stored leaf hash that does not match"),
         "{err}"
@@ -452,49 +452,49 @@ async fn verify_names_every_kind_of_tampering() {
     // ...and with its leaf hash recomputed too: the signed root no longer matches.
     sqlx::query("UPDATE audit_entries SET leaf_hash = $1 WHERE leaf_index = 4")
         .bind(merkle::leaf_hash(&e.encode()).to_vec())
-        .execute(&pool)
+        .execute(db.pool())
         .await
         .unwrap();
-    let err = check(&pool, &key, None).await.unwrap_err().to_string();
+    let err = check(&db, &key, None).await.unwrap_err().to_string();
     assert!(
         err.contains("checkpoint of") && err.contains("signed root"),
         "{err}"
     );
 
     // A deleted entry.
-    let (_env, pool, key) = stopped_log().await;
-    exec(&pool, "DELETE FROM audit_entries WHERE leaf_index = 2").await;
-    let err = check(&pool, &key, None).await.unwrap_err().to_string();
+    let (_env, db, key) = stopped_log().await;
+    exec(&db, "DELETE FROM audit_entries WHERE leaf_index = 2").await;
+    let err = check(&db, &key, None).await.unwrap_err().to_string();
     assert!(err.contains("entry 2 is missing"), "{err}");
 
     // Two entries swapped.
-    let (_env, pool, key) = stopped_log().await;
+    let (_env, db, key) = stopped_log().await;
     exec(
-        &pool,
+        &db,
         "UPDATE audit_entries SET leaf_index = -1 WHERE leaf_index = 5",
     )
     .await;
     exec(
-        &pool,
+        &db,
         "UPDATE audit_entries SET leaf_index = 5 WHERE leaf_index = 6",
     )
     .await;
     exec(
-        &pool,
+        &db,
         "UPDATE audit_entries SET leaf_index = 6 WHERE leaf_index = -1",
     )
     .await;
-    let err = check(&pool, &key, None).await.unwrap_err().to_string();
+    let err = check(&db, &key, None).await.unwrap_err().to_string();
     assert!(
         err.contains("entry 5 holds the signed content of entry 6") && err.contains("swapped"),
         "{err}"
     );
 
     // An entry appended out of band, with a valid encoding and leaf hash.
-    let (_env, pool, key) = stopped_log().await;
+    let (_env, db, key) = stopped_log().await;
     let (bytes,): (Vec<u8>,) =
         sqlx::query_as("SELECT entry FROM audit_entries WHERE leaf_index = 11")
-            .fetch_one(&pool)
+            .fetch_one(db.pool())
             .await
             .unwrap();
     let mut extra = AuditEntry::decode(&bytes).unwrap();
@@ -511,17 +511,17 @@ async fn verify_names_every_kind_of_tampering() {
     .bind(format!(" {} ", extra.target_ids.join(" ")))
     .bind(extra.encode())
     .bind(merkle::leaf_hash(&extra.encode()).to_vec())
-    .execute(&pool)
+    .execute(db.pool())
     .await
     .unwrap();
-    let err = check(&pool, &key, None).await.unwrap_err().to_string();
+    let err = check(&db, &key, None).await.unwrap_err().to_string();
     assert!(
         err.contains("entry 12 is not covered by any signed checkpoint"),
         "{err}"
     );
 
     // A forged checkpoint: a new root with a signature by another key under our name.
-    let (env, pool, key) = stopped_log().await;
+    let (env, db, key) = stopped_log().await;
     let other = jisr::audit::checkpoint::NoteSigner::from_pkcs8(
         &env.config.audit_origin(),
         &jisr::audit::checkpoint::NoteSigner::generate_pkcs8().unwrap(),
@@ -535,10 +535,10 @@ async fn verify_names_every_kind_of_tampering() {
     sqlx::query("UPDATE audit_checkpoints SET note = $1, root_hash = $2 WHERE tree_size = 12")
         .bind(forged)
         .bind(vec![7u8; 32])
-        .execute(&pool)
+        .execute(db.pool())
         .await
         .unwrap();
-    let err = check(&pool, &key, None).await.unwrap_err().to_string();
+    let err = check(&db, &key, None).await.unwrap_err().to_string();
     assert!(
         err.contains("checkpoint of 12 entries has a signature that does not verify"),
         "{err}"
@@ -546,39 +546,36 @@ async fn verify_names_every_kind_of_tampering() {
 
     // A rolled-back log: the last entries and the checkpoint covering them removed. The log
     // left behind is self-consistent; the checkpoint the security team kept says otherwise.
-    let (_env, pool, key) = stopped_log().await;
+    let (_env, db, key) = stopped_log().await;
     let (kept,): (String,) =
         sqlx::query_as("SELECT note FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1")
-            .fetch_one(&pool)
+            .fetch_one(db.pool())
             .await
             .unwrap();
     let (earlier,): (i64,) = sqlx::query_as("SELECT MIN(tree_size) FROM audit_checkpoints")
-        .fetch_one(&pool)
+        .fetch_one(db.pool())
         .await
         .unwrap();
     exec(
-        &pool,
+        &db,
         &format!("DELETE FROM audit_entries WHERE leaf_index >= {earlier}"),
     )
     .await;
     exec(
-        &pool,
+        &db,
         &format!("DELETE FROM audit_checkpoints WHERE tree_size > {earlier}"),
     )
     .await;
-    check(&pool, &key, None)
+    check(&db, &key, None)
         .await
         .expect("without an anchor the truncated log looks whole");
-    let err = check(&pool, &key, Some(kept))
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = check(&db, &key, Some(kept)).await.unwrap_err().to_string();
     assert!(err.contains("rolled back"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_cli_verifies_exports_and_proves_and_fails_loudly_on_tampering() {
-    let (env, pool, _) = stopped_log().await;
+    let (env, db, _) = stopped_log().await;
     let jisr = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_jisr"))
             .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -638,7 +635,7 @@ async fn the_audit_cli_verifies_exports_and_proves_and_fails_loudly_on_tampering
         (Some(7), Some(true))
     );
 
-    exec(&pool, "DELETE FROM audit_entries WHERE leaf_index = 9").await;
+    exec(&db, "DELETE FROM audit_entries WHERE leaf_index = 9").await;
     let out = jisr(&["audit", "verify", "--grace-ms", "0"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -763,7 +763,7 @@ async fn the_whole_flow_works_on_postgresql() {
     };
     assert_eq!(proof.leaf_hash, receipt.leaf_hash);
     gw.shutdown().await.unwrap();
-    let (pool, _) = jisr::store::Store::open_pool(&env.config.database)
+    let reads = jisr::store::Store::open_reads(&env.config.database)
         .await
         .unwrap();
     let key = std::fs::read_to_string(jisr::audit::verifier_key_path(
@@ -771,7 +771,7 @@ async fn the_whole_flow_works_on_postgresql() {
     ))
     .unwrap();
     let reports = jisr::audit::verify::verify(
-        &pool,
+        &reads,
         &jisr::audit::verify::VerifyOptions {
             log_id: None,
             verifier_key: key.trim().to_string(),
@@ -784,6 +784,6 @@ async fn the_whole_flow_works_on_postgresql() {
     .expect("the PostgreSQL audit log verifies");
     // submit, its retry, two updates, at least one proof call (watch and retries vary).
     assert!(reports[0].entries >= 5, "{reports:?}");
-    pool.close().await;
+    reads.close().await;
     db.drop_database().await;
 }
