@@ -52,6 +52,14 @@ pub trait LogReader: Sync {
         &'a self,
         filter: &'a AuditFilter,
     ) -> BoxFuture<'a, Result<Vec<AuditRow>, String>>;
+    /// Rows of the target index of `log_id` (target id, leaf index), in that order, after
+    /// `after` (the last row of the previous page; `("", -1)`-like `None` for the first).
+    fn target_rows<'a>(
+        &'a self,
+        log_id: &'a str,
+        after: Option<(String, u64)>,
+        limit: i64,
+    ) -> BoxFuture<'a, Result<Vec<(String, u64)>, String>>;
     /// Every checkpoint of `log_id`, smallest first.
     fn checkpoints<'a>(
         &'a self,

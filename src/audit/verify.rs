@@ -53,6 +53,8 @@ pub enum VerifyError {
         size: u64,
         problem: String,
     },
+    #[error("log {log_id}: {problem}")]
+    Index { log_id: String, problem: String },
     #[error("the verifier key is not usable: {0}")]
     Key(String),
     #[error("the trusted checkpoint does not verify with the verifier key: {0}")]
@@ -105,10 +107,11 @@ async fn verify_log(
         };
         async move { pool.query_entries(&filter).await.map_err(VerifyError::Read) }
     };
+    let mut targets = TargetDigest::default();
     let mut rows = chunk(None).await?;
     while let Some(last) = rows.last() {
         let (next, checked) = tokio::join!(chunk(Some(last.leaf_index)), async {
-            check_entries(log_id, &rows, &mut leaves, &mut times)
+            check_entries(log_id, &rows, &mut leaves, &mut times, &mut targets)
         });
         checked?;
         rows = next?;
@@ -215,6 +218,33 @@ async fn verify_log(
             ));
         }
     }
+    // The target index QueryAuditEvents uses must name exactly the entries' targets.
+    let mut indexed = TargetDigest::default();
+    let mut after = None;
+    loop {
+        let page = pool
+            .target_rows(log_id, after, CHUNK)
+            .await
+            .map_err(VerifyError::Read)?;
+        for (target, leaf) in &page {
+            indexed.add(target, *leaf);
+        }
+        match page.last() {
+            Some(last) => after = Some(last.clone()),
+            None => break,
+        }
+    }
+    if indexed != targets {
+        return Err(VerifyError::Index {
+            log_id: log_id.to_string(),
+            problem: format!(
+                "audit_targets holds {} rows where the entries name {} (target, entry) pairs, \
+                 or other ones: rows there were added, removed or changed, so a query by target would mislead",
+                indexed.count, targets.count
+            ),
+        });
+    }
+
     Ok(LogReport {
         log_id: log_id.to_string(),
         entries: n,
@@ -239,6 +269,7 @@ fn check_entries(
     rows: &[AuditRow],
     leaves: &mut Vec<Hash>,
     times: &mut Vec<i64>,
+    targets: &mut TargetDigest,
 ) -> Result<(), VerifyError> {
     let entry_err = |index, problem| entry_error(log_id, index, problem);
     for row in rows {
@@ -303,10 +334,38 @@ fn check_entries(
                 crate::audit::entry::targets_column(&entry.target_ids),
             ));
         }
+        let mut ids: Vec<&String> = entry.target_ids.iter().collect();
+        ids.sort();
+        ids.dedup();
+        for id in ids {
+            targets.add(id, expected);
+        }
         leaves.push(hash);
         times.push(entry.time_ms);
     }
     Ok(())
+}
+
+/// A digest of a set of (target id, leaf index) pairs that does not depend on their
+/// order: their count and the wrapping sum of a hash of each.
+#[derive(Default, PartialEq, Eq)]
+struct TargetDigest {
+    count: u64,
+    sum: u64,
+}
+
+impl TargetDigest {
+    fn add(&mut self, target: &str, leaf: u64) {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(leaf.to_be_bytes());
+        h.update(target.as_bytes());
+        let d = h.finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&d[..8]);
+        self.count += 1;
+        self.sum = self.sum.wrapping_add(u64::from_be_bytes(first));
+    }
 }
 
 /// Whether the stored `targets` column is the one `ids` make (see `targets_column`),

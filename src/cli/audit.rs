@@ -291,24 +291,7 @@ async fn bench(config: &Config, entries: u64, concurrency: u64, url: String) -> 
         let count = entries / concurrency + u64::from(worker < entries % concurrency);
         tasks.push(tokio::spawn(async move {
             for i in 0..count {
-                let entry = AuditEntry {
-                    log_id: String::new(),
-                    leaf_index: 0,
-                    time_ms: 0,
-                    trace_id: format!("{:032x}", (worker << 40) | i),
-                    caller_agency: "social-services".into(),
-                    cert_fingerprint: "ab".repeat(32),
-                    cert_serial: "7c7880da3aa6bc8a2b79439fd3779aefe1cb9c9d".into(),
-                    officer_subject: String::new(),
-                    method: "/jisr.v1.ReferralService/SubmitReferral".into(),
-                    target_ids: vec![ulid::Ulid::new().to_string()],
-                    recipient_agency: "housing".into(),
-                    decision: Decision::Allow,
-                    rule: "mtls.registered-agency".into(),
-                    grpc_code: 0,
-                    duration_us: 0,
-                    request_sha256: vec![0x5a; 32],
-                };
+                let entry = synthetic_entry((worker << 40) | i);
                 store.append_audit(entry, std::time::Instant::now()).await?;
             }
             anyhow::Ok(())
@@ -454,4 +437,26 @@ pub fn ocsf(e: &AuditEntry, leaf_hash: &[u8]) -> Value {
             "leaf_hash": hex::encode(leaf_hash),
         },
     })
+}
+
+/// An audit entry like a SubmitReferral's, for benchmarks; `n` makes its trace id.
+pub(super) fn synthetic_entry(n: u64) -> AuditEntry {
+    AuditEntry {
+        log_id: String::new(),
+        leaf_index: 0,
+        time_ms: 0,
+        trace_id: format!("{n:032x}"),
+        caller_agency: "social-services".into(),
+        cert_fingerprint: "ab".repeat(32),
+        cert_serial: "7c7880da3aa6bc8a2b79439fd3779aefe1cb9c9d".into(),
+        officer_subject: String::new(),
+        method: "/jisr.v1.ReferralService/SubmitReferral".into(),
+        target_ids: vec![ulid::Ulid::new().to_string()],
+        recipient_agency: "housing".into(),
+        decision: Decision::Allow,
+        rule: "mtls.registered-agency".into(),
+        grpc_code: 0,
+        duration_us: 0,
+        request_sha256: vec![0x5a; 32],
+    }
 }

@@ -11,6 +11,7 @@ use clap::{Args, ValueEnum};
 use tonic::transport::Channel;
 
 use super::echo::EchoServer;
+use crate::pb::v1::audit_service_client::AuditServiceClient;
 use crate::pb::v1::referral_service_client::ReferralServiceClient;
 use crate::pb::v1::*;
 use crate::server::config::Config;
@@ -27,9 +28,12 @@ pub struct BenchArgs {
     /// Seconds to run (D).
     #[arg(long, default_value_t = 10)]
     duration: u64,
-    /// The call measured.
-    #[arg(long, value_enum, default_value_t = Rpc::Submit)]
-    rpc: Rpc,
+    /// The calls measured, one after the other (comma-separated), each printing its line.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "submit")]
+    rpc: Vec<Rpc>,
+    /// The agency that calls AuditService for `--rpc audit` (it must hold the auditor role).
+    #[arg(long, default_value = "digital")]
+    auditor: String,
     /// Sending agency.
     #[arg(long, default_value = "social-services")]
     from: String,
@@ -54,6 +58,12 @@ pub struct BenchArgs {
     /// to that baseline.
     #[arg(long)]
     baseline: bool,
+    /// With --sandbox: before the run, write this many referrals (a third sent by --from,
+    /// a third received by it, a third between two other agencies), each with its event,
+    /// and as many audit entries, straight into the sandbox's store, so the cost of a call
+    /// can be compared at 1,000 and 1,000,000 rows.
+    #[arg(long, default_value_t = 0, requires = "sandbox")]
+    seed: u64,
 }
 
 /// The RPC a benchmark drives.
@@ -63,6 +73,33 @@ pub enum Rpc {
     Submit,
     /// GetReferral of referrals submitted before the run (read path).
     Get,
+    /// ListReferrals, both directions (the default), first page.
+    List,
+    /// ListReferrals, received only, first page.
+    ListReceived,
+    /// WatchReferralEvents from the oldest event: the time to its first event.
+    Watch,
+    /// QueryAuditEvents, first page, as --auditor.
+    Audit,
+    /// QueryAuditEvents of the last hour, first page.
+    AuditSince,
+    /// QueryAuditEvents of one target id, first page.
+    AuditTarget,
+}
+
+impl Rpc {
+    fn method(self) -> &'static str {
+        match self {
+            Rpc::Submit => "SubmitReferral",
+            Rpc::Get => "GetReferral",
+            Rpc::List => "ListReferrals",
+            Rpc::ListReceived => "ListReferrals (received)",
+            Rpc::Watch => "WatchReferralEvents (from the oldest)",
+            Rpc::Audit => "QueryAuditEvents",
+            Rpc::AuditSince => "QueryAuditEvents (last hour)",
+            Rpc::AuditTarget => "QueryAuditEvents (one target)",
+        }
+    }
 }
 
 /// How many referrals a GetReferral run reads, round-robin.
@@ -156,95 +193,101 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         args.connections > 0 && args.in_flight > 0 && args.duration > 0,
         "connections, in-flight and duration must be positive"
     );
+    anyhow::ensure!(
+        !args.baseline || args.rpc.iter().all(|r| matches!(r, Rpc::Submit | Rpc::Get)),
+        "the echo baseline answers submit and get only"
+    );
     // The gateway under test, and how to reach it.
     let mut sandbox = None;
-    let (addr, server_name, creds, target_config) = if args.sandbox {
+    let (addr, server_name, target_config) = if args.sandbox {
         let (sb, sim) =
             super::sandbox::Sandbox::start(&[args.to.as_str()], &[], Default::default()).await?;
-        let found = (
-            sb.addr(),
-            "localhost".to_string(),
-            sb.credentials(&args.from)?,
-            sb.config.clone(),
-        );
+        let found = (sb.addr(), "localhost".to_string(), sb.config.clone());
+        if args.seed > 0 {
+            let store = &sb.gateway.as_ref().context("the sandbox's gateway")?.store;
+            super::seed::seed(store, args.seed, &args.from, &args.to).await?;
+        }
         sandbox = Some((sb, sim));
         found
     } else {
         (
             super::dial_addr(config, args.addr.as_deref()),
             args.server_name.clone(),
-            super::dev_credentials(config, &args.from)?,
             config.clone(),
         )
     };
-    let channels = connect_all(&addr, &server_name, &creds, args.connections).await?;
-    let reads = match args.rpc {
-        Rpc::Submit => Vec::new(),
-        Rpc::Get => seed(&channels[0], &args).await?,
-    };
-    let baseline = if args.baseline {
-        let stored = match reads.first() {
-            Some(id) => ReferralServiceClient::new(channels[0].clone())
-                .get_referral(GetReferralRequest {
-                    referral_id: id.clone(),
-                })
-                .await?
-                .into_inner()
-                .referral
-                .unwrap_or_default(),
-            None => Referral::default(),
+    for &rpc in &args.rpc {
+        // AuditService answers auditors only.
+        let caller = if matches!(rpc, Rpc::Audit | Rpc::AuditSince | Rpc::AuditTarget) {
+            &args.auditor
+        } else {
+            &args.from
         };
-        let echo = EchoServer::start(&target_config, stored).await?;
-        let echo_channels = connect_all(
-            &echo.addr.to_string(),
-            "localhost",
-            &creds,
-            args.connections,
-        )
-        .await?;
-        let measured = load(&echo_channels, &args, &reads).await?;
-        drop(echo_channels);
-        echo.stop().await?;
-        Some(measured)
-    } else {
-        None
-    };
-    let measured = load(&channels, &args, &reads).await?;
-    let delivery = match sandbox {
-        Some((mut sb, sim)) if args.rpc == Rpc::Submit => {
-            let report = delivery_report(
-                &sim,
-                &measured.replies,
-                measured.started,
-                measured.elapsed_s,
+        let creds = match &sandbox {
+            Some((sb, _)) => sb.credentials(caller)?,
+            None => super::dev_credentials(config, caller)?,
+        };
+        let channels = connect_all(&addr, &server_name, &creds, args.connections).await?;
+        let reads = match rpc {
+            Rpc::Get => seed(&channels[0], &args).await?,
+            _ => Vec::new(),
+        };
+        let baseline = if args.baseline {
+            let stored = match reads.first() {
+                Some(id) => ReferralServiceClient::new(channels[0].clone())
+                    .get_referral(GetReferralRequest {
+                        referral_id: id.clone(),
+                    })
+                    .await?
+                    .into_inner()
+                    .referral
+                    .unwrap_or_default(),
+                None => Referral::default(),
+            };
+            let echo = EchoServer::start(&target_config, stored).await?;
+            let echo_channels = connect_all(
+                &echo.addr.to_string(),
+                "localhost",
+                &creds,
+                args.connections,
             )
-            .await;
-            sb.stop().await?;
-            Some(report)
-        }
-        Some((mut sb, _)) => {
-            sb.stop().await?;
+            .await?;
+            let measured = load(&echo_channels, rpc, &args, &reads).await?;
+            drop(echo_channels);
+            echo.stop().await?;
+            Some(measured)
+        } else {
             None
+        };
+        let measured = load(&channels, rpc, &args, &reads).await?;
+        let delivery = match &sandbox {
+            Some((_, sim)) if rpc == Rpc::Submit => Some(
+                delivery_report(sim, &measured.replies, measured.started, measured.elapsed_s).await,
+            ),
+            _ => None,
+        };
+        let mut line = serde_json::json!({
+            "rpc": rpc.method(),
+            "seeded": args.seed,
+            "addr": addr,
+            "connections": args.connections,
+            "in_flight": args.in_flight,
+            "duration_s": args.duration,
+        });
+        let fields = line.as_object_mut().context("a JSON object")?;
+        if let serde_json::Value::Object(summary) = measured.summary() {
+            fields.extend(summary);
         }
-        None => None,
-    };
-    let mut line = serde_json::json!({
-        "rpc": match args.rpc { Rpc::Submit => "SubmitReferral", Rpc::Get => "GetReferral" },
-        "addr": addr,
-        "connections": args.connections,
-        "in_flight": args.in_flight,
-        "duration_s": args.duration,
-    });
-    let fields = line.as_object_mut().context("a JSON object")?;
-    if let serde_json::Value::Object(summary) = measured.summary() {
-        fields.extend(summary);
+        if let Some(base) = &baseline {
+            fields.insert("baseline".into(), base.summary());
+            fields.insert("ratio_to_baseline".into(), measured.ratio_to(base));
+        }
+        fields.insert("delivery".into(), delivery.into());
+        println!("{line}");
     }
-    if let Some(base) = &baseline {
-        fields.insert("baseline".into(), base.summary());
-        fields.insert("ratio_to_baseline".into(), measured.ratio_to(base));
+    if let Some((mut sb, _)) = sandbox {
+        sb.stop().await?;
     }
-    fields.insert("delivery".into(), delivery.into());
-    println!("{line}");
     Ok(())
 }
 
@@ -268,9 +311,38 @@ async fn seed(channel: &Channel, args: &BenchArgs) -> anyhow::Result<Vec<String>
     Ok(ids)
 }
 
+fn audit_query(rpc: Rpc) -> QueryAuditEventsRequest {
+    match rpc {
+        Rpc::AuditSince => QueryAuditEventsRequest {
+            start_time: Some(crate::common::time::timestamp(
+                crate::common::time::now_ms() - 3_600_000,
+            )),
+            ..QueryAuditEventsRequest::default()
+        },
+        Rpc::AuditTarget => QueryAuditEventsRequest {
+            target_id: "01J0000000BENCHTARGET00000".into(),
+            ..QueryAuditEventsRequest::default()
+        },
+        _ => QueryAuditEventsRequest::default(),
+    }
+}
+
+/// Opens a watch from the oldest event and waits for the first one.
+async fn first_event(client: &mut ReferralServiceClient<Channel>) -> Result<(), tonic::Status> {
+    let mut stream = client
+        .watch_referral_events(WatchReferralEventsRequest::default())
+        .await?
+        .into_inner();
+    match stream.message().await? {
+        Some(_) => Ok(()),
+        None => Err(tonic::Status::not_found("the watch ended without an event")),
+    }
+}
+
 /// N workers over the channels for D seconds.
 async fn load(
     channels: &[Channel],
+    rpc: Rpc,
     args: &BenchArgs,
     reads: &[String],
 ) -> anyhow::Result<Measured> {
@@ -279,9 +351,11 @@ async fn load(
     let deadline = started + Duration::from_secs(args.duration);
     let mut workers = Vec::with_capacity(args.in_flight);
     for worker in 0..args.in_flight {
-        let mut client = ReferralServiceClient::new(channels[worker % channels.len()].clone());
+        let channel = channels[worker % channels.len()].clone();
+        let mut client = ReferralServiceClient::new(channel.clone());
+        let mut auditor = AuditServiceClient::new(channel);
         let (to, service, run_id) = (args.to.clone(), args.service.clone(), run_id.clone());
-        let (rpc, reads) = (args.rpc, reads.to_vec());
+        let reads = reads.to_vec();
         workers.push(tokio::spawn(async move {
             let mut latencies_us: Vec<u64> = Vec::new();
             let mut replies: Vec<(String, Instant)> = Vec::new();
@@ -303,6 +377,22 @@ async fn load(
                         .get_referral(GetReferralRequest {
                             referral_id: reads[(worker + seq as usize) % reads.len()].clone(),
                         })
+                        .await
+                        .map(|_| None),
+                    Rpc::List | Rpc::ListReceived => client
+                        .list_referrals(ListReferralsRequest {
+                            direction: if rpc == Rpc::ListReceived {
+                                ReferralDirection::Received as i32
+                            } else {
+                                ReferralDirection::Unspecified as i32
+                            },
+                            ..ListReferralsRequest::default()
+                        })
+                        .await
+                        .map(|_| None),
+                    Rpc::Watch => first_event(&mut client).await.map(|_| None),
+                    Rpc::Audit | Rpc::AuditSince | Rpc::AuditTarget => auditor
+                        .query_audit_events(audit_query(rpc))
                         .await
                         .map(|_| None),
                 };

@@ -8,6 +8,7 @@ mod demo;
 mod echo;
 mod outbox;
 mod sandbox;
+mod seed;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

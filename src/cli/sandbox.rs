@@ -62,9 +62,13 @@ impl Sandbox {
             ("JISR_DELIVERY__CLIENT_KEY", s(file("gateway-client.key"))),
             ("JISR_DELIVERY__POLL_INTERVAL_MS", "100".into()),
         ];
-        // Delivery settings and limits may still be tuned from the environment (benchmarks).
-        let tuning = std::env::vars()
-            .filter(|(k, _)| k.starts_with("JISR_DELIVERY__") || k.starts_with("JISR_LIMITS__"));
+        // Delivery settings, limits and the database may still be set from the environment
+        // (benchmarks).
+        let tuning = std::env::vars().filter(|(k, _)| {
+            ["JISR_DELIVERY__", "JISR_LIMITS__", "JISR_DATABASE__"]
+                .iter()
+                .any(|prefix| k.starts_with(prefix))
+        });
         let mut config = Config::parse(
             Path::new("config/jisr.toml"),
             include_str!("../../config/jisr.toml"),

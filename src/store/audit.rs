@@ -11,17 +11,39 @@ use crate::common::BoxFuture;
 const COLUMNS: &str =
     "leaf_index, time_ms, caller_agency, method, decision, targets, entry, leaf_hash";
 
+/// The entries `f` selects, oldest first. Every filter walks an index: a time bound
+/// becomes a leaf position (entry times never decrease along the log), a target id is
+/// looked up in `audit_targets`, so a first page costs the same at any log size.
 pub async fn query_entries(db: &Reads, f: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
-    let mut q = SqlBuilder::default();
-    let mut sql = format!(
-        "SELECT {COLUMNS} FROM audit_entries WHERE log_id = {}",
-        q.bind(Arg::Text(f.log_id.clone()))
-    );
+    // Leaf positions: from (inclusive), to (exclusive).
+    let mut from = f.after_index.map_or(0, |after| after + 1);
+    let mut to = None;
     if let Some(t) = f.since_ms {
-        sql += &format!(" AND time_ms >= {}", q.bind(Arg::Int(t)));
+        match first_at_or_after(db, &f.log_id, t).await? {
+            Some(leaf) => from = from.max(leaf),
+            None => return Ok(Vec::new()),
+        }
     }
     if let Some(t) = f.until_ms {
-        sql += &format!(" AND time_ms < {}", q.bind(Arg::Int(t)));
+        to = first_at_or_after(db, &f.log_id, t).await?;
+    }
+    let mut q = SqlBuilder::default();
+    let log = q.bind(Arg::Text(f.log_id.clone()));
+    let mut bounds = format!(" AND leaf_index >= {}", q.bind(Arg::Int(from as i64)));
+    if let Some(to) = to {
+        bounds += &format!(" AND leaf_index < {}", q.bind(Arg::Int(to as i64)));
+    }
+    let mut sql = format!("SELECT {COLUMNS} FROM audit_entries WHERE log_id = {log}");
+    match &f.target_id {
+        // The bounds inside, so the entries are looked up by the target's leaves only.
+        Some(t) => {
+            sql += &format!(
+                " AND leaf_index IN (SELECT leaf_index FROM audit_targets \
+                 WHERE log_id = {log} AND target_id = {}{bounds})",
+                q.bind(Arg::Text(t.clone()))
+            )
+        }
+        None => sql += &bounds,
     }
     if let Some(a) = &f.agency {
         sql += &format!(" AND caller_agency = {}", q.bind(Arg::Text(a.clone())));
@@ -32,18 +54,23 @@ pub async fn query_entries(db: &Reads, f: &AuditFilter) -> Result<Vec<AuditRow>,
     if let Some(d) = &f.decision {
         sql += &format!(" AND decision = {}", q.bind(Arg::Text(d.clone())));
     }
-    if let Some(t) = &f.target_id {
-        sql += &format!(
-            " AND targets LIKE {}",
-            q.bind(Arg::Text(format!("% {t} %")))
-        );
-    }
-    if let Some(after) = f.after_index {
-        sql += &format!(" AND leaf_index > {}", q.bind(Arg::Int(after as i64)));
-    }
     sql += &format!(" ORDER BY leaf_index LIMIT {}", q.bind(Arg::Int(f.limit)));
     let rows = q.query(&sql).fetch_all(db.scan()).await?;
     rows.iter().map(audit_row).collect()
+}
+
+/// The first entry whose time is `t` or later.
+async fn first_at_or_after(db: &Reads, log_id: &str, t: i64) -> Result<Option<u64>, StoreError> {
+    let row = q(
+        "SELECT leaf_index FROM audit_entries WHERE log_id = $1 AND time_ms >= $2 \
+                 ORDER BY time_ms, leaf_index LIMIT 1",
+    )
+    .bind(log_id)
+    .bind(t)
+    .fetch_optional(db.scan())
+    .await?;
+    row.map(|r| Ok(r.col::<i64>("leaf_index")? as u64))
+        .transpose()
 }
 
 /// The leaf hashes of entries `0..size`, as stored.
@@ -110,6 +137,29 @@ pub async fn checkpoint(
     row.as_ref().map(checkpoint_row).transpose()
 }
 
+/// A page of the target index (target id, leaf index), in key order, after `after`.
+pub async fn target_rows(
+    db: &Reads,
+    log_id: &str,
+    after: Option<(String, u64)>,
+    limit: i64,
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let (target, leaf) = after.map_or((String::new(), -1), |(t, l)| (t, l as i64));
+    let rows = q(
+        "SELECT target_id, leaf_index FROM audit_targets WHERE log_id = $1 \
+                  AND (target_id, leaf_index) > ($2, $3) ORDER BY target_id, leaf_index LIMIT $4",
+    )
+    .bind(log_id)
+    .bind(target)
+    .bind(leaf)
+    .bind(limit)
+    .fetch_all(db.scan())
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.col("target_id")?, r.col::<i64>("leaf_index")? as u64)))
+        .collect()
+}
+
 /// Every log in the database (one per gateway node that ever wrote).
 pub async fn log_ids(db: &Reads) -> Result<Vec<String>, StoreError> {
     let rows = q("SELECT DISTINCT log_id FROM audit_entries ORDER BY log_id")
@@ -141,6 +191,18 @@ impl LogReader for Reads {
         filter: &'a AuditFilter,
     ) -> BoxFuture<'a, Result<Vec<AuditRow>, String>> {
         Box::pin(async move { query_entries(self, filter).await.map_err(|e| e.to_string()) })
+    }
+    fn target_rows<'a>(
+        &'a self,
+        log_id: &'a str,
+        after: Option<(String, u64)>,
+        limit: i64,
+    ) -> BoxFuture<'a, Result<Vec<(String, u64)>, String>> {
+        Box::pin(async move {
+            target_rows(self, log_id, after, limit)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
     fn checkpoints<'a>(
         &'a self,

@@ -133,11 +133,7 @@ impl Store {
         f: &InformationRequestFilter,
     ) -> Result<Vec<InformationRequestRow>, StoreError> {
         let mut q = SqlBuilder::default();
-        let mut sql = format!(
-            "SELECT {COLUMNS} FROM information_requests WHERE {}",
-            q.party(&f.agency, f.sent, f.received)
-        );
-        sql += &q.and_in("status", &f.statuses);
+        let mut sql = q.and_in("status", &f.statuses);
         if let Some(referral) = &f.referral_id {
             sql += &format!(" AND referral_id = {}", q.bind(Arg::Text(referral.clone())));
         }
@@ -148,8 +144,15 @@ impl Store {
                 q.bind(Arg::Text(OPEN.to_string()))
             );
         }
-        sql += &q.newest_first(f.before_id.as_ref(), f.limit);
-        let rows = q.query(&sql).fetch_all(&self.pool).await?;
+        let (before, order) = q.newest_first(f.before_id.as_ref(), f.limit);
+        let sql = q.party_rows(
+            &format!("SELECT {COLUMNS} FROM information_requests"),
+            &f.agency,
+            (f.sent, f.received),
+            &(sql + &before),
+            &order,
+        );
+        let rows = q.query(&sql).fetch_all(self.scans()).await?;
         rows.iter().map(row).collect()
     }
 }

@@ -154,11 +154,7 @@ impl Store {
 
     pub async fn list_referrals(&self, f: &ListFilter) -> Result<Vec<ReferralRow>, StoreError> {
         let mut q = SqlBuilder::default();
-        let mut sql = format!(
-            "SELECT {REFERRAL_COLUMNS} FROM referrals WHERE {}",
-            q.party(&f.agency, f.sent, f.received)
-        );
-        sql += &q.and_in("status", &f.statuses);
+        let mut sql = q.and_in("status", &f.statuses);
         if let Some(c) = &f.category {
             sql += &format!(" AND category = {}", q.bind(Arg::Text(c.clone())));
         }
@@ -176,8 +172,15 @@ impl Store {
                 finals.join(", ")
             );
         }
-        sql += &q.newest_first(f.before_id.as_ref(), f.limit);
-        let rows = q.query(&sql).fetch_all(&self.pool).await?;
+        let (before, order) = q.newest_first(f.before_id.as_ref(), f.limit);
+        let sql = q.party_rows(
+            &format!("SELECT {REFERRAL_COLUMNS} FROM referrals"),
+            &f.agency,
+            (f.sent, f.received),
+            &(sql + &before),
+            &order,
+        );
+        let rows = q.query(&sql).fetch_all(self.scans()).await?;
         rows.iter().map(referral_row).collect()
     }
 
@@ -189,15 +192,17 @@ impl Store {
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<EventRow>, StoreError> {
-        let rows = q(format!(
-            "SELECT {EVENT_COLUMNS} FROM referral_events \
-             WHERE seq > $1 AND (from_agency = $2 OR to_agency = $2) ORDER BY seq LIMIT $3"
-        ))
-        .bind(after_seq)
-        .bind(agency)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let mut q = SqlBuilder::default();
+        let after = format!(" AND seq > {}", q.bind(Arg::Int(after_seq)));
+        let order = format!(" ORDER BY seq LIMIT {}", q.bind(Arg::Int(limit)));
+        let sql = q.party_rows(
+            &format!("SELECT {EVENT_COLUMNS} FROM referral_events"),
+            agency,
+            (false, false),
+            &after,
+            &order,
+        );
+        let rows = q.query(&sql).fetch_all(self.scans()).await?;
         rows.iter().map(event_row).collect()
     }
 

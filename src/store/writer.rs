@@ -51,6 +51,8 @@ pub struct WriteTx {
     pub(super) outbox_changed: bool,
     log_id: String,
     next_leaf: u64,
+    /// The time of the entry ahead of this job's (see `entry_time`).
+    not_before_ms: i64,
     draft: Option<AuditEntry>,
     started: Instant,
     finalized: Option<(AuditEntry, Vec<u8>, Hash)>,
@@ -78,7 +80,7 @@ impl WriteTx {
             .ok_or_else(|| StoreError::Corrupt("this write has no audit entry to seal".into()))?;
         entry.log_id = self.log_id.clone();
         entry.leaf_index = self.next_leaf;
-        entry.time_ms = crate::common::time::now_ms();
+        entry.time_ms = entry_time(self.not_before_ms);
         entry.duration_us = self.started.elapsed().as_micros() as u64;
         let bytes = entry.encode();
         let hash = merkle::leaf_hash(&bytes);
@@ -231,6 +233,14 @@ struct LogState {
     checkpointed: u64,
     /// When the oldest entry not covered by a checkpoint was committed.
     uncovered_since: Option<Instant>,
+    /// The time of the last committed entry: no entry gets an earlier one.
+    last_time_ms: i64,
+}
+
+/// An entry's time: now, but never before the entry ahead of it (`not_before`), so
+/// entry times never decrease along the log and a time bound is a leaf position.
+fn entry_time(not_before: i64) -> i64 {
+    crate::common::time::now_ms().max(not_before)
 }
 
 /// A checkpoint is due after `checkpoint_every` new entries, or once the oldest entry
@@ -285,11 +295,17 @@ pub(super) async fn start(
     .bind(&settings.log_id)
     .fetch_one(&pool)
     .await?;
+    let (last_time_ms,): (i64,) =
+        sqlx::query_as("SELECT COALESCE(MAX(time_ms), 0) FROM audit_entries WHERE log_id = $1")
+            .bind(&settings.log_id)
+            .fetch_one(&pool)
+            .await?;
     let state = LogState {
         uncovered_since: (tree.size() > checkpointed as u64).then(Instant::now),
         settings,
         tree,
         checkpointed: checkpointed as u64,
+        last_time_ms,
     };
     let (jobs, rx) = mpsc::channel(4096);
     match sqlite_file {
@@ -492,6 +508,7 @@ async fn commit_batch(
             outbox_changed: false,
             log_id: log.settings.log_id.clone(),
             next_leaf: log.tree.size(),
+            not_before_ms: log.last_time_ms,
             draft: None,
             started: Instant::now(),
             finalized: None,
@@ -505,6 +522,7 @@ async fn commit_batch(
     let outcome: Result<(), StoreError> = async {
         for job in batch {
             w.next_leaf = log.tree.size() + appended.len() as u64;
+            w.not_before_ms = appended.last().map_or(log.last_time_ms, |a| a.0.time_ms);
             match job {
                 Work::Write {
                     draft,
@@ -543,7 +561,7 @@ async fn commit_batch(
                 } => {
                     entry.log_id = log.settings.log_id.clone();
                     entry.leaf_index = w.next_leaf;
-                    entry.time_ms = crate::common::time::now_ms();
+                    entry.time_ms = entry_time(w.not_before_ms);
                     entry.duration_us = started.elapsed().as_micros() as u64;
                     let bytes = entry.encode();
                     let hash = merkle::leaf_hash(&bytes);
@@ -590,6 +608,9 @@ async fn commit_batch(
     match result {
         Ok(()) => {
             log.tree = tree;
+            if let Some((last, _, _)) = appended.last() {
+                log.last_time_ms = last.time_ms;
+            }
             if due {
                 log.checkpointed = log.tree.size();
                 log.uncovered_since = None;
@@ -649,8 +670,19 @@ async fn insert_entry(
     .bind(targets)
     .bind(bytes.to_vec())
     .bind(hash.to_vec())
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
+    let mut targets: Vec<&String> = entry.target_ids.iter().collect();
+    targets.sort();
+    targets.dedup();
+    for target in targets {
+        q("INSERT INTO audit_targets (log_id, target_id, leaf_index) VALUES ($1, $2, $3)")
+            .bind(&entry.log_id)
+            .bind(target)
+            .bind(entry.leaf_index as i64)
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(())
 }
 
@@ -674,4 +706,18 @@ async fn insert_checkpoint(
         .execute(conn)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::entry_time;
+
+    #[test]
+    fn an_entry_is_never_dated_before_the_one_ahead_of_it() {
+        let now = crate::common::time::now_ms();
+        // The clock went back: the entry takes the previous entry's time.
+        assert_eq!(entry_time(now + 60_000), now + 60_000);
+        let t = entry_time(0);
+        assert!(t >= now && t < now + 60_000, "{t}");
+    }
 }
