@@ -71,6 +71,11 @@ pub async fn seed(store: &Store, n: u64, agency: &str, other: &str) -> anyhow::R
     for a in appenders {
         a.await??;
     }
+    // Statistics for the planner, as autovacuum gathers them after a bulk load (without
+    // them PostgreSQL guesses, and may scan a table for a page's histories).
+    if store.backend() == crate::store::Backend::Postgres {
+        sqlx::query("ANALYZE").execute(store.pool()).await?;
+    }
     eprintln!(
         "seeded {n} referrals, {n} events and {n} audit entries in {:.1} s",
         started.elapsed().as_secs_f64()

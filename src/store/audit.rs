@@ -1,6 +1,6 @@
 //! Reading the audit log (AuditService, `jisr audit ...`). Appending is the writer's job.
 
-use super::sql::{q, Row};
+use super::sql::{q, Query, Row};
 
 use super::{Arg, Reads, SqlBuilder, StoreError};
 use crate::audit::log::LogReader;
@@ -27,6 +27,12 @@ pub async fn query_entries(db: &Reads, f: &AuditFilter) -> Result<Vec<AuditRow>,
     if let Some(t) = f.until_ms {
         to = first_at_or_after(db, &f.log_id, t).await?;
     }
+    let rows = entries_query(f, from, to).fetch_all(db.scan()).await?;
+    rows.iter().map(audit_row).collect()
+}
+
+/// The entries `f` selects from leaf `from` (inclusive) to `to` (exclusive).
+pub(super) fn entries_query(f: &AuditFilter, from: u64, to: Option<u64>) -> Query {
     let mut q = SqlBuilder::default();
     let log = q.bind(Arg::Text(f.log_id.clone()));
     let mut bounds = format!(" AND leaf_index >= {}", q.bind(Arg::Int(from as i64)));
@@ -55,8 +61,7 @@ pub async fn query_entries(db: &Reads, f: &AuditFilter) -> Result<Vec<AuditRow>,
         sql += &format!(" AND decision = {}", q.bind(Arg::Text(d.clone())));
     }
     sql += &format!(" ORDER BY leaf_index LIMIT {}", q.bind(Arg::Int(f.limit)));
-    let rows = q.query(&sql).fetch_all(db.scan()).await?;
-    rows.iter().map(audit_row).collect()
+    q.query(&sql)
 }
 
 /// The first entry whose time is `t` or later.

@@ -1,6 +1,6 @@
 //! Information request rows. Their events share the referral event feed (`referrals`).
 
-use super::sql::{q, Conn, Row};
+use super::sql::{q, Conn, Query, Row};
 
 use super::{Arg, SqlBuilder, Store, StoreError, WriteTx};
 pub use crate::domain::records::InformationRequestRow;
@@ -132,29 +132,33 @@ impl Store {
         &self,
         f: &InformationRequestFilter,
     ) -> Result<Vec<InformationRequestRow>, StoreError> {
-        let mut q = SqlBuilder::default();
-        let mut sql = q.and_in("status", &f.statuses);
-        if let Some(referral) = &f.referral_id {
-            sql += &format!(" AND referral_id = {}", q.bind(Arg::Text(referral.clone())));
-        }
-        if let Some(now) = f.overdue_at {
-            sql += &format!(
-                " AND due_at < {} AND status = {}",
-                q.bind(Arg::Int(now)),
-                q.bind(Arg::Text(OPEN.to_string()))
-            );
-        }
-        let (before, order) = q.newest_first(f.before_id.as_ref(), f.limit);
-        let sql = q.party_rows(
-            &format!("SELECT {COLUMNS} FROM information_requests"),
-            &f.agency,
-            (f.sent, f.received),
-            &(sql + &before),
-            &order,
-        );
-        let rows = q.query(&sql).fetch_all(self.scans()).await?;
+        let rows = list_query(f).fetch_all(self.scans()).await?;
         rows.iter().map(row).collect()
     }
+}
+
+pub(super) fn list_query(f: &InformationRequestFilter) -> Query {
+    let mut q = SqlBuilder::default();
+    let mut sql = q.and_in("status", &f.statuses);
+    if let Some(referral) = &f.referral_id {
+        sql += &format!(" AND referral_id = {}", q.bind(Arg::Text(referral.clone())));
+    }
+    if let Some(now) = f.overdue_at {
+        sql += &format!(
+            " AND due_at < {} AND status = {}",
+            q.bind(Arg::Int(now)),
+            q.bind(Arg::Text(OPEN.to_string()))
+        );
+    }
+    let (before, order) = q.newest_first(f.before_id.as_ref(), f.limit);
+    let sql = q.party_rows(
+        &format!("SELECT {COLUMNS} FROM information_requests"),
+        &f.agency,
+        (f.sent, f.received),
+        &(sql + &before),
+        &order,
+    );
+    q.query(&sql)
 }
 
 async fn fetch(ex: impl Conn, id: &str) -> Result<Option<InformationRequestRow>, StoreError> {

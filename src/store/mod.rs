@@ -625,4 +625,103 @@ mod tests {
             ]
         );
     }
+
+    /// The hot list, watch and audit queries walk an index to their first page on SQLite:
+    /// no full scan of a table, and a sort only of what the index walks bounded (the two
+    /// directions' pages, a page of history). `cargo test hot_queries -- --nocapture`
+    /// prints the plans docs/storage.md shows.
+    #[test]
+    fn hot_queries_walk_indexes() {
+        use super::audit::{entries_query, AuditFilter};
+        use super::information_requests::{list_query as ir_list, InformationRequestFilter};
+        use super::referrals::{events_after_query, history_query, list_query, ListFilter};
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        for m in super::migrator(super::Backend::Sqlite).iter() {
+            conn.execute_batch(&m.sql).unwrap();
+        }
+        let referrals = |sent, received| ListFilter {
+            agency: "housing".into(),
+            sent,
+            received,
+            statuses: vec![],
+            category: None,
+            priority: None,
+            overdue_at: None,
+            before_id: Some("01J0000000000000000000000".into()),
+            limit: 101,
+        };
+        let requests = InformationRequestFilter {
+            agency: "housing".into(),
+            sent: false,
+            received: false,
+            statuses: vec!["OPEN".into()],
+            referral_id: None,
+            overdue_at: None,
+            before_id: None,
+            limit: 101,
+        };
+        let audit = |since: bool, target: Option<&str>| {
+            let f = AuditFilter {
+                log_id: "jisr-1".into(),
+                agency: Some("police".into()),
+                target_id: target.map(str::to_string),
+                limit: 100,
+                ..AuditFilter::default()
+            };
+            entries_query(&f, 10, since.then_some(20))
+        };
+        let ids = ["01A".to_string(), "01B".to_string()];
+        for (name, query, sorted) in [
+            (
+                "ListReferrals, both directions",
+                list_query(&referrals(false, false)),
+                true,
+            ),
+            (
+                "ListReferrals, received",
+                list_query(&referrals(false, true)),
+                false,
+            ),
+            (
+                "ListReferrals, sent",
+                list_query(&referrals(true, false)),
+                false,
+            ),
+            ("ListInformationRequests, both", ir_list(&requests), true),
+            (
+                "WatchReferralEvents after a cursor",
+                events_after_query("housing", 42, 256),
+                true,
+            ),
+            ("a page's histories", history_query(&ids), true),
+            (
+                "QueryAuditEvents, by agency, in a time range",
+                audit(true, None),
+                false,
+            ),
+            (
+                "QueryAuditEvents, by target",
+                audit(false, Some("01A")),
+                false,
+            ),
+        ] {
+            let plan = query.plan(&conn);
+            println!("{name}:\n    {}", plan.join("\n    "));
+            let scans: Vec<_> = plan
+                .iter()
+                .filter(|l| {
+                    l.starts_with("SCAN ")
+                        && !l.starts_with("SCAN sent")
+                        && !l.starts_with("SCAN received")
+                })
+                .collect();
+            assert!(scans.is_empty(), "{name} scans a table: {plan:?}");
+            if !sorted {
+                assert!(
+                    !plan.iter().any(|l| l.contains("TEMP B-TREE")),
+                    "{name} sorts: {plan:?}"
+                );
+            }
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! Referral rows and their events.
 
-use super::sql::{q, Conn, Row};
+use super::sql::{q, Conn, Query, Row};
 
 use super::{Arg, SqlBuilder, Store, StoreError, WriteTx};
 pub use crate::domain::records::{EventRow, NewEvent, ReferralRow};
@@ -153,34 +153,7 @@ impl Store {
     }
 
     pub async fn list_referrals(&self, f: &ListFilter) -> Result<Vec<ReferralRow>, StoreError> {
-        let mut q = SqlBuilder::default();
-        let mut sql = q.and_in("status", &f.statuses);
-        if let Some(c) = &f.category {
-            sql += &format!(" AND category = {}", q.bind(Arg::Text(c.clone())));
-        }
-        if let Some(p) = &f.priority {
-            sql += &format!(" AND priority = {}", q.bind(Arg::Text(p.clone())));
-        }
-        if let Some(now) = f.overdue_at {
-            let finals: Vec<_> = FINAL_STATUSES
-                .iter()
-                .map(|s| q.bind(Arg::Text(s.to_string())))
-                .collect();
-            sql += &format!(
-                " AND due_at IS NOT NULL AND due_at < {} AND status NOT IN ({})",
-                q.bind(Arg::Int(now)),
-                finals.join(", ")
-            );
-        }
-        let (before, order) = q.newest_first(f.before_id.as_ref(), f.limit);
-        let sql = q.party_rows(
-            &format!("SELECT {REFERRAL_COLUMNS} FROM referrals"),
-            &f.agency,
-            (f.sent, f.received),
-            &(sql + &before),
-            &order,
-        );
-        let rows = q.query(&sql).fetch_all(self.scans()).await?;
+        let rows = list_query(f).fetch_all(self.scans()).await?;
         rows.iter().map(referral_row).collect()
     }
 
@@ -192,17 +165,9 @@ impl Store {
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<EventRow>, StoreError> {
-        let mut q = SqlBuilder::default();
-        let after = format!(" AND seq > {}", q.bind(Arg::Int(after_seq)));
-        let order = format!(" ORDER BY seq LIMIT {}", q.bind(Arg::Int(limit)));
-        let sql = q.party_rows(
-            &format!("SELECT {EVENT_COLUMNS} FROM referral_events"),
-            agency,
-            (false, false),
-            &after,
-            &order,
-        );
-        let rows = q.query(&sql).fetch_all(self.scans()).await?;
+        let rows = events_after_query(agency, after_seq, limit)
+            .fetch_all(self.scans())
+            .await?;
         rows.iter().map(event_row).collect()
     }
 
@@ -225,6 +190,56 @@ async fn fetch_history(ex: impl Conn, ids: &[String]) -> Result<Vec<EventRow>, S
     if ids.is_empty() {
         return Ok(Vec::new());
     }
+    let rows = history_query(ids).fetch_all(ex).await?;
+    rows.iter().map(event_row).collect()
+}
+
+pub(super) fn list_query(f: &ListFilter) -> Query {
+    let mut q = SqlBuilder::default();
+    let mut sql = q.and_in("status", &f.statuses);
+    if let Some(c) = &f.category {
+        sql += &format!(" AND category = {}", q.bind(Arg::Text(c.clone())));
+    }
+    if let Some(p) = &f.priority {
+        sql += &format!(" AND priority = {}", q.bind(Arg::Text(p.clone())));
+    }
+    if let Some(now) = f.overdue_at {
+        let finals: Vec<_> = FINAL_STATUSES
+            .iter()
+            .map(|s| q.bind(Arg::Text(s.to_string())))
+            .collect();
+        sql += &format!(
+            " AND due_at IS NOT NULL AND due_at < {} AND status NOT IN ({})",
+            q.bind(Arg::Int(now)),
+            finals.join(", ")
+        );
+    }
+    let (before, order) = q.newest_first(f.before_id.as_ref(), f.limit);
+    let sql = q.party_rows(
+        &format!("SELECT {REFERRAL_COLUMNS} FROM referrals"),
+        &f.agency,
+        (f.sent, f.received),
+        &(sql + &before),
+        &order,
+    );
+    q.query(&sql)
+}
+
+pub(super) fn events_after_query(agency: &str, after_seq: i64, limit: i64) -> Query {
+    let mut q = SqlBuilder::default();
+    let after = format!(" AND seq > {}", q.bind(Arg::Int(after_seq)));
+    let order = format!(" ORDER BY seq LIMIT {}", q.bind(Arg::Int(limit)));
+    let sql = q.party_rows(
+        &format!("SELECT {EVENT_COLUMNS} FROM referral_events"),
+        agency,
+        (false, false),
+        &after,
+        &order,
+    );
+    q.query(&sql)
+}
+
+pub(super) fn history_query(ids: &[String]) -> Query {
     let mut q = SqlBuilder::default();
     let list: Vec<_> = ids.iter().map(|id| q.bind(Arg::Text(id.clone()))).collect();
     let sql = format!(
@@ -232,8 +247,7 @@ async fn fetch_history(ex: impl Conn, ids: &[String]) -> Result<Vec<EventRow>, S
          AND information_request_id IS NULL ORDER BY seq",
         list.join(", ")
     );
-    let rows = q.query(&sql).fetch_all(ex).await?;
-    rows.iter().map(event_row).collect()
+    q.query(&sql)
 }
 
 fn referral_row(r: &impl Row) -> Result<ReferralRow, StoreError> {

@@ -146,6 +146,23 @@ impl Query {
     }
 }
 
+/// What SQLite's planner does with it (`EXPLAIN QUERY PLAN`), one line per step.
+#[cfg(test)]
+impl Query {
+    pub(crate) fn plan(&self, conn: &rusqlite::Connection) -> Vec<String> {
+        let explain = Query {
+            sql: format!("EXPLAIN QUERY PLAN {}", self.sql),
+            params: self.params.clone(),
+        };
+        explain
+            .lite(conn)
+            .expect("the query plans")
+            .iter()
+            .map(|r| r.col::<String>("detail").expect("a plan line"))
+            .collect()
+    }
+}
+
 /// `$12` → `?12`, outside string literals.
 fn sqlite_placeholders(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len());
