@@ -704,6 +704,11 @@ mod tests {
                 audit(false, Some("01A")),
                 false,
             ),
+            (
+                "the stale-delivery sweep",
+                super::outbox::stale_query(1_000, 2_000, 100),
+                false,
+            ),
         ] {
             let plan = query.plan(&conn);
             println!("{name}:\n    {}", plan.join("\n    "));

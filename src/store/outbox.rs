@@ -2,7 +2,7 @@
 
 use sqlx::AnyPool;
 
-use super::sql::{q, Row};
+use super::sql::{q, Query, Row};
 
 use super::{Arg, SqlBuilder, StoreError, WriteTx};
 pub use crate::domain::records::{NewDelivery, OutboxRow, DEAD, DELIVERED, LEASED, PENDING};
@@ -81,15 +81,9 @@ impl WriteTx {
         now: i64,
         limit: i64,
     ) -> Result<Vec<OutboxRow>, StoreError> {
-        let rows = q(format!(
-            "SELECT {COLUMNS} FROM outbox WHERE state IN ('pending', 'leased') AND created_at < $1 \
-             AND next_attempt_at <= $2 ORDER BY seq LIMIT $3"
-        ))
-        .bind(created_before)
-        .bind(now)
-        .bind(limit)
-        .fetch_all(self.conn())
-        .await?;
+        let rows = stale_query(created_before, now, limit)
+            .fetch_all(self.conn())
+            .await?;
         rows.iter().map(outbox_row).collect()
     }
 
@@ -225,4 +219,16 @@ fn outbox_row(r: &impl Row) -> Result<OutboxRow, StoreError> {
         last_error: r.col("last_error")?,
         receipt_id: r.col("receipt_id")?,
     })
+}
+
+/// Oldest first by creation, so the sweep walks the index of undelivered rows by age and
+/// reads none while nothing is old enough, however large the backlog.
+pub(super) fn stale_query(created_before: i64, now: i64, limit: i64) -> Query {
+    q(format!(
+        "SELECT {COLUMNS} FROM outbox WHERE state IN ('pending', 'leased') AND created_at < $1 \
+         AND next_attempt_at <= $2 ORDER BY created_at, seq LIMIT $3"
+    ))
+    .bind(created_before)
+    .bind(now)
+    .bind(limit)
 }

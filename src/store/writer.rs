@@ -313,11 +313,17 @@ pub(super) async fn start(
         // batch's statements run back to back there (no hand-off to a driver thread).
         Some(file) => {
             let conn = open_sqlite(&file)?;
+            // Checkpoints (copying the WAL into the database file) run on a thread of their
+            // own, not in the writer's commits.
+            conn.execute_batch("PRAGMA wal_autocheckpoint = 0")
+                .map_err(lite_error)?;
+            let stopped = checkpointer(open_sqlite(&file)?)?;
             let handle = tokio::runtime::Handle::current();
             std::thread::Builder::new()
                 .name("jisr-writer".into())
                 .spawn(move || {
-                    handle.block_on(run(pool, Some(conn), backend, state, rx, events, outbox))
+                    handle.block_on(run(pool, Some(conn), backend, state, rx, events, outbox));
+                    stopped.store(true, std::sync::atomic::Ordering::Release);
                 })
                 .map_err(|e| StoreError::Setup("the writer thread".into(), e.to_string()))?;
         }
@@ -330,11 +336,35 @@ pub(super) async fn start(
 
 /// The SQLite writer's connection: durable commits, WAL, waits rather than fails when
 /// another process holds the write lock.
+/// How often the checkpointer copies committed WAL frames into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
+
+/// Starts the thread that checkpoints the WAL (`PASSIVE`: it never blocks the writer or a
+/// reader) until the returned flag is set.
+fn checkpointer(
+    conn: rusqlite::Connection,
+) -> Result<Arc<std::sync::atomic::AtomicBool>, StoreError> {
+    let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = stopped.clone();
+    std::thread::Builder::new()
+        .name("jisr-checkpointer".into())
+        .spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+                    tracing::warn!(error = %e, "a WAL checkpoint failed; the next one retries");
+                }
+            }
+        })
+        .map_err(|e| StoreError::Setup("the checkpointer thread".into(), e.to_string()))?;
+    Ok(stopped)
+}
+
 fn open_sqlite(file: &std::path::Path) -> Result<rusqlite::Connection, StoreError> {
     let conn = rusqlite::Connection::open(file).map_err(lite_error)?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; \
-         PRAGMA foreign_keys = ON;",
+         PRAGMA foreign_keys = ON; PRAGMA journal_size_limit = 67108864;",
     )
     .map_err(lite_error)?;
     conn.set_prepared_statement_cache_capacity(64);
