@@ -395,16 +395,74 @@ impl Conn for ReadConn<'_> {
 pub(crate) enum WriterConn {
     /// A sqlx transaction (PostgreSQL).
     Any(sqlx::Transaction<'static, Any>),
-    /// The SQLite writer's own connection, inside `BEGIN IMMEDIATE`.
-    Lite(Box<rusqlite::Connection>),
+    /// The SQLite writer's own connection, inside `BEGIN IMMEDIATE`, with every
+    /// statement of the batch that may have changed something, in order (see
+    /// [`WriterConn::undo_after`]).
+    Lite(Box<rusqlite::Connection>, Vec<Query>),
+}
+
+impl WriterConn {
+    /// Where the batch is: how many changing statements it has run (SQLite), for
+    /// [`WriterConn::undo_after`].
+    pub(crate) fn mark(&self) -> usize {
+        match self {
+            WriterConn::Any(_) => 0,
+            WriterConn::Lite(_, journal) => journal.len(),
+        }
+    }
+
+    /// Whether a statement ran since `mark` that may have changed something.
+    pub(crate) fn changed_since(&self, mark: usize) -> bool {
+        self.mark() > mark
+    }
+
+    /// Undoes what the batch did after `mark` (SQLite): the transaction is rolled back and
+    /// begun again, and its statements before `mark` run again, in order. The writer is the
+    /// database's only writer, so the same statements meet the same state and give the same
+    /// rows (sequence numbers included: AUTOINCREMENT's counters roll back too), and what
+    /// the jobs before were told stays true. This replaces a savepoint per job, which costs
+    /// a copy of every page a job touches, and is needed only when a job fails after it
+    /// has written.
+    pub(crate) fn undo_after(&mut self, mark: usize) -> Result<(), StoreError> {
+        match self {
+            WriterConn::Any(_) => Err(StoreError::Corrupt(
+                "undo_after is for the SQLite writer".into(),
+            )),
+            WriterConn::Lite(conn, journal) => {
+                conn.execute_batch("ROLLBACK; BEGIN IMMEDIATE")
+                    .map_err(lite_error)?;
+                journal.truncate(mark);
+                for q in journal.iter() {
+                    let mut stmt = q.lite_statement(conn)?;
+                    let mut rows = stmt.raw_query();
+                    while rows.next().map_err(lite_error)?.is_some() {}
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Query {
+    /// A query that reads only (and so need not be replayed).
+    fn reads_only(&self) -> bool {
+        self.sql
+            .trim_start()
+            .get(..6)
+            .is_some_and(|w| w.eq_ignore_ascii_case("select"))
+    }
 }
 
 impl Conn for &mut WriterConn {
     async fn execute(self, q: Query) -> Result<u64, StoreError> {
         match self {
             WriterConn::Any(tx) => Ok(q.sqlx().execute(&mut **tx).await?.rows_affected()),
-            WriterConn::Lite(conn) => {
-                Ok(q.lite_statement(conn)?.raw_execute().map_err(lite_error)? as u64)
+            WriterConn::Lite(conn, journal) => {
+                let changed = q.lite_statement(conn)?.raw_execute().map_err(lite_error)? as u64;
+                if !q.reads_only() {
+                    journal.push(q);
+                }
+                Ok(changed)
             }
         }
     }
@@ -415,7 +473,13 @@ impl Conn for &mut WriterConn {
                 let rows = q.sqlx().fetch_all(&mut **tx).await?;
                 Ok(rows.into_iter().map(DbRow::Any).collect())
             }
-            WriterConn::Lite(conn) => q.lite(conn),
+            WriterConn::Lite(conn, journal) => {
+                let rows = q.lite(conn)?;
+                if !q.reads_only() {
+                    journal.push(q);
+                }
+                Ok(rows)
+            }
         }
     }
 }
@@ -430,5 +494,43 @@ mod tests {
             sqlite_placeholders("SELECT a FROM t WHERE x = $1 AND y IN ($2, $10) AND z = '$3'"),
             "SELECT a FROM t WHERE x = ?1 AND y IN (?2, ?10) AND z = '$3'"
         );
+    }
+
+    #[tokio::test]
+    async fn undo_after_keeps_what_came_before_with_its_sequence_numbers() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE t (seq INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT NOT NULL); \
+             INSERT INTO t (v) VALUES ('committed'); BEGIN IMMEDIATE",
+        )
+        .unwrap();
+        let mut w = WriterConn::Lite(Box::new(conn), Vec::new());
+        let insert = |v: &str| q("INSERT INTO t (v) VALUES ($1) RETURNING seq").bind(v);
+        let seq = |rows: Vec<DbRow>| rows[0].col::<i64>("seq").unwrap();
+        let a = seq(insert("a").fetch_all(&mut w).await.unwrap());
+        q("UPDATE t SET v = 'a2' WHERE v = $1")
+            .bind("a")
+            .execute(&mut w)
+            .await
+            .unwrap();
+        q("SELECT v FROM t").fetch_all(&mut w).await.unwrap();
+        let mark = w.mark();
+        assert!(!w.changed_since(mark), "a read changes nothing");
+        let b = seq(insert("b").fetch_all(&mut w).await.unwrap());
+        assert!(w.changed_since(mark));
+        w.undo_after(mark).unwrap();
+        // b is gone, a and its update stay, and the next row gets b's number again.
+        let c = seq(insert("c").fetch_all(&mut w).await.unwrap());
+        assert_eq!((a, b, c), (2, 3, 3));
+        let rows = q("SELECT seq, v FROM t ORDER BY seq")
+            .fetch_all(&mut w)
+            .await
+            .unwrap();
+        let got: Vec<(i64, String)> = rows
+            .iter()
+            .map(|r| (r.col("seq").unwrap(), r.col("v").unwrap()))
+            .collect();
+        let want = [(1, "committed"), (2, "a2"), (3, "c")];
+        assert_eq!(got, want.map(|(s, v)| (s, v.to_string())));
     }
 }

@@ -466,10 +466,13 @@ async fn begin(
 ) -> Result<WriterConn, StoreError> {
     if let Some(conn) = lite.take() {
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
             *lite = Some(conn);
             return Err(lite_error(e));
         }
-        return Ok(WriterConn::Lite(Box::new(conn)));
+        return Ok(WriterConn::Lite(Box::new(conn), Vec::new()));
     }
     Ok(WriterConn::Any(match backend {
         // The SQLite writer always has its own connection back between batches.
@@ -505,7 +508,7 @@ async fn finish(
             // Dropping the transaction rolls it back.
             Err(e) => Err(e),
         },
-        WriterConn::Lite(conn) => {
+        WriterConn::Lite(conn, _) => {
             let result = match outcome {
                 Ok(()) => conn.execute_batch("COMMIT").map_err(lite_error),
                 Err(e) => Err(e),
@@ -562,7 +565,13 @@ async fn commit_batch(
                     w.draft = draft;
                     w.started = started;
                     w.finalized = None;
-                    q("SAVEPOINT job").execute(w.conn()).await?;
+                    // PostgreSQL: a savepoint per job. SQLite: the batch's statements so
+                    // far, replayed if this job fails after it has written (undo_after).
+                    let lite = matches!(w.tx, WriterConn::Lite(..));
+                    if !lite {
+                        q("SAVEPOINT job").execute(w.conn()).await?;
+                    }
+                    let mark = w.tx.mark();
                     let (events_before, outbox_before) = (w.last_event, w.outbox_changed);
                     let (ok, complete) = run(&mut w).await;
                     // Recorded first, so a failure below reaches this caller as an error.
@@ -575,13 +584,20 @@ async fn commit_batch(
                         None
                     };
                     completions.push((complete, at));
-                    if ok {
-                        q("RELEASE SAVEPOINT job").execute(w.conn()).await?;
-                    } else {
-                        q("ROLLBACK TO SAVEPOINT job").execute(w.conn()).await?;
-                        q("RELEASE SAVEPOINT job").execute(w.conn()).await?;
+                    if !ok {
                         w.last_event = events_before;
                         w.outbox_changed = outbox_before;
+                    }
+                    match (lite, ok) {
+                        (false, true) => {
+                            q("RELEASE SAVEPOINT job").execute(w.conn()).await?;
+                        }
+                        (false, false) => {
+                            q("ROLLBACK TO SAVEPOINT job").execute(w.conn()).await?;
+                            q("RELEASE SAVEPOINT job").execute(w.conn()).await?;
+                        }
+                        (true, false) if w.tx.changed_since(mark) => w.tx.undo_after(mark)?,
+                        (true, _) => {}
                     }
                 }
                 Work::Audit {
