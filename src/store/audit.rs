@@ -64,18 +64,34 @@ pub(super) fn entries_query(f: &AuditFilter, from: u64, to: Option<u64>) -> Quer
     q.query(&sql)
 }
 
-/// The first entry whose time is `t` or later.
+/// The first entry whose time is `t` or later: a binary search over leaf positions (entry
+/// times never decrease along the log), a few point reads by primary key, so no index on
+/// time costs every append a page.
 async fn first_at_or_after(db: &Reads, log_id: &str, t: i64) -> Result<Option<u64>, StoreError> {
-    let row = q(
-        "SELECT leaf_index FROM audit_entries WHERE log_id = $1 AND time_ms >= $2 \
-                 ORDER BY time_ms, leaf_index LIMIT 1",
-    )
-    .bind(log_id)
-    .bind(t)
-    .fetch_optional(db.scan())
-    .await?;
-    row.map(|r| Ok(r.col::<i64>("leaf_index")? as u64))
-        .transpose()
+    let read = db.point();
+    let size: i64 =
+        q("SELECT COALESCE(MAX(leaf_index) + 1, 0) AS n FROM audit_entries WHERE log_id = $1")
+            .bind(log_id)
+            .fetch_one(read)
+            .await?
+            .col("n")?;
+    let (mut lo, mut hi) = (0i64, size);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let time: i64 =
+            q("SELECT time_ms FROM audit_entries WHERE log_id = $1 AND leaf_index = $2")
+                .bind(log_id)
+                .bind(mid)
+                .fetch_one(read)
+                .await?
+                .col("time_ms")?;
+        if time >= t {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Ok((lo < size).then_some(lo as u64))
 }
 
 /// The leaf hashes of entries `0..size`, as stored.

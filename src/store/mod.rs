@@ -127,6 +127,11 @@ impl Reads {
         read_conn(&self.pool, &self.readers, sql::ReadConn::Blocking)
     }
 
+    /// Where a point read runs: on SQLite, a read connection on the calling thread.
+    pub(crate) fn point(&self) -> sql::ReadConn<'_> {
+        read_conn(&self.pool, &self.readers, sql::ReadConn::Inline)
+    }
+
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }

@@ -323,6 +323,9 @@ pub(crate) struct Readers {
     idle: std::sync::Mutex<Vec<rusqlite::Connection>>,
 }
 
+/// SQLite connections map up to this much of the database file for reading.
+pub(crate) const MMAP: &str = "PRAGMA mmap_size = 1073741824";
+
 /// Idle read connections kept open.
 const IDLE_READERS: usize = 8;
 
@@ -346,6 +349,9 @@ impl Readers {
                     rusqlite::Connection::open_with_flags(&self.file, flags).map_err(lite_error)?;
                 conn.busy_timeout(std::time::Duration::from_secs(10))
                     .map_err(lite_error)?;
+                // Pages read straight from the mapped file, not copied by a read call into
+                // each connection's own cache.
+                conn.execute_batch(MMAP).map_err(lite_error)?;
                 conn
             }
         };

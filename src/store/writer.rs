@@ -295,11 +295,14 @@ pub(super) async fn start(
     .bind(&settings.log_id)
     .fetch_one(&pool)
     .await?;
-    let (last_time_ms,): (i64,) =
-        sqlx::query_as("SELECT COALESCE(MAX(time_ms), 0) FROM audit_entries WHERE log_id = $1")
-            .bind(&settings.log_id)
-            .fetch_one(&pool)
-            .await?;
+    // The last entry's time (entry times never decrease along the log).
+    let last_time_ms: i64 = sqlx::query_scalar(
+        "SELECT time_ms FROM audit_entries WHERE log_id = $1 ORDER BY leaf_index DESC LIMIT 1",
+    )
+    .bind(&settings.log_id)
+    .fetch_optional(&pool)
+    .await?
+    .unwrap_or(0);
     let state = LogState {
         uncovered_since: (tree.size() > checkpointed as u64).then(Instant::now),
         settings,
@@ -337,7 +340,7 @@ pub(super) async fn start(
 /// The SQLite writer's connection: durable commits, WAL, waits rather than fails when
 /// another process holds the write lock.
 /// How often the checkpointer copies committed WAL frames into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 /// Starts the thread that checkpoints the WAL (`PASSIVE`: it never blocks the writer or a
 /// reader) until the returned flag is set.
