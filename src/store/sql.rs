@@ -6,9 +6,9 @@
 //! A query is its SQL text (numbered placeholders `$1`, `$2`, …, which both accept) and its
 //! parameters; a row is read by column name with [`Row::col`]. Every query is written once.
 
-use sqlx::any::{AnyArguments, AnyRow};
 use std::sync::Arc;
 
+use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::{Any, AnyPool, Row as _};
 
 use super::StoreError;
@@ -315,16 +315,17 @@ impl Conn for &AnyPool {
     }
 }
 
-/// SQLite connections for point reads (one row by id, one exchange's history), run on the
-/// calling thread: an indexed lookup in WAL mode takes microseconds, less than handing the
-/// statement to a driver thread and back. Lists and scans stay on the pool.
+/// SQLite's read-only connections (WAL lets them read while the writer writes): point reads
+/// (one row by id, one exchange's history) run on the calling thread, since an indexed
+/// lookup takes microseconds, less than handing the statement to a driver thread and back;
+/// lists and scans run on a blocking thread ([`ReadConn`]).
 pub(crate) struct Readers {
     file: std::path::PathBuf,
     idle: std::sync::Mutex<Vec<rusqlite::Connection>>,
 }
 
 /// SQLite connections map up to this much of the database file for reading.
-pub(crate) const MMAP: &str = "PRAGMA mmap_size = 1073741824";
+const MMAP: &str = "PRAGMA mmap_size = 1073741824";
 
 /// Idle read connections kept open.
 const IDLE_READERS: usize = 8;

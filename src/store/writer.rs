@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use sqlx::{AnyPool, Row};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::sql::{lite_error, q, WriterConn};
+use super::sql::{lite_error, q, Param, Query, WriterConn};
 use super::{Backend, StoreError, PG_WRITE_LOCK};
 use crate::audit::checkpoint::{Checkpoint, NoteSigner};
 use crate::audit::context::AuditContext;
@@ -625,9 +625,7 @@ async fn commit_batch(
                 }
             }
         }
-        for (entry, bytes, hash) in &appended {
-            insert_entry(w.conn(), entry, bytes, hash).await?;
-        }
+        insert_entries(w.conn(), &appended).await?;
         Ok(())
     }
     .await;
@@ -699,38 +697,76 @@ fn fail_all(batch: Vec<Work>, e: &Arc<StoreError>) {
     }
 }
 
-async fn insert_entry(
+/// The batch's audit entries and their target ids, a few multi-row statements in all.
+async fn insert_entries(
     conn: &mut WriterConn,
-    entry: &AuditEntry,
-    bytes: &[u8],
-    hash: &Hash,
+    appended: &[(AuditEntry, Vec<u8>, Hash)],
 ) -> Result<(), StoreError> {
-    let targets = crate::audit::entry::targets_column(&entry.target_ids);
-    q(
-        "INSERT INTO audit_entries (log_id, leaf_index, time_ms, caller_agency, method, decision, targets, entry, leaf_hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    let mut entries = Vec::with_capacity(appended.len());
+    let mut targets = Vec::new();
+    for (entry, bytes, hash) in appended {
+        let leaf = entry.leaf_index as i64;
+        entries.push(vec![
+            Param::from(&entry.log_id),
+            Param::Int(leaf),
+            Param::Int(entry.time_ms),
+            Param::from(&entry.caller_agency),
+            Param::from(&entry.method),
+            Param::from(entry.decision.as_str()),
+            Param::Text(crate::audit::entry::targets_column(&entry.target_ids)),
+            Param::Blob(bytes.clone()),
+            Param::Blob(hash.to_vec()),
+        ]);
+        let mut ids: Vec<&String> = entry.target_ids.iter().collect();
+        ids.sort();
+        ids.dedup();
+        for id in ids {
+            targets.push(vec![
+                Param::from(&entry.log_id),
+                Param::from(id),
+                Param::Int(leaf),
+            ]);
+        }
+    }
+    insert_rows(
+        conn,
+        "INSERT INTO audit_entries (log_id, leaf_index, time_ms, caller_agency, method, decision, targets, entry, leaf_hash)",
+        entries,
     )
-    .bind(&entry.log_id)
-    .bind(entry.leaf_index as i64)
-    .bind(entry.time_ms)
-    .bind(&entry.caller_agency)
-    .bind(&entry.method)
-    .bind(entry.decision.as_str())
-    .bind(targets)
-    .bind(bytes.to_vec())
-    .bind(hash.to_vec())
-    .execute(&mut *conn)
     .await?;
-    let mut targets: Vec<&String> = entry.target_ids.iter().collect();
-    targets.sort();
-    targets.dedup();
-    for target in targets {
-        q("INSERT INTO audit_targets (log_id, target_id, leaf_index) VALUES ($1, $2, $3)")
-            .bind(&entry.log_id)
-            .bind(target)
-            .bind(entry.leaf_index as i64)
+    insert_rows(
+        conn,
+        "INSERT INTO audit_targets (log_id, target_id, leaf_index)",
+        targets,
+    )
+    .await
+}
+
+/// Inserts `rows` (of the same width) with statements of 64, 8 or 1 rows each: a batch's
+/// rows cost a few statements, and each statement shape is prepared once.
+async fn insert_rows(
+    conn: &mut WriterConn,
+    head: &str,
+    rows: Vec<Vec<Param>>,
+) -> Result<(), StoreError> {
+    let Some(width) = rows.first().map(Vec::len) else {
+        return Ok(());
+    };
+    let mut left = rows.len();
+    let mut rows = rows.into_iter();
+    while left > 0 {
+        let n = [64, 8, 1].into_iter().find(|n| *n <= left).unwrap_or(1);
+        let values: Vec<String> = (0..n)
+            .map(|r| {
+                let row: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+                format!("({})", row.join(", "))
+            })
+            .collect();
+        let params: Vec<Param> = rows.by_ref().take(n).flatten().collect();
+        Query::with_params(format!("{head} VALUES {}", values.join(", ")), params)
             .execute(&mut *conn)
             .await?;
+        left -= n;
     }
     Ok(())
 }
@@ -759,7 +795,36 @@ async fn insert_checkpoint(
 
 #[cfg(test)]
 mod tests {
-    use super::entry_time;
+    use super::{entry_time, insert_rows, Param, WriterConn};
+    use crate::store::sql::{q, Row};
+
+    #[tokio::test]
+    async fn rows_are_inserted_in_statements_of_64_8_and_1_all_of_them_in_order() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (a INTEGER NOT NULL, b TEXT NOT NULL)")
+            .unwrap();
+        let mut w = WriterConn::Lite(Box::new(conn), Vec::new());
+        // 75 = 64 + 8 + 1 + 1 + 1.
+        let rows: Vec<Vec<Param>> = (0..75)
+            .map(|i| vec![Param::Int(i), Param::Text(format!("r{i}"))])
+            .collect();
+        insert_rows(&mut w, "INSERT INTO t (a, b)", rows)
+            .await
+            .unwrap();
+        assert_eq!(w.mark(), 5, "five statements");
+        insert_rows(&mut w, "INSERT INTO t (a, b)", Vec::new())
+            .await
+            .unwrap();
+        let got = q("SELECT a, b FROM t ORDER BY rowid")
+            .fetch_all(&mut w)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 75);
+        for (i, r) in got.iter().enumerate() {
+            assert_eq!(r.col::<i64>("a").unwrap(), i as i64);
+            assert_eq!(r.col::<String>("b").unwrap(), format!("r{i}"));
+        }
+    }
 
     #[test]
     fn an_entry_is_never_dated_before_the_one_ahead_of_it() {
