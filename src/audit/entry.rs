@@ -91,6 +91,14 @@ pub fn targets_column(ids: &[String]) -> String {
 }
 
 impl AuditEntry {
+    /// Its target ids, each once, in order: the rows of the `audit_targets` index.
+    pub fn distinct_targets(&self) -> Vec<&String> {
+        let mut ids: Vec<&String> = self.target_ids.iter().collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
     /// The canonical bytes that are hashed into the log.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);

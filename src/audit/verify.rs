@@ -334,10 +334,7 @@ fn check_entries(
                 crate::audit::entry::targets_column(&entry.target_ids),
             ));
         }
-        let mut ids: Vec<&String> = entry.target_ids.iter().collect();
-        ids.sort();
-        ids.dedup();
-        for id in ids {
+        for id in entry.distinct_targets() {
             targets.add(id, expected);
         }
         leaves.push(hash);

@@ -285,21 +285,7 @@ async fn bench(config: &Config, entries: u64, concurrency: u64, url: String) -> 
     )
     .await?;
     let started = std::time::Instant::now();
-    let mut tasks = Vec::new();
-    for worker in 0..concurrency {
-        let store = store.clone();
-        let count = entries / concurrency + u64::from(worker < entries % concurrency);
-        tasks.push(tokio::spawn(async move {
-            for i in 0..count {
-                let entry = synthetic_entry((worker << 40) | i);
-                store.append_audit(entry, std::time::Instant::now()).await?;
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
+    append_synthetic(&store, entries, concurrency).await?;
     let seconds = started.elapsed().as_secs_f64();
     store.close().await;
     println!(
@@ -439,8 +425,32 @@ pub fn ocsf(e: &AuditEntry, leaf_hash: &[u8]) -> Value {
     })
 }
 
+/// Appends `entries` synthetic entries through the writer, `concurrency` appenders at once.
+pub(super) async fn append_synthetic(
+    store: &Store,
+    entries: u64,
+    concurrency: u64,
+) -> anyhow::Result<()> {
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let store = store.clone();
+        let count = entries / concurrency + u64::from(worker < entries % concurrency);
+        tasks.push(tokio::spawn(async move {
+            for i in 0..count {
+                let entry = synthetic_entry((worker << 40) | i);
+                store.append_audit(entry, std::time::Instant::now()).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
 /// An audit entry like a SubmitReferral's, for benchmarks; `n` makes its trace id.
-pub(super) fn synthetic_entry(n: u64) -> AuditEntry {
+fn synthetic_entry(n: u64) -> AuditEntry {
     AuditEntry {
         log_id: String::new(),
         leaf_index: 0,

@@ -56,21 +56,7 @@ pub async fn seed(store: &Store, n: u64, agency: &str, other: &str) -> anyhow::R
             .await?;
         done += count;
     }
-    let mut appenders = Vec::new();
-    for worker in 0..APPENDERS {
-        let store = store.clone();
-        let count = n / APPENDERS + u64::from(worker < n % APPENDERS);
-        appenders.push(tokio::spawn(async move {
-            for i in 0..count {
-                let entry = super::audit::synthetic_entry((worker << 40) | i);
-                store.append_audit(entry, std::time::Instant::now()).await?;
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for a in appenders {
-        a.await??;
-    }
+    super::audit::append_synthetic(store, n, APPENDERS).await?;
     // Statistics for the planner, as autovacuum gathers them after a bulk load (without
     // them PostgreSQL guesses, and may scan a table for a page's histories).
     if store.backend() == crate::store::Backend::Postgres {

@@ -150,15 +150,13 @@ pub(super) fn list_query(f: &InformationRequestFilter) -> Query {
             q.bind(Arg::Text(OPEN.to_string()))
         );
     }
-    let (before, order) = q.newest_first(f.before_id.as_ref(), f.limit);
-    let sql = q.party_rows(
+    q.newest_page(
         &format!("SELECT {COLUMNS} FROM information_requests"),
         &f.agency,
         (f.sent, f.received),
-        &(sql + &before),
-        &order,
-    );
-    q.query(&sql)
+        sql,
+        (f.before_id.as_ref(), f.limit),
+    )
 }
 
 async fn fetch(ex: impl Conn, id: &str) -> Result<Option<InformationRequestRow>, StoreError> {

@@ -525,19 +525,22 @@ impl SqlBuilder {
         format!(" AND {column} IN ({})", list.join(", "))
     }
 
-    /// Keyset pagination by id, newest first: the condition (` AND id < …`, or nothing
-    /// on the first page) and the order.
-    pub(crate) fn newest_first(
-        &mut self,
-        before_id: Option<&String>,
-        limit: i64,
-    ) -> (String, String) {
-        let before = match before_id {
-            Some(before) => format!(" AND id < {}", self.bind(Arg::Text(before.clone()))),
-            None => String::new(),
-        };
+    /// A page, newest first, of `select`'s rows `agency` is party to (see `party_rows`)
+    /// that match `filters`: keyset pagination by id, below `before_id` if given.
+    pub(crate) fn newest_page(
+        mut self,
+        select: &str,
+        agency: &str,
+        sides: (bool, bool),
+        mut filters: String,
+        (before_id, limit): (Option<&String>, i64),
+    ) -> sql::Query {
+        if let Some(before) = before_id {
+            filters += &format!(" AND id < {}", self.bind(Arg::Text(before.clone())));
+        }
         let order = format!(" ORDER BY id DESC LIMIT {}", self.bind(Arg::Int(limit)));
-        (before, order)
+        let sql = self.party_rows(select, agency, sides, &filters, &order);
+        self.query(&sql)
     }
 
     pub(crate) fn query(self, sql: &str) -> sql::Query {

@@ -214,15 +214,13 @@ pub(super) fn list_query(f: &ListFilter) -> Query {
             finals.join(", ")
         );
     }
-    let (before, order) = q.newest_first(f.before_id.as_ref(), f.limit);
-    let sql = q.party_rows(
+    q.newest_page(
         &format!("SELECT {REFERRAL_COLUMNS} FROM referrals"),
         &f.agency,
         (f.sent, f.received),
-        &(sql + &before),
-        &order,
-    );
-    q.query(&sql)
+        sql,
+        (f.before_id.as_ref(), f.limit),
+    )
 }
 
 pub(super) fn events_after_query(agency: &str, after_seq: i64, limit: i64) -> Query {

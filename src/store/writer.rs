@@ -325,13 +325,29 @@ pub(super) async fn start(
             std::thread::Builder::new()
                 .name("jisr-writer".into())
                 .spawn(move || {
-                    handle.block_on(run(pool, Some(conn), backend, state, rx, events, outbox));
+                    let writer = Writer {
+                        pool,
+                        lite: Some(conn),
+                        backend,
+                        log: state,
+                        events,
+                        outbox,
+                    };
+                    handle.block_on(run(writer, rx));
                     stopped.store(true, std::sync::atomic::Ordering::Release);
                 })
                 .map_err(|e| StoreError::Setup("the writer thread".into(), e.to_string()))?;
         }
         None => {
-            tokio::spawn(run(pool, None, backend, state, rx, events, outbox));
+            let writer = Writer {
+                pool,
+                lite: None,
+                backend,
+                log: state,
+                events,
+                outbox,
+            };
+            tokio::spawn(run(writer, rx));
         }
     }
     Ok(WriterHandle { jobs })
@@ -374,24 +390,43 @@ fn open_sqlite(file: &std::path::Path) -> Result<rusqlite::Connection, StoreErro
     Ok(conn)
 }
 
-async fn run(
+/// What the writer task owns.
+struct Writer {
     pool: AnyPool,
-    mut lite: Option<rusqlite::Connection>,
+    /// SQLite: the writer's own connection (back here between batches).
+    lite: Option<rusqlite::Connection>,
     backend: Backend,
-    mut log: LogState,
-    mut jobs: mpsc::Receiver<Job>,
+    log: LogState,
     events: Arc<watch::Sender<i64>>,
     outbox: Arc<watch::Sender<u64>>,
-) {
+}
+
+impl Writer {
+    /// Commits `batch` (empty: only the checkpoint, if one is due).
+    async fn commit(&mut self, batch: Vec<Work>) -> Result<(), Arc<StoreError>> {
+        commit_batch(
+            &self.pool,
+            &mut self.lite,
+            self.backend,
+            &mut self.log,
+            batch,
+            &self.events,
+            &self.outbox,
+        )
+        .await
+    }
+}
+
+async fn run(mut w: Writer, mut jobs: mpsc::Receiver<Job>) {
     loop {
-        let first = match log.uncovered_since {
+        let first = match w.log.uncovered_since {
             Some(since) => {
                 let deadline =
-                    tokio::time::Instant::from_std(since + log.settings.checkpoint_interval);
+                    tokio::time::Instant::from_std(since + w.log.settings.checkpoint_interval);
                 tokio::select! {
                     job = jobs.recv() => job,
                     _ = tokio::time::sleep_until(deadline) => {
-                        if let Err(e) = commit_batch(&pool, &mut lite, backend, &mut log, Vec::new(), &events, &outbox).await {
+                        if let Err(e) = w.commit(Vec::new()).await {
                             tracing::error!(error = %e, "writing an audit checkpoint failed");
                             tokio::time::sleep(Duration::from_millis(500)).await;
                         }
@@ -403,17 +438,8 @@ async fn run(
         };
         let Some(first) = first else {
             // Every handle is gone: cover what is left with a checkpoint and stop.
-            if log.tree.size() > log.checkpointed {
-                let _ = commit_batch(
-                    &pool,
-                    &mut lite,
-                    backend,
-                    &mut log,
-                    Vec::new(),
-                    &events,
-                    &outbox,
-                )
-                .await;
+            if w.log.tree.size() > w.log.checkpointed {
+                let _ = w.commit(Vec::new()).await;
             }
             return;
         };
@@ -433,26 +459,14 @@ async fn run(
             }
         }
         if !batch.is_empty() {
-            if let Err(e) =
-                commit_batch(&pool, &mut lite, backend, &mut log, batch, &events, &outbox).await
-            {
+            if let Err(e) = w.commit(batch).await {
                 tracing::error!(error = %e, "a write batch failed; its callers were told");
             }
         }
         if let Some(done) = close {
-            if log.tree.size() > log.checkpointed {
-                log.uncovered_since = Some(Instant::now() - log.settings.checkpoint_interval);
-                if let Err(e) = commit_batch(
-                    &pool,
-                    &mut lite,
-                    backend,
-                    &mut log,
-                    Vec::new(),
-                    &events,
-                    &outbox,
-                )
-                .await
-                {
+            if w.log.tree.size() > w.log.checkpointed {
+                w.log.uncovered_since = Some(Instant::now() - w.log.settings.checkpoint_interval);
+                if let Err(e) = w.commit(Vec::new()).await {
                     tracing::error!(error = %e, "the final audit checkpoint failed");
                 }
             }
@@ -717,10 +731,7 @@ async fn insert_entries(
             Param::Blob(bytes.clone()),
             Param::Blob(hash.to_vec()),
         ]);
-        let mut ids: Vec<&String> = entry.target_ids.iter().collect();
-        ids.sort();
-        ids.dedup();
-        for id in ids {
+        for id in entry.distinct_targets() {
             targets.push(vec![
                 Param::from(&entry.log_id),
                 Param::from(id),

@@ -166,12 +166,7 @@ fn jisr_demo_walks_the_closed_loop_and_exits_zero_with_nothing_set_up() {
         .arg("demo")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     for step in [
         "Housing's system received it through the grpc adapter",
         "Social Services heard it in its inbox",
@@ -208,12 +203,7 @@ fn certs_revoke_puts_the_agency_certificate_on_the_development_crl() {
         .args(["certs", "revoke", "housing"])
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     let cert = std::fs::read_to_string(dir.path().join("pki/agencies/housing.pem")).unwrap();
     let serial = jisr::tls::pki::serial_of_pem(&cert).unwrap();
     assert!(
@@ -271,12 +261,7 @@ fn bench_baseline_reports_the_echo_and_each_ratio_to_it() {
             .env("JISR_LIMITS__BURST", "1000000")
             .output()
             .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stdout = succeeded(&out);
         let line: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
         assert_eq!(line["errors"], 0, "{line}");
         assert_eq!(line["baseline"]["errors"], 0, "{line}");
@@ -291,4 +276,15 @@ fn bench_baseline_reports_the_echo_and_each_ratio_to_it() {
             "{line}"
         );
     }
+}
+
+/// The stdout of a command that must have succeeded (else both outputs, in the failure).
+fn succeeded(out: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
