@@ -41,6 +41,26 @@ pub struct NewEvent<'a> {
     pub occurred_at: i64,
 }
 
+impl NewEvent<'_> {
+    /// The event as stored, once inserted as number `seq`.
+    pub fn stored(&self, seq: i64) -> EventRow {
+        EventRow {
+            seq,
+            referral_id: self.referral_id.to_string(),
+            information_request_id: self.information_request_id.to_string(),
+            from_agency: self.from_agency.to_string(),
+            to_agency: self.to_agency.to_string(),
+            event_type: self.event_type.to_string(),
+            status: self.status.to_string(),
+            actor_agency: self.actor_agency.to_string(),
+            reason_code: self.reason_code.to_string(),
+            note: self.note.to_string(),
+            outcome: self.outcome.to_string(),
+            occurred_at: self.occurred_at,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct EventRow {
     pub seq: i64,

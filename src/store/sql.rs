@@ -450,6 +450,22 @@ impl WriterConn {
     }
 }
 
+impl WriterConn {
+    /// Statements without parameters, sent together: on PostgreSQL one round trip (the
+    /// simple query protocol). For transaction control only: SQLite's replay journal does
+    /// not record them.
+    pub(crate) async fn simple(&mut self, sql: &str) -> Result<(), StoreError> {
+        match self {
+            WriterConn::Any(tx) => {
+                // A bare string is sent with the simple query protocol.
+                sqlx::Executor::execute(&mut **tx, sql).await?;
+                Ok(())
+            }
+            WriterConn::Lite(conn, _) => conn.execute_batch(sql).map_err(lite_error),
+        }
+    }
+}
+
 impl Query {
     /// A query that reads only (and so need not be replayed).
     fn reads_only(&self) -> bool {

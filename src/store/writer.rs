@@ -320,7 +320,7 @@ pub(super) async fn start(
             // own, not in the writer's commits.
             conn.execute_batch("PRAGMA wal_autocheckpoint = 0")
                 .map_err(lite_error)?;
-            let stopped = checkpointer(open_sqlite(&file)?)?;
+            let wal = checkpointer(open_sqlite(&file)?)?;
             let handle = tokio::runtime::Handle::current();
             std::thread::Builder::new()
                 .name("jisr-writer".into())
@@ -328,13 +328,16 @@ pub(super) async fn start(
                     let writer = Writer {
                         pool,
                         lite: Some(conn),
+                        wal: Some(wal.clone()),
+                        wal_tried: Instant::now(),
                         backend,
                         log: state,
                         events,
                         outbox,
                     };
                     handle.block_on(run(writer, rx));
-                    stopped.store(true, std::sync::atomic::Ordering::Release);
+                    wal.stopped
+                        .store(true, std::sync::atomic::Ordering::Release);
                 })
                 .map_err(|e| StoreError::Setup("the writer thread".into(), e.to_string()))?;
         }
@@ -342,6 +345,8 @@ pub(super) async fn start(
             let writer = Writer {
                 pool,
                 lite: None,
+                wal: None,
+                wal_tried: Instant::now(),
                 backend,
                 log: state,
                 events,
@@ -353,34 +358,82 @@ pub(super) async fn start(
     Ok(WriterHandle { jobs })
 }
 
-/// The SQLite writer's connection: durable commits, WAL, waits rather than fails when
-/// another process holds the write lock.
-/// How often the checkpointer copies committed WAL frames into the database file.
+/// How often the checkpointer copies committed WAL frames into the database file while the
+/// WAL is small.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
-/// Starts the thread that checkpoints the WAL (`PASSIVE`: it never blocks the writer or a
-/// reader) until the returned flag is set.
-fn checkpointer(
-    conn: rusqlite::Connection,
-) -> Result<Arc<std::sync::atomic::AtomicBool>, StoreError> {
-    let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop = stopped.clone();
+/// A WAL of this many frames (about 16 MiB of 4 KiB pages) is started over: the writer
+/// copies the last frames the checkpointer has not, so its next commit writes the WAL from
+/// the beginning again. Under steady load the checkpointer alone never catches up with the
+/// writer, and a WAL that is never started over grows without bound (1.8 GB in a 12 s
+/// benchmark), each append extending the file (the kernel zeroes every new block).
+const RESTART_FRAMES: i64 = 4096;
+
+/// The WAL's size in frames as the last checkpoint saw it, shared by the checkpointer
+/// (which publishes it) and the writer (which starts the WAL over when it is large).
+#[derive(Default)]
+struct WalSize {
+    frames: std::sync::atomic::AtomicI64,
+    stopped: std::sync::atomic::AtomicBool,
+}
+
+/// Runs `PRAGMA wal_checkpoint(PASSIVE)` (it never waits for the writer or a reader) and
+/// returns the WAL's size in frames and how many of them are now in the database file;
+/// `None` when another connection was checkpointing.
+fn passive_checkpoint(conn: &rusqlite::Connection) -> Result<Option<(i64, i64)>, StoreError> {
+    let (busy, frames, copied) = conn
+        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .map_err(lite_error)?;
+    Ok((busy == 0 && frames >= 0).then_some((frames, copied)))
+}
+
+/// Starts the thread that checkpoints the WAL, every `CHECKPOINT_EVERY` while it is
+/// small and back to back while it is large, until the writer stops.
+fn checkpointer(conn: rusqlite::Connection) -> Result<Arc<WalSize>, StoreError> {
+    let wal = Arc::new(WalSize::default());
+    let shared = wal.clone();
     std::thread::Builder::new()
         .name("jisr-checkpointer".into())
         .spawn(move || {
-            while !stop.load(std::sync::atomic::Ordering::Acquire) {
-                std::thread::sleep(CHECKPOINT_EVERY);
-                if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
-                    tracing::warn!(error = %e, "a WAL checkpoint failed; the next one retries");
-                }
+            let mut pause = CHECKPOINT_EVERY;
+            while !shared.stopped.load(std::sync::atomic::Ordering::Acquire) {
+                std::thread::sleep(pause);
+                pause = match passive_checkpoint(&conn) {
+                    Ok(None) => CHECKPOINT_EVERY,
+                    Ok(Some((frames, _))) => {
+                        shared
+                            .frames
+                            .store(frames, std::sync::atomic::Ordering::Release);
+                        if frames >= RESTART_FRAMES {
+                            Duration::from_millis(10)
+                        } else {
+                            CHECKPOINT_EVERY
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a WAL checkpoint failed; the next one retries");
+                        CHECKPOINT_EVERY
+                    }
+                };
             }
         })
         .map_err(|e| StoreError::Setup("the checkpointer thread".into(), e.to_string()))?;
-    Ok(stopped)
+    Ok(wal)
 }
 
+/// The SQLite writer's connection: durable commits, WAL, waits rather than fails when
+/// another process holds the write lock.
 fn open_sqlite(file: &std::path::Path) -> Result<rusqlite::Connection, StoreError> {
-    let conn = rusqlite::Connection::open(file).map_err(lite_error)?;
+    // One thread uses the connection at a time (rusqlite's Connection is not Sync), so
+    // SQLite's own mutexes on it are not needed.
+    let flags = rusqlite::OpenFlags::default() | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = rusqlite::Connection::open_with_flags(file, flags).map_err(lite_error)?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; \
          PRAGMA foreign_keys = ON; PRAGMA journal_size_limit = 67108864;",
@@ -395,6 +448,10 @@ struct Writer {
     pool: AnyPool,
     /// SQLite: the writer's own connection (back here between batches).
     lite: Option<rusqlite::Connection>,
+    /// SQLite: the WAL's size, from the checkpointer.
+    wal: Option<Arc<WalSize>>,
+    /// When the writer last tried to start the WAL over.
+    wal_tried: Instant,
     backend: Backend,
     log: LogState,
     events: Arc<watch::Sender<i64>>,
@@ -404,7 +461,7 @@ struct Writer {
 impl Writer {
     /// Commits `batch` (empty: only the checkpoint, if one is due).
     async fn commit(&mut self, batch: Vec<Work>) -> Result<(), Arc<StoreError>> {
-        commit_batch(
+        let result = commit_batch(
             &self.pool,
             &mut self.lite,
             self.backend,
@@ -413,7 +470,34 @@ impl Writer {
             &self.events,
             &self.outbox,
         )
-        .await
+        .await;
+        self.start_wal_over();
+        result
+    }
+
+    /// Once the WAL is large, copies what the checkpointer has not yet copied (a few
+    /// milliseconds of commits: it runs back to back by then), so the next commit starts
+    /// the WAL from its beginning. Busy (the checkpointer is copying) means next time.
+    fn start_wal_over(&mut self) {
+        use std::sync::atomic::Ordering;
+        let (Some(conn), Some(wal)) = (&self.lite, &self.wal) else {
+            return;
+        };
+        // A reader still on the old frames keeps the WAL from starting over; try again a
+        // little later rather than after every batch (each try costs two fsyncs).
+        if wal.frames.load(Ordering::Acquire) < RESTART_FRAMES
+            || self.wal_tried.elapsed() < Duration::from_millis(50)
+        {
+            return;
+        }
+        self.wal_tried = Instant::now();
+        match passive_checkpoint(conn) {
+            Ok(Some((frames, copied))) if frames == copied => {
+                wal.frames.store(0, Ordering::Release)
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "a WAL checkpoint failed; the next one retries"),
+        }
     }
 }
 
@@ -570,6 +654,7 @@ async fn commit_batch(
         }
     };
     let outcome: Result<(), StoreError> = async {
+        let mut savepoint = false;
         for job in batch {
             w.next_leaf = log.tree.size() + appended.len() as u64;
             w.not_before_ms = appended.last().map_or(log.last_time_ms, |a| a.0.time_ms);
@@ -582,11 +667,18 @@ async fn commit_batch(
                     w.draft = draft;
                     w.started = started;
                     w.finalized = None;
-                    // PostgreSQL: a savepoint per job. SQLite: the batch's statements so
-                    // far, replayed if this job fails after it has written (undo_after).
+                    // PostgreSQL: a savepoint per job (the one before it released in the
+                    // same round trip). SQLite: the batch's statements so far, replayed if
+                    // this job fails after it has written (undo_after).
                     let lite = matches!(w.tx, WriterConn::Lite(..));
                     if !lite {
-                        q("SAVEPOINT job").execute(w.conn()).await?;
+                        let sql = if savepoint {
+                            "RELEASE SAVEPOINT job; SAVEPOINT job"
+                        } else {
+                            "SAVEPOINT job"
+                        };
+                        w.tx.simple(sql).await?;
+                        savepoint = true;
                     }
                     let mark = w.tx.mark();
                     let (events_before, outbox_before) = (w.last_event, w.outbox_changed);
@@ -605,16 +697,12 @@ async fn commit_batch(
                         w.last_event = events_before;
                         w.outbox_changed = outbox_before;
                     }
+                    // A job that succeeded keeps its savepoint until the next job begins
+                    // (COMMIT releases the last).
                     match (lite, ok) {
-                        (false, true) => {
-                            q("RELEASE SAVEPOINT job").execute(w.conn()).await?;
-                        }
-                        (false, false) => {
-                            q("ROLLBACK TO SAVEPOINT job").execute(w.conn()).await?;
-                            q("RELEASE SAVEPOINT job").execute(w.conn()).await?;
-                        }
+                        (false, false) => w.tx.simple("ROLLBACK TO SAVEPOINT job").await?,
                         (true, false) if w.tx.changed_since(mark) => w.tx.undo_after(mark)?,
-                        (true, _) => {}
+                        _ => {}
                     }
                 }
                 Work::Audit {

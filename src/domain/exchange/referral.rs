@@ -101,7 +101,7 @@ impl<S: Storage> Exchange<S> {
                                 .collect(),
                         ));
                     }
-                    tx.insert_event(&status_event(
+                    let submitted = status_event(
                         &row,
                         ReferralEventType::Submitted,
                         &agency,
@@ -109,13 +109,14 @@ impl<S: Storage> Exchange<S> {
                         "",
                         ReferralOutcome::Unspecified,
                         now,
-                    ))
-                    .await?;
+                    );
+                    let seq = tx.insert_event(&submitted).await?;
+                    // A new referral's history is the event just written.
+                    let history = [submitted.stored(seq)];
                     if let Some(entry) = tx.audit() {
                         entry.target_ids.push(row.id.clone());
                     }
                     let receipt = tx.audit_receipt()?;
-                    let history = tx.referral_history(&row.id).await?;
                     let delivered = to_proto(&row, &history, now)?;
                     // The recipient's copy, delivered through its adapter (same transaction).
                     tx.enqueue(
