@@ -12,8 +12,9 @@ use prost::Message;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 
+use super::breaker::{Admit, Breaker};
 use super::DeliveryConfig;
-use super::{backoff, Adapter, DeliveryError, OutboundDelivery};
+use super::{after_retryable_failure, Adapter, DeliveryError, OutboundDelivery};
 use crate::common::time::now_ms;
 use crate::common::ApiError;
 use crate::domain::exchange::gateway::{settle_delivery, Fate};
@@ -37,20 +38,6 @@ pub struct Dispatcher {
     breakers: Arc<Mutex<HashMap<String, Breaker>>>,
     /// Poked when a delivery finishes and frees a slot.
     kick: Notify,
-}
-
-/// Opens after `threshold` consecutive failures; after `cooldown` lets one attempt
-/// through (half-open), which closes it on success.
-#[derive(Debug, Default)]
-struct Breaker {
-    failures: u32,
-    open_until: Option<Instant>,
-}
-
-impl Breaker {
-    fn allows(&self, now: Instant) -> bool {
-        self.open_until.is_none_or(|t| now >= t)
-    }
 }
 
 impl Dispatcher {
@@ -116,17 +103,28 @@ impl Dispatcher {
     async fn dispatch_due(self: Arc<Self>) -> Result<(), ApiError> {
         let now = Instant::now();
         let window = self.settings.per_agency_concurrency * PREFETCH;
+        // Per agency, how many to lease: a window's worth while its breaker is closed, the
+        // one probe when it is half-open, none while it is open.
+        let mut probes = Vec::new();
         let wanted: Vec<(String, i64)> = {
-            let breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+            let mut breakers = self.breakers();
             self.limits
                 .keys()
-                .filter(|agency| breakers.get(*agency).is_none_or(|b| b.allows(now)))
                 .filter_map(|agency| {
                     let queued = self
                         .queued
                         .get(agency)
                         .map_or(0, |q| q.load(Ordering::Acquire));
-                    (queued < window).then(|| (agency.clone(), (window - queued) as i64))
+                    match self.breaker(&mut breakers, agency).admit(now) {
+                        Admit::All if queued < window => {
+                            Some((agency.clone(), (window - queued) as i64))
+                        }
+                        Admit::Probe => {
+                            probes.push(agency.clone());
+                            Some((agency.clone(), 1))
+                        }
+                        _ => None,
+                    }
                 })
                 .collect()
         };
@@ -134,7 +132,7 @@ impl Dispatcher {
             return Ok(());
         }
         let lease_ms = self.settings.timeout_ms as i64 * 2 + 1000;
-        let (rows, _) = self
+        let leased = self
             .store
             .write(None, move |tx| {
                 Box::pin(async move {
@@ -146,7 +144,15 @@ impl Dispatcher {
                     Ok::<_, ApiError>(rows)
                 })
             })
-            .await?;
+            .await;
+        let rows = match leased {
+            Ok((rows, _)) => rows,
+            Err(e) => {
+                self.unused_probes(&probes, &[]);
+                return Err(e);
+            }
+        };
+        self.unused_probes(&probes, &rows);
         for row in rows {
             let (Some(limit), Some(queued)) =
                 (self.limits.get(&row.agency), self.queued.get(&row.agency))
@@ -154,12 +160,15 @@ impl Dispatcher {
                 continue;
             };
             let (limit, queued) = (limit.clone(), queued.clone());
+            let probe = probes.contains(&row.agency);
             queued.fetch_add(1, Ordering::AcqRel);
             let this = self.clone();
             tokio::spawn(async move {
                 let outcome = match limit.acquire_owned().await {
-                    Ok(_permit) => this.attempt(&row).await,
-                    Err(_) => Err(DeliveryError::Retryable("dispatcher stopping".into())),
+                    // Leased while the breaker was closed, and it opened since: not sent.
+                    Ok(_permit) if !probe && !this.breaker_closed(&row.agency) => Attempted::Held,
+                    Ok(_permit) => Attempted::Sent(this.attempt(&row).await),
+                    Err(_) => Attempted::Held,
                 };
                 // The limit protects the agency's system: its slot is free once it answered.
                 // The row stays leased until recorded, so nothing overtakes it meanwhile.
@@ -231,30 +240,26 @@ impl Dispatcher {
 
     /// Records an attempt's outcome (and, through the exchange, what it means for the
     /// exchange) in one transaction.
-    async fn record(
-        &self,
-        row: &OutboxRow,
-        outcome: Result<String, DeliveryError>,
-    ) -> Result<(), ApiError> {
-        self.note_breaker(&row.agency, &outcome);
-        let s = &self.settings;
+    async fn record(&self, row: &OutboxRow, attempted: Attempted) -> Result<(), ApiError> {
         let age_ms = now_ms() - row.created_at;
-        let decision = match outcome {
-            Ok(receipt) => Outcome::Delivered(receipt),
-            Err(DeliveryError::Permanent(e)) => Outcome::Dead(format!("refused: {e}")),
-            Err(DeliveryError::Retryable(e)) if row.attempts >= i64::from(s.max_attempts) => {
-                Outcome::Dead(format!("gave up after {} attempts: {e}", row.attempts))
-            }
-            Err(DeliveryError::Retryable(e)) if age_ms >= s.max_age_secs as i64 * 1000 => {
-                Outcome::Dead(format!("gave up after {} s: {e}", age_ms / 1000))
-            }
-            Err(DeliveryError::Retryable(e)) => {
-                let delay = backoff(
-                    row.attempts as u32,
-                    Duration::from_millis(s.initial_backoff_ms),
-                    Duration::from_millis(s.max_backoff_ms),
-                );
-                Outcome::Retry(e, delay.as_millis() as i64)
+        let decision = match attempted {
+            // Back in line, uncounted, for when the breaker lets attempts through again.
+            Attempted::Held => Outcome::Held(self.settings.breaker_cooldown_ms as i64),
+            Attempted::Sent(outcome) => {
+                self.note_breaker(&row.agency, &outcome);
+                match outcome {
+                    Ok(receipt) => Outcome::Delivered(receipt),
+                    Err(DeliveryError::Permanent(e)) => Outcome::Dead(format!("refused: {e}")),
+                    Err(DeliveryError::Retryable(e)) => match after_retryable_failure(
+                        &self.settings,
+                        row.attempts as u32,
+                        age_ms,
+                        &e,
+                    ) {
+                        Ok(delay) => Outcome::Retry(e, delay.as_millis() as i64),
+                        Err(why) => Outcome::Dead(why),
+                    },
+                }
             }
         };
         match &decision {
@@ -266,6 +271,9 @@ impl Dispatcher {
             }
             Outcome::Dead(e) => {
                 tracing::warn!(delivery_id = %row.delivery_id, agency = %row.agency, error = %e, "delivery dead-lettered")
+            }
+            Outcome::Held(_) => {
+                tracing::debug!(delivery_id = %row.delivery_id, agency = %row.agency, "held: the agency's circuit breaker is open")
             }
         }
         let row = row.clone();
@@ -291,6 +299,9 @@ impl Dispatcher {
                         Outcome::Dead(e) => {
                             settle_delivery(tx, &row, Fate::GivenUp { error: &e }, now).await
                         }
+                        Outcome::Held(delay) => {
+                            Ok(tx.release(&row.delivery_id, now + delay, now).await?)
+                        }
                     }
                 })
             })
@@ -298,27 +309,65 @@ impl Dispatcher {
             .map(|_| ())
     }
 
+    fn breakers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Breaker>> {
+        self.breakers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn breaker<'b>(
+        &self,
+        breakers: &'b mut HashMap<String, Breaker>,
+        agency: &str,
+    ) -> &'b mut Breaker {
+        breakers.entry(agency.to_string()).or_insert_with(|| {
+            Breaker::new(
+                self.settings.breaker_failures,
+                Duration::from_millis(self.settings.breaker_cooldown_ms),
+            )
+        })
+    }
+
+    fn breaker_closed(&self, agency: &str) -> bool {
+        self.breakers().get(agency).is_none_or(Breaker::is_closed)
+    }
+
+    /// Probes handed out for agencies that had nothing due (none of `rows` is theirs).
+    fn unused_probes(&self, probes: &[String], rows: &[OutboxRow]) {
+        let mut breakers = self.breakers();
+        for agency in probes {
+            if !rows.iter().any(|r| &r.agency == agency) {
+                self.breaker(&mut breakers, agency)
+                    .probe_unused(Instant::now());
+            }
+        }
+    }
+
     fn note_breaker(&self, agency: &str, outcome: &Result<String, DeliveryError>) {
-        let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
-        let b = breakers.entry(agency.to_string()).or_default();
+        let mut breakers = self.breakers();
+        let b = self.breaker(&mut breakers, agency);
         match outcome {
             // An answer, even a refusal, shows the agency's system is up.
-            Ok(_) | Err(DeliveryError::Permanent(_)) => *b = Breaker::default(),
+            Ok(_) | Err(DeliveryError::Permanent(_)) => b.answered(),
             Err(DeliveryError::Retryable(_)) => {
-                b.failures += 1;
-                if b.failures >= self.settings.breaker_failures {
-                    b.open_until = Some(
-                        Instant::now() + Duration::from_millis(self.settings.breaker_cooldown_ms),
-                    );
-                    tracing::warn!(%agency, failures = b.failures, "circuit breaker open");
+                if b.failed(Instant::now()) {
+                    tracing::warn!(%agency, cooldown_ms = self.settings.breaker_cooldown_ms, "circuit breaker open");
                 }
             }
         }
     }
 }
 
+/// What happened to a leased delivery.
+enum Attempted {
+    /// Sent to the agency's adapter, with its answer.
+    Sent(Result<String, DeliveryError>),
+    /// Not sent: the agency's breaker opened while it waited (or the dispatcher stopped).
+    Held,
+}
+
 enum Outcome {
     Delivered(String),
     Retry(String, i64),
     Dead(String),
+    /// Released uncounted, to be leased again after this many ms.
+    Held(i64),
 }

@@ -6,6 +6,7 @@
 //! At least once, with a stable `delivery_id` the receiver de-duplicates on; deliveries of
 //! one exchange to one agency arrive in order. See docs/adapters.md.
 
+pub mod breaker;
 pub mod dispatcher;
 pub mod sweeper;
 
@@ -25,10 +26,12 @@ pub struct DeliveryConfig {
     /// The gateway's own client certificate for calling agencies (created with the dev PKI).
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
-    /// Give up (dead letter) after this many attempts...
-    pub max_attempts: u32,
-    /// ...or this long after the delivery was created.
+    /// A delivery is retried until this long after it was created, then dead-lettered
+    /// (FAILED). Only a permanent refusal ends it sooner...
     pub max_age_secs: u64,
+    /// ...or, if an operator sets it, this many attempts. Unset by default: an agency's
+    /// outage must not fail deliveries by their attempt count.
+    pub max_attempts: Option<u32>,
     /// Backoff before retry n: min(initial * 2^(n-1), max), with jitter.
     pub initial_backoff_ms: u64,
     pub max_backoff_ms: u64,
@@ -50,8 +53,8 @@ impl Default for DeliveryConfig {
         DeliveryConfig {
             client_cert: PathBuf::from("certs/dev/gateway-client.pem"),
             client_key: PathBuf::from("certs/dev/gateway-client.key"),
-            max_attempts: 10,
             max_age_secs: 86_400,
+            max_attempts: None,
             initial_backoff_ms: 200,
             max_backoff_ms: 60_000,
             timeout_ms: 10_000,
@@ -68,7 +71,8 @@ impl DeliveryConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let d = self;
         at_least_one(&[
-            ("delivery.max_attempts", u64::from(d.max_attempts)),
+            ("delivery.max_attempts", d.max_attempts.map_or(1, u64::from)),
+            ("delivery.max_age_secs", d.max_age_secs),
             ("delivery.timeout_ms", d.timeout_ms),
             (
                 "delivery.per_agency_concurrency",
@@ -120,6 +124,29 @@ pub trait Adapter: Send + Sync {
     fn health(&self) -> BoxFuture<'_, Result<(), DeliveryError>>;
 }
 
+/// What a retryable failure means for a delivery after its `attempts`-th attempt, `age_ms`
+/// after it was written: the delay before the next attempt, or why it is given up. It is
+/// given up only once it is `max_age_secs` old (or, if an operator set `max_attempts`,
+/// after that many attempts); until then it is retried with capped backoff.
+pub fn after_retryable_failure(
+    settings: &DeliveryConfig,
+    attempts: u32,
+    age_ms: i64,
+    error: &str,
+) -> Result<Duration, String> {
+    if settings.max_attempts.is_some_and(|max| attempts >= max) {
+        return Err(format!("gave up after {attempts} attempts: {error}"));
+    }
+    if age_ms >= settings.max_age_secs as i64 * 1000 {
+        return Err(format!("gave up after {} s: {error}", age_ms / 1000));
+    }
+    Ok(backoff(
+        attempts,
+        Duration::from_millis(settings.initial_backoff_ms),
+        Duration::from_millis(settings.max_backoff_ms),
+    ))
+}
+
 /// Delay before attempt `attempt + 1`: exponential, capped, with "equal jitter" (half fixed,
 /// half random) so retries of many deliveries do not synchronize.
 pub fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
@@ -157,5 +184,32 @@ mod tests {
         }
         let samples: std::collections::HashSet<_> = (0..20).map(|_| backoff(3, i, m)).collect();
         assert!(samples.len() > 10, "jitter varies the delay");
+    }
+
+    #[test]
+    fn a_retryable_failure_is_retried_until_the_delivery_is_too_old() {
+        let s = DeliveryConfig::default();
+        let day_ms = s.max_age_secs as i64 * 1000;
+        // A thousand attempts an hour into an outage: still retried, at most max_backoff.
+        let delay = after_retryable_failure(&s, 1000, 3_600_000, "down").unwrap();
+        assert!(
+            delay <= Duration::from_millis(s.max_backoff_ms),
+            "{delay:?}"
+        );
+        assert!(
+            delay >= Duration::from_millis(s.max_backoff_ms / 2),
+            "{delay:?}"
+        );
+        assert!(after_retryable_failure(&s, 3, day_ms - 1, "down").is_ok());
+        let why = after_retryable_failure(&s, 3, day_ms, "down").unwrap_err();
+        assert_eq!(why, "gave up after 86400 s: down");
+        // An operator's explicit attempt limit still applies.
+        let limited = DeliveryConfig {
+            max_attempts: Some(3),
+            ..DeliveryConfig::default()
+        };
+        assert!(after_retryable_failure(&limited, 2, 0, "down").is_ok());
+        let why = after_retryable_failure(&limited, 3, 0, "down").unwrap_err();
+        assert_eq!(why, "gave up after 3 attempts: down");
     }
 }

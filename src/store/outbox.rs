@@ -135,6 +135,26 @@ impl WriteTx {
         Ok(())
     }
 
+    /// Back to pending without counting the attempt its lease was for (it was never sent),
+    /// to be leased again at `next_attempt_at`.
+    pub async fn release(
+        &mut self,
+        delivery_id: &str,
+        next_attempt_at: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        q(
+            "UPDATE outbox SET state = 'pending', attempts = attempts - 1, next_attempt_at = $1, updated_at = $2 WHERE delivery_id = $3",
+        )
+        .bind(next_attempt_at)
+        .bind(now)
+        .bind(delivery_id)
+        .execute(self.conn())
+        .await?;
+        self.outbox_changed = true;
+        Ok(())
+    }
+
     pub async fn mark_dead(
         &mut self,
         delivery_id: &str,

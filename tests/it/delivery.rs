@@ -203,7 +203,6 @@ async fn an_agency_down_for_a_while_loses_nothing_and_gets_everything_in_order()
     let mut env = TestEnv::sqlite();
     let (addr, housing_system) = mock_agency(&env).await;
     push_to(&mut env, "housing", addr);
-    env.config.delivery.max_attempts = 1000;
     env.config.delivery.breaker_failures = 3;
     env.config.delivery.breaker_cooldown_ms = 100;
     housing_system.set_behaviour(Behaviour::Unavailable);
@@ -263,12 +262,72 @@ async fn an_agency_down_for_a_while_loses_nothing_and_gets_everything_in_order()
     gw.shutdown().await.unwrap();
 }
 
+/// An outage far longer than the backoff cap and the breaker's cooldown: while the agency
+/// is down, its half-open breaker lets exactly one attempt through per cooldown (not a
+/// batch); nothing is failed by its attempt count (one delivery is probed many more times
+/// than the old limit of 10); everything arrives once the agency is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_outage_fails_nothing_and_the_open_breaker_sends_one_probe_per_cooldown() {
+    let mut env = TestEnv::sqlite();
+    let (addr, housing_system) = mock_agency(&env).await;
+    push_to(&mut env, "housing", addr);
+    env.config.delivery.per_agency_concurrency = 8;
+    env.config.delivery.breaker_failures = 3;
+    env.config.delivery.breaker_cooldown_ms = 100;
+    env.config.delivery.initial_backoff_ms = 5;
+    env.config.delivery.max_backoff_ms = 20;
+    env.config.delivery.poll_interval_ms = 20;
+    housing_system.set_behaviour(Behaviour::Unavailable);
+    let gw = env.start().await;
+    let mut social = env.client(&gw, "social-services").await;
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        ids.push(submitted_id(&mut social, &format!("long{i}"), referral_to("housing")).await);
+    }
+    eventually("the breaker has opened", || housing_system.calls() >= 3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Two seconds of outage: twenty cooldowns, so at most about twenty probes. Before, each
+    // cooldown let a full lease window through (here up to 32 attempts).
+    let before = housing_system.calls();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let probes = housing_system.calls() - before;
+    assert!(
+        (5..=24).contains(&probes),
+        "{probes} attempts in 2 s with a 100 ms cooldown: one probe per cooldown"
+    );
+    assert!(housing_system.arrivals().is_empty());
+    for id in &ids {
+        assert_eq!(
+            status_of(&env, &gw, id).await,
+            ReferralStatus::Submitted,
+            "{id}: not failed during the outage"
+        );
+    }
+
+    housing_system.set_behaviour(Behaviour::Accept);
+    eventually("everything arrives after the outage", || {
+        housing_system.arrivals().len() == ids.len()
+    })
+    .await;
+    for id in &ids {
+        wait_status(&env, &gw, id, ReferralStatus::Delivered).await;
+    }
+    // The probes went to the oldest delivery: it was attempted more often than the old
+    // limit of 10 attempts, and delivered.
+    let (most,): (i64,) = sqlx::query_as("SELECT MAX(attempts) FROM outbox")
+        .fetch_one(gw.store.pool())
+        .await
+        .unwrap();
+    assert!(most > 10, "the most attempted delivery had {most} attempts");
+    gw.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_or_undeliverable_referral_fails_and_the_sender_is_told() {
     let mut env = TestEnv::sqlite();
     let (addr, housing_system) = mock_agency(&env).await;
     push_to(&mut env, "housing", addr);
-    env.config.delivery.max_attempts = 3;
+    env.config.delivery.max_attempts = Some(3);
     env.config.delivery.breaker_failures = 100;
     let gw = env.start().await;
     let mut social = env.client(&gw, "social-services").await;
@@ -609,7 +668,6 @@ async fn an_open_circuit_breaker_stops_attempts_until_its_cooldown_ends() {
     let mut env = TestEnv::sqlite();
     let (addr, housing_system) = mock_agency(&env).await;
     push_to(&mut env, "housing", addr);
-    env.config.delivery.max_attempts = 1000;
     env.config.delivery.breaker_failures = 2;
     env.config.delivery.breaker_cooldown_ms = 1500;
     housing_system.set_behaviour(Behaviour::Unavailable);

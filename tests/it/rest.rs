@@ -710,7 +710,6 @@ async fn an_agency_answering_503_for_a_while_gets_the_referral_after_it_recovers
     let mut env = TestEnv::sqlite();
     let (addr, charity) = rest_mock(&env, MockAuth::Mtls).await;
     push_to(&mut env, AGENCY, rest_config(addr, RestAuth::Mtls));
-    env.config.delivery.max_attempts = 1000;
     env.config.delivery.breaker_failures = 3;
     env.config.delivery.breaker_cooldown_ms = 100;
     charity.set_behaviour(Behaviour::Unavailable);
@@ -753,7 +752,6 @@ async fn a_malformed_2xx_is_retried_and_acted_on_once() {
     let mut env = TestEnv::sqlite();
     let (addr, charity) = rest_mock(&env, MockAuth::Mtls).await;
     push_to(&mut env, AGENCY, rest_config(addr, RestAuth::Mtls));
-    env.config.delivery.max_attempts = 1000;
     env.config.delivery.breaker_failures = 100;
     charity.set_behaviour(Behaviour::Malformed);
     let gw = env.start().await;
@@ -784,7 +782,6 @@ async fn a_silent_agency_is_retried_through_the_gateway() {
     let mut rest = rest_config(addr, RestAuth::Mtls);
     rest.timeout_ms = Some(150);
     push_to(&mut env, AGENCY, rest);
-    env.config.delivery.max_attempts = 1000;
     env.config.delivery.breaker_failures = 100;
     charity.0.silent.store(true, Ordering::SeqCst);
     let gw = env.start().await;
