@@ -20,7 +20,7 @@ pub struct DevPkiReport {
 }
 
 /// True when the CA, server certificate or key the config names is missing.
-pub fn dev_pki_missing(config: &Config) -> bool {
+fn dev_pki_missing(config: &Config) -> bool {
     [
         &config.tls.ca_cert,
         &config.tls.server_cert,
@@ -28,6 +28,31 @@ pub fn dev_pki_missing(config: &Config) -> bool {
     ]
     .iter()
     .any(|p| !p.exists())
+}
+
+/// Creates the development PKI if it is missing and brings its CRL up to date
+/// (`ensure_dev_crl`), once even when several gateways start together on one checkout:
+/// they take turns holding a lock file in the PKI directory, and each looks again once it
+/// holds it, so a replica never reads a key another is still writing. Returns what was
+/// created, if anything, and what was done to the CRL.
+pub fn ensure_dev_pki(config: &Config) -> Result<(Option<DevPkiReport>, Option<String>), PkiError> {
+    let dir = &config.tls.dev_pki_dir;
+    let io = |source| PkiError::Io {
+        path: dir.join(".lock"),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let lock = std::fs::File::create(dir.join(".lock")).map_err(io)?;
+    lock.lock().map_err(io)?;
+    let created = if dev_pki_missing(config) {
+        Some(init_dev_pki(config, true)?)
+    } else {
+        None
+    };
+    // Before the TLS configuration loads: a development PKI from before CRLs has none.
+    let crl = ensure_dev_crl(config)?;
+    drop(lock);
+    Ok((created, crl))
 }
 
 /// Creates the development PKI: a CA, the server certificate, one client certificate per
@@ -135,7 +160,7 @@ fn revoked_in(path: &Path) -> Result<Option<Vec<Revocation>>, PkiError> {
 /// Creates the development CRL when `tls.crls` lists it and it is missing (a development
 /// PKI made before CRLs existed), and re-signs it, same entries, when past its nextUpdate.
 /// Returns what it did, if anything.
-pub fn ensure_dev_crl(config: &Config) -> Result<Option<String>, PkiError> {
+fn ensure_dev_crl(config: &Config) -> Result<Option<String>, PkiError> {
     let path = dev_crl_path(config);
     if !config.tls.crls.contains(&path) || !dev_ca_key_path(config).exists() {
         return Ok(None);

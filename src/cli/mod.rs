@@ -198,17 +198,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    if config.tls.dev_pki && certs::dev_pki_missing(&config) {
-        let report = certs::init_dev_pki(&config, true)?;
-        tracing::info!(
-            dir = %report.dir.display(),
-            agencies = report.agencies,
-            "TLS files were missing: created a development PKI (CA, server certificate, one client certificate per agency, empty CRL)"
-        );
-    }
-    // Before the TLS configuration loads: a development PKI from before CRLs has none.
     if config.tls.dev_pki {
-        if let Some(done) = certs::ensure_dev_crl(&config)? {
+        let (created, crl) = certs::ensure_dev_pki(&config)?;
+        if let Some(report) = created {
+            tracing::info!(
+                dir = %report.dir.display(),
+                agencies = report.agencies,
+                "TLS files were missing: created a development PKI (CA, server certificate, one client certificate per agency, empty CRL)"
+            );
+        }
+        if let Some(done) = crl {
             tracing::info!("{done}");
         }
     }

@@ -63,11 +63,12 @@ impl Sandbox {
             ("JISR_DELIVERY__POLL_INTERVAL_MS", "100".into()),
         ];
         // Delivery settings, limits and the database may still be set from the environment
-        // (benchmarks).
+        // (benchmarks); the gateway's client certificate is the sandbox's own.
         let tuning = std::env::vars().filter(|(k, _)| {
             ["JISR_DELIVERY__", "JISR_LIMITS__", "JISR_DATABASE__"]
                 .iter()
                 .any(|prefix| k.starts_with(prefix))
+                && !k.starts_with("JISR_DELIVERY__CLIENT_")
         });
         let mut config = Config::parse(
             Path::new("config/jisr.toml"),

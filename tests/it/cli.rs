@@ -17,6 +17,15 @@ fn jisr(dir: &std::path::Path) -> Command {
         .env("JISR_TLS__SERVER_CERT", dir.join("pki/server.pem"))
         .env("JISR_TLS__SERVER_KEY", dir.join("pki/server.key"))
         .env("JISR_TLS__CRLS", format!("[{:?}]", dir.join("pki/crl.pem")))
+        .env("JISR_AUDIT__SIGNING_KEY", dir.join("pki/audit-signing.key"))
+        .env(
+            "JISR_DELIVERY__CLIENT_CERT",
+            dir.join("pki/gateway-client.pem"),
+        )
+        .env(
+            "JISR_DELIVERY__CLIENT_KEY",
+            dir.join("pki/gateway-client.key"),
+        )
         .env(
             "JISR_DATABASE__URL",
             format!("sqlite://{}/db/jisr.db", dir.display()),
@@ -88,6 +97,61 @@ fn serve_on_a_fresh_checkout_creates_the_pki_and_says_so() {
         dir.path().join("db/jisr.db").exists(),
         "the SQLite file and its directory are created"
     );
+}
+
+/// Eight replicas started at once on a fresh checkout, five times over: one creates the
+/// development PKI, the others wait for it and use it (without the lock, some rounds had
+/// two creators, and a replica could read an audit key another was still writing, and exit).
+#[test]
+fn replicas_started_together_create_the_development_pki_once() {
+    for _ in 0..5 {
+        replicas_race_for_a_fresh_pki();
+    }
+}
+
+fn replicas_race_for_a_fresh_pki() {
+    let dir = tempfile::tempdir().unwrap();
+    let children: Vec<_> = (0..8)
+        .map(|i| {
+            jisr(dir.path())
+                .arg("serve")
+                .env(
+                    "JISR_DATABASE__URL",
+                    format!("sqlite://{}/db{i}/jisr.db", dir.path().display()),
+                )
+                .stderr(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let watchers: Vec<_> = children
+        .into_iter()
+        .map(|mut child| {
+            std::thread::spawn(move || {
+                let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+                let deadline = Instant::now() + Duration::from_secs(60);
+                let (mut created, mut listening, mut seen) = (false, false, Vec::new());
+                while Instant::now() < deadline && !listening {
+                    let Some(Ok(line)) = lines.next() else { break };
+                    created |= line.contains("created a development PKI");
+                    listening |= line.contains("gateway listening");
+                    seen.push(line);
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+                (created, listening, seen)
+            })
+        })
+        .collect();
+    let mut creators = 0;
+    for w in watchers {
+        let (created, listening, seen) = w.join().unwrap();
+        assert!(listening, "a replica did not start: {seen:#?}");
+        creators += usize::from(created);
+    }
+    assert_eq!(creators, 1, "exactly one replica created the PKI");
+    assert!(dir.path().join("pki/audit-signing.key").exists());
 }
 
 #[test]
