@@ -328,7 +328,7 @@ pub fn is_emirates_id(value: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 fn is_past_date(s: &str) -> bool {
