@@ -368,6 +368,26 @@ impl CompactTree {
         self.size
     }
 
+    /// The frontier, concatenated (32 bytes a subtree root, largest subtree first): with
+    /// the size, all a later append needs ([`CompactTree::from_frontier`]).
+    pub fn frontier_bytes(&self) -> Vec<u8> {
+        self.frontier.concat()
+    }
+
+    /// The tree of `size` leaves whose frontier is `bytes` (from
+    /// [`CompactTree::frontier_bytes`]); `None` if `bytes` is not one 32-byte hash per set
+    /// bit of `size`.
+    pub fn from_frontier(size: u64, bytes: &[u8]) -> Option<CompactTree> {
+        if bytes.len() != size.count_ones() as usize * 32 {
+            return None;
+        }
+        let frontier = bytes
+            .chunks_exact(32)
+            .map(|c| c.try_into().expect("32-byte chunks"))
+            .collect();
+        Some(CompactTree { frontier, size })
+    }
+
     /// The root hash of the tree of the leaves appended so far (the empty tree's hash when
     /// none has been).
     pub fn root(&self) -> Hash {
@@ -1005,6 +1025,23 @@ mod tests {
             assert_eq!(t.root(), naive::mth(&all[..n]), "naive, size {n}");
             assert_eq!(t.frontier.len(), (n as u64).count_ones() as usize);
         }
+    }
+
+    #[test]
+    fn a_tree_restored_from_its_frontier_goes_on_as_the_original() {
+        let all = synthetic(70);
+        for n in 0..=40usize {
+            let mut t = CompactTree::new();
+            all[..n].iter().for_each(|l| t.append(*l));
+            let mut restored = CompactTree::from_frontier(n as u64, &t.frontier_bytes()).unwrap();
+            assert_eq!(restored.root(), t.root(), "size {n}");
+            all[n..].iter().for_each(|l| restored.append(*l));
+            assert_eq!(restored.root(), root(&all), "size {n}, then all 70");
+        }
+        let mut t = CompactTree::new();
+        all[..7].iter().for_each(|l| t.append(*l));
+        assert!(CompactTree::from_frontier(8, &t.frontier_bytes()).is_none());
+        assert!(CompactTree::from_frontier(7, &t.frontier_bytes()[1..]).is_none());
     }
 
     /// `cargo test --release --lib audit::merkle -- --ignored --nocapture`

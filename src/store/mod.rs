@@ -413,6 +413,11 @@ fn migrator(backend: Backend) -> Migrator {
                 "audit_targets",
                 include_str!("../../migrations/sqlite/0007_audit_targets.sql"),
             ),
+            (
+                8,
+                "checkpoint_frontier",
+                include_str!("../../migrations/sqlite/0008_checkpoint_frontier.sql"),
+            ),
         ],
         Backend::Postgres => &[
             (
@@ -449,6 +454,11 @@ fn migrator(backend: Backend) -> Migrator {
                 7,
                 "audit_targets",
                 include_str!("../../migrations/postgres/0007_audit_targets.sql"),
+            ),
+            (
+                8,
+                "checkpoint_frontier",
+                include_str!("../../migrations/postgres/0008_checkpoint_frontier.sql"),
             ),
         ],
     };

@@ -258,6 +258,63 @@ fn checkpoint_due(
                 .is_some_and(|t| now.duration_since(t) >= settings.checkpoint_interval))
 }
 
+/// The log's tree and the size its newest checkpoint covers. The tree starts from the
+/// frontier stored with the newest checkpoint that has one (checked against that
+/// checkpoint's signed root), so only the entries after it are read; a log whose
+/// checkpoints predate stored frontiers is read from its first leaf, once.
+async fn load_tree(pool: &AnyPool, log_id: &str) -> Result<(CompactTree, u64), StoreError> {
+    let (checkpointed,): (i64,) = sqlx::query_as(
+        "SELECT COALESCE(MAX(tree_size), 0) FROM audit_checkpoints WHERE log_id = $1",
+    )
+    .bind(log_id)
+    .fetch_one(pool)
+    .await?;
+    let newest = sqlx::query(
+        "SELECT tree_size, root_hash, frontier FROM audit_checkpoints \
+         WHERE log_id = $1 AND frontier IS NOT NULL ORDER BY tree_size DESC LIMIT 1",
+    )
+    .bind(log_id)
+    .fetch_optional(pool)
+    .await?;
+    let mut tree = CompactTree::new();
+    if let Some(row) = newest {
+        let size: i64 = row.try_get("tree_size")?;
+        let root: Vec<u8> = row.try_get("root_hash")?;
+        let frontier: Vec<u8> = row.try_get("frontier")?;
+        tree = CompactTree::from_frontier(size as u64, &frontier)
+            .filter(|t| t.root().as_slice() == root.as_slice())
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "audit log {log_id}: the frontier stored with checkpoint {size} does not \
+                     give its root; run `jisr audit verify`"
+                ))
+            })?;
+    }
+    let rows = sqlx::query(
+        "SELECT leaf_index, leaf_hash FROM audit_entries WHERE log_id = $1 AND leaf_index >= $2 \
+         ORDER BY leaf_index",
+    )
+    .bind(log_id)
+    .bind(tree.size() as i64)
+    .fetch_all(pool)
+    .await?;
+    for row in &rows {
+        let index: i64 = row.try_get("leaf_index")?;
+        let hash: Vec<u8> = row.try_get("leaf_hash")?;
+        let hash: Hash = hash
+            .try_into()
+            .map_err(|_| StoreError::Corrupt(format!("audit leaf {index} hash is not 32 bytes")))?;
+        if index as u64 != tree.size() {
+            return Err(StoreError::Corrupt(format!(
+                "audit log {log_id} has no entry {} (next stored is {index}); run `jisr audit verify`",
+                tree.size()
+            )));
+        }
+        tree.append(hash);
+    }
+    Ok((tree, checkpointed as u64))
+}
+
 /// Loads the log's frontier and starts the writer task.
 pub(super) async fn start(
     pool: AnyPool,
@@ -267,34 +324,7 @@ pub(super) async fn start(
     events: Arc<watch::Sender<i64>>,
     outbox: Arc<watch::Sender<u64>>,
 ) -> Result<WriterHandle, StoreError> {
-    let rows = sqlx::query(
-        "SELECT leaf_index, leaf_hash FROM audit_entries WHERE log_id = $1 ORDER BY leaf_index",
-    )
-    .bind(&settings.log_id)
-    .fetch_all(&pool)
-    .await?;
-    let mut tree = CompactTree::new();
-    for row in &rows {
-        let index: i64 = row.try_get("leaf_index")?;
-        let hash: Vec<u8> = row.try_get("leaf_hash")?;
-        let hash: Hash = hash
-            .try_into()
-            .map_err(|_| StoreError::Corrupt(format!("audit leaf {index} hash is not 32 bytes")))?;
-        if index as u64 != tree.size() {
-            return Err(StoreError::Corrupt(format!(
-                "audit log {} has no entry {} (next stored is {index}); run `jisr audit verify`",
-                settings.log_id,
-                tree.size()
-            )));
-        }
-        tree.append(hash);
-    }
-    let (checkpointed,): (i64,) = sqlx::query_as(
-        "SELECT COALESCE(MAX(tree_size), 0) FROM audit_checkpoints WHERE log_id = $1",
-    )
-    .bind(&settings.log_id)
-    .fetch_one(&pool)
-    .await?;
+    let (tree, checkpointed) = load_tree(&pool, &settings.log_id).await?;
     // The last entry's time (entry times never decrease along the log).
     let last_time_ms: i64 = sqlx::query_scalar(
         "SELECT time_ms FROM audit_entries WHERE log_id = $1 ORDER BY leaf_index DESC LIMIT 1",
@@ -304,10 +334,10 @@ pub(super) async fn start(
     .await?
     .unwrap_or(0);
     let state = LogState {
-        uncovered_since: (tree.size() > checkpointed as u64).then(Instant::now),
+        uncovered_since: (tree.size() > checkpointed).then(Instant::now),
         settings,
         tree,
-        checkpointed: checkpointed as u64,
+        checkpointed,
         last_time_ms,
     };
     let (jobs, rx) = mpsc::channel(4096);
@@ -877,12 +907,13 @@ async fn insert_checkpoint(
         root_hash: tree.root(),
     };
     let note = settings.signer.sign(&checkpoint);
-    q("INSERT INTO audit_checkpoints (log_id, tree_size, root_hash, time_ms, note) VALUES ($1, $2, $3, $4, $5)")
+    q("INSERT INTO audit_checkpoints (log_id, tree_size, root_hash, time_ms, note, frontier) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(&settings.log_id)
         .bind(checkpoint.tree_size as i64)
         .bind(checkpoint.root_hash.to_vec())
         .bind(crate::common::time::now_ms())
         .bind(note)
+        .bind(tree.frontier_bytes())
         .execute(conn)
         .await?;
     Ok(())
