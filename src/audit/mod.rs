@@ -135,6 +135,40 @@ pub fn create_signing_key(origin: &str, path: &Path) -> Result<String, KeyError>
     Ok(verifier)
 }
 
+/// Makes sure the published verifier key file beside the signing key lists this node's
+/// verifier key (its name is the node's origin, so nodes sharing one signing key each need
+/// their own line): appends it when missing, holding a lock on the file so replicas
+/// starting together do not lose each other's lines. Returns the file's keys, one a line.
+pub fn publish_verifier_key(signer: &NoteSigner, signing_key: &Path) -> Result<String, KeyError> {
+    use std::io::{Read, Seek, Write};
+    let path = verifier_key_path(signing_key);
+    let err = |e: std::io::Error| KeyError::File {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(&path)
+        .map_err(err)?;
+    file.lock().map_err(err)?;
+    let mut keys = String::new();
+    file.read_to_string(&mut keys).map_err(err)?;
+    let mine = signer.verifier_key();
+    if !keys.lines().any(|l| l.trim() == mine) {
+        if !keys.is_empty() && !keys.ends_with('\n') {
+            keys.push('\n');
+        }
+        keys.push_str(&mine);
+        keys.push('\n');
+        file.set_len(0).map_err(err)?;
+        file.rewind().map_err(err)?;
+        file.write_all(keys.as_bytes()).map_err(err)?;
+    }
+    Ok(keys)
+}
+
 /// Where the published verifier key of a signing key lives.
 pub fn verifier_key_path(signing_key: &Path) -> std::path::PathBuf {
     let mut p = signing_key.as_os_str().to_owned();

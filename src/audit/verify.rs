@@ -20,7 +20,9 @@ const CHUNK: i64 = 20_000;
 pub struct VerifyOptions {
     /// Only this log (default: every log in the database).
     pub log_id: Option<String>,
-    /// The published verifier key of the checkpoint signer.
+    /// The published verifier keys of the checkpoint signers, one a line: each log is
+    /// checked with the key named for it (`<trust domain>/jisr/<log id>`), or with the only
+    /// key given.
     pub verifier_key: String,
     /// A signed checkpoint kept from an earlier verification (rollback detection).
     pub trusted_note: Option<String>,
@@ -67,17 +69,48 @@ pub async fn verify(
     pool: &dyn LogReader,
     opts: &VerifyOptions,
 ) -> Result<Vec<LogReport>, VerifyError> {
-    let verifier =
-        NoteVerifier::parse(&opts.verifier_key).map_err(|e| VerifyError::Key(e.to_string()))?;
+    let verifiers = parse_verifiers(&opts.verifier_key)?;
     let logs = match &opts.log_id {
         Some(id) => vec![id.clone()],
         None => pool.log_ids().await.map_err(VerifyError::Read)?,
     };
     let mut reports = Vec::new();
     for log_id in logs {
-        reports.push(verify_log(pool, &log_id, &verifier, opts).await?);
+        let verifier = verifier_for(&verifiers, &log_id)?;
+        reports.push(verify_log(pool, &log_id, verifier, opts).await?);
     }
     Ok(reports)
+}
+
+/// Verifier keys, one a line (a published key file lists one per node).
+pub fn parse_verifiers(keys: &str) -> Result<Vec<NoteVerifier>, VerifyError> {
+    keys.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(NoteVerifier::parse)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| VerifyError::Key(e.to_string()))
+}
+
+/// The key a log's checkpoints are checked with: the one whose name ends in `/<log id>`
+/// (each node signs as `<trust domain>/jisr/<node id>`), or the only one given.
+pub fn verifier_for<'v>(
+    verifiers: &'v [NoteVerifier],
+    log_id: &str,
+) -> Result<&'v NoteVerifier, VerifyError> {
+    let named = verifiers
+        .iter()
+        .find(|v| v.name().rsplit('/').next() == Some(log_id));
+    match (named, verifiers) {
+        (Some(v), _) => Ok(v),
+        (None, [only]) => Ok(only),
+        (None, []) => Err(VerifyError::Key("no verifier key was given".into())),
+        (None, _) => Err(VerifyError::Key(format!(
+            "none of the {} verifier keys given is named for log {log_id} (…/jisr/{log_id}); \
+             add that node's line from its published key file (`jisr audit key` on it)",
+            verifiers.len()
+        ))),
+    }
 }
 
 async fn verify_log(

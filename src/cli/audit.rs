@@ -9,10 +9,9 @@ use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::audit::checkpoint::NoteVerifier;
 use crate::audit::entry::{AuditEntry, Decision};
 use crate::audit::merkle;
-use crate::audit::verify::{verify, VerifyOptions};
+use crate::audit::verify::{parse_verifiers, verifier_for, verify, VerifyOptions};
 use crate::server::config::Config;
 use crate::store::audit::{self as log, AuditFilter};
 use crate::store::Store;
@@ -60,7 +59,8 @@ pub enum AuditCommand {
         #[arg(long)]
         key: Option<String>,
     },
-    /// Print the published verifier key of this node's checkpoints.
+    /// Print the published verifier keys, one a line: this node's (added to the file if
+    /// missing) and those of the other nodes that sign with the same key file.
     Key,
     /// Benchmark: append N synthetic entries through the group-commit writer with C
     /// concurrent appenders into a separate benchmark database (never the gateway's),
@@ -92,7 +92,12 @@ pub async fn run(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
             database,
         } => bench(config, entries, concurrency, database).await,
         AuditCommand::Key => {
-            println!("{}", verifier_key(config, None)?);
+            // This node's key is published (added if missing) before the file is printed.
+            let signer = crate::audit::load_signer(&config.audit, &config.audit_origin())?;
+            print!(
+                "{}",
+                crate::audit::publish_verifier_key(&signer, &config.audit.signing_key)?
+            );
             Ok(())
         }
         AuditCommand::Verify { .. } | AuditCommand::Export { .. } | AuditCommand::Proof { .. } => {
@@ -191,7 +196,8 @@ async fn on_log(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
         }
         AuditCommand::Proof { leaf, log, key } => {
             let log_id = log.unwrap_or_else(|| config.node_id.clone());
-            let verifier = NoteVerifier::parse(&verifier_key(config, key)?)?;
+            let verifiers = parse_verifiers(&verifier_key(config, key)?)?;
+            let verifier = verifier_for(&verifiers, &log_id)?;
             let Some(cp) = log::checkpoint(&db, &log_id, None).await? else {
                 bail!("log {log_id} has no signed checkpoint yet");
             };

@@ -109,12 +109,15 @@ impl Gateway {
         let registry = Registry::new(config.agency_ids());
         let directory =
             DirectoryApi::new(&config.directory()).context("directory configuration")?;
+        let signer = crate::audit::load_signer(&config.audit, &config.audit_origin())
+            .context("audit signing key")?;
+        // Security teams verify every node's log with the published keys: this node's is
+        // among them.
+        crate::audit::publish_verifier_key(&signer, &config.audit.signing_key)
+            .context("publishing the audit verifier key")?;
         let log = LogSettings {
             log_id: config.node_id.clone(),
-            signer: Arc::new(
-                crate::audit::load_signer(&config.audit, &config.audit_origin())
-                    .context("audit signing key")?,
-            ),
+            signer: Arc::new(signer),
             checkpoint_every: config.audit.checkpoint_every,
             checkpoint_interval: Duration::from_millis(config.audit.checkpoint_interval_ms),
         };

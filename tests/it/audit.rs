@@ -814,3 +814,64 @@ async fn a_restart_reads_only_the_entries_after_the_newest_checkpoint() {
     let err = check(&db, &key, None).await.unwrap_err().to_string();
     assert!(err.contains("entry 0 is missing"), "{err}");
 }
+
+/// Three nodes on one database, sharing one signing key file as replicas of one checkout
+/// do: each signs as its own origin (`…/jisr/<node>`), each publishes its verifier key in
+/// the file beside the key, and `verify` with that file checks every node's log against its
+/// own key. Before, the file named the first node only and the others' logs failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_logs_verify_with_the_published_keys() {
+    let pg = postgres_database().await;
+    let env = TestEnv::with_database(pg.as_ref().map(|db| db.url.clone()));
+    let nodes = ["node-a", "node-b", "node-c"];
+    let mut gateways = Vec::new();
+    for node in nodes {
+        let mut config = env.config.clone();
+        config.node_id = node.into();
+        gateways.push(jisr::server::Gateway::start(&config).await.unwrap());
+    }
+    for (i, gw) in gateways.iter().enumerate() {
+        let mut social = env.client(gw, "social-services").await;
+        submitted_id(&mut social, &format!("node{i}"), referral_to("housing")).await;
+    }
+    for gw in gateways {
+        gw.shutdown().await.unwrap();
+    }
+    let published = verifier_key(&env);
+    for node in nodes {
+        assert!(
+            published
+                .lines()
+                .any(|l| l.contains(&format!("/jisr/{node}+"))),
+            "{node} is in {published}"
+        );
+    }
+    let db = Store::open_reads(&env.config.database).await.unwrap();
+    let reports = verify(
+        &db,
+        &VerifyOptions {
+            log_id: None,
+            verifier_key: published.clone(),
+            trusted_note: None,
+            grace_ms: 0,
+            progress: false,
+        },
+    )
+    .await
+    .expect("every node's log verifies with its own published key");
+    let mut verified: Vec<_> = reports.iter().map(|r| r.log_id.clone()).collect();
+    verified.sort();
+    assert_eq!(verified, nodes);
+
+    // With one node's key only, the others' logs are named, not passed.
+    let only_a = published
+        .lines()
+        .find(|l| l.contains("/jisr/node-a+"))
+        .unwrap();
+    let err = check(&db, only_a, None).await.unwrap_err().to_string();
+    assert!(err.contains("node-b"), "{err}");
+    db.pool().close().await;
+    if let Some(db) = pg {
+        db.drop_database().await;
+    }
+}
