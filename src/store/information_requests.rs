@@ -107,17 +107,23 @@ impl WriteTx {
         and: &str,
         limit: i64,
     ) -> Result<Vec<InformationRequestRow>, StoreError> {
-        let rows = q(format!(
-            "SELECT {COLUMNS} FROM information_requests WHERE status = $1 AND due_at < $2 {and} \
-             ORDER BY due_at LIMIT $3"
-        ))
-        .bind(OPEN)
-        .bind(cutoff)
-        .bind(limit)
-        .fetch_all(self.conn())
-        .await?;
+        let rows = open_due_query(cutoff, and, limit)
+            .fetch_all(self.conn())
+            .await?;
         rows.iter().map(row).collect()
     }
+}
+
+/// OPEN requests due before `cutoff` (and `and`), by due date: the overdue and expiry
+/// sweeps. The status is written as a literal, as the partial index's predicate is
+/// (`information_requests_open_by_due`): with a parameter the planner could not use it.
+pub(super) fn open_due_query(cutoff: i64, and: &str, limit: i64) -> Query {
+    q(format!(
+        "SELECT {COLUMNS} FROM information_requests WHERE status = '{OPEN}' AND due_at < $1 {and} \
+         ORDER BY due_at LIMIT $2"
+    ))
+    .bind(cutoff)
+    .bind(limit)
 }
 
 impl Store {

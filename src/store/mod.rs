@@ -418,6 +418,11 @@ fn migrator(backend: Backend) -> Migrator {
                 "checkpoint_frontier",
                 include_str!("../../migrations/sqlite/0008_checkpoint_frontier.sql"),
             ),
+            (
+                9,
+                "overdue_index_live_only",
+                include_str!("../../migrations/sqlite/0009_overdue_index_live_only.sql"),
+            ),
         ],
         Backend::Postgres => &[
             (
@@ -459,6 +464,11 @@ fn migrator(backend: Backend) -> Migrator {
                 8,
                 "checkpoint_frontier",
                 include_str!("../../migrations/postgres/0008_checkpoint_frontier.sql"),
+            ),
+            (
+                9,
+                "overdue_index_live_only",
+                include_str!("../../migrations/postgres/0009_overdue_index_live_only.sql"),
             ),
         ],
     };
@@ -648,6 +658,35 @@ mod tests {
     /// no full scan of a table, and a sort only of what the index walks bounded (the two
     /// directions' pages, a page of history). `cargo test hot_queries -- --nocapture`
     /// prints the plans docs/storage.md shows.
+    /// The overdue sweep walks only referrals that can still become overdue: two thousand
+    /// referrals completed before their (now past) due dates cost it nothing.
+    #[test]
+    fn the_overdue_sweep_does_not_walk_final_referrals() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        for m in super::migrator(super::Backend::Sqlite).iter() {
+            conn.execute_batch(&m.sql).unwrap();
+        }
+        let insert = |id: String, status: &str| {
+            conn.execute(
+                "INSERT INTO referrals (id, from_agency, to_agency, request_id, service_code, \
+                 category, priority, status, due_at, created_at, updated_at, body) \
+                 VALUES (?1, 'a', 'b', ?1, 's', 'c', 'p', ?2, 100, 1, 1, x'00')",
+                rusqlite::params![id, status],
+            )
+            .unwrap();
+        };
+        for i in 0..2000 {
+            insert(format!("done-{i:04}"), "REFERRAL_STATUS_COMPLETED");
+        }
+        insert("live".into(), "REFERRAL_STATUS_ACCEPTED");
+        let (rows, steps) = super::referrals::overdue_query(1_000, 100).vm_steps(&conn);
+        assert_eq!(rows, 1);
+        assert!(
+            steps < 200,
+            "{steps} VM steps: the sweep walked the completed referrals"
+        );
+    }
+
     #[test]
     fn hot_queries_walk_indexes() {
         use super::audit::{entries_query, AuditFilter};
@@ -727,6 +766,16 @@ mod tests {
                 super::outbox::stale_query(1_000, 2_000, 100),
                 false,
             ),
+            (
+                "the referral overdue sweep",
+                super::referrals::overdue_query(1_000, 100),
+                false,
+            ),
+            (
+                "the information-request overdue and expiry sweeps",
+                super::information_requests::open_due_query(1_000, "AND overdue_notified = 0", 100),
+                false,
+            ),
         ] {
             let plan = query.plan(&conn);
             println!("{name}:\n    {}", plan.join("\n    "));
@@ -739,6 +788,16 @@ mod tests {
                 })
                 .collect();
             assert!(scans.is_empty(), "{name} scans a table: {plan:?}");
+            // The sweeps walk partial indexes that hold only what they may still act on.
+            if name.contains("sweep") {
+                assert!(
+                    plan.iter()
+                        .any(|l| l.contains("USING INDEX referrals_awaiting_overdue")
+                            || l.contains("USING INDEX information_requests_open_by_due")
+                            || l.contains("USING INDEX outbox_undelivered_by_age")),
+                    "{name} does not walk its partial index: {plan:?}"
+                );
+            }
             if !sorted {
                 assert!(
                     !plan.iter().any(|l| l.contains("TEMP B-TREE")),

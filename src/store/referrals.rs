@@ -35,6 +35,20 @@ const EVENT_COLUMNS: &str = "seq, COALESCE(referral_id, '') AS referral_id, \
      COALESCE(information_request_id, '') AS information_request_id, from_agency, to_agency, \
      event_type, status, actor_agency, reason_code, note, outcome, occurred_at";
 
+/// Referrals past due at `now`, not final and not yet told overdue, by due date: the
+/// overdue sweep. Its WHERE is the predicate of the partial index it walks
+/// (`referrals_awaiting_overdue`, migration 0009), which holds only such referrals.
+pub(super) fn overdue_query(now: i64, limit: i64) -> Query {
+    let finals: Vec<String> = FINAL_STATUSES.iter().map(|s| format!("'{s}'")).collect();
+    q(format!(
+        "SELECT {REFERRAL_COLUMNS} FROM referrals WHERE overdue_notified = 0 AND due_at IS NOT NULL \
+         AND status NOT IN ({}) AND due_at < $1 ORDER BY due_at LIMIT $2",
+        finals.join(", ")
+    ))
+    .bind(now)
+    .bind(limit)
+}
+
 impl WriteTx {
     pub async fn insert_referral(&mut self, r: &ReferralRow) -> Result<(), StoreError> {
         q(format!(
@@ -111,16 +125,7 @@ impl WriteTx {
         now: i64,
         limit: i64,
     ) -> Result<Vec<ReferralRow>, StoreError> {
-        let finals: Vec<String> = FINAL_STATUSES.iter().map(|s| format!("'{s}'")).collect();
-        let rows = q(format!(
-            "SELECT {REFERRAL_COLUMNS} FROM referrals WHERE overdue_notified = 0 AND due_at IS NOT NULL \
-             AND due_at < $1 AND status NOT IN ({}) ORDER BY due_at LIMIT $2",
-            finals.join(", ")
-        ))
-        .bind(now)
-        .bind(limit)
-        .fetch_all(self.conn())
-        .await?;
+        let rows = overdue_query(now, limit).fetch_all(self.conn()).await?;
         let rows = rows
             .iter()
             .map(referral_row)

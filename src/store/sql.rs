@@ -163,6 +163,22 @@ impl Query {
     }
 }
 
+/// How many rows it returns and how many virtual-machine steps SQLite took for them: a
+/// count, not a time, of how much of an index or table a query walked.
+#[cfg(test)]
+impl Query {
+    pub(crate) fn vm_steps(&self, conn: &rusqlite::Connection) -> (usize, i32) {
+        let mut stmt = self.lite_statement(conn).expect("the query prepares");
+        let mut rows = stmt.raw_query();
+        let mut n = 0;
+        while rows.next().expect("the query runs").is_some() {
+            n += 1;
+        }
+        drop(rows);
+        (n, stmt.get_status(rusqlite::StatementStatus::VmStep))
+    }
+}
+
 /// `$12` → `?12`, outside string literals.
 fn sqlite_placeholders(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len());
