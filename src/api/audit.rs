@@ -292,6 +292,7 @@ pub fn event_proto(row: &AuditRow) -> Result<AuditEvent, ApiError> {
         duration_micros: e.duration_us,
         request_sha256: e.request_sha256,
         leaf_hash: row.leaf_hash.clone(),
+        reason: e.reason,
     })
 }
 

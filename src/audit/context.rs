@@ -34,6 +34,7 @@ struct State {
     recipient_agency: String,
     decided_by: Option<(Decision, String)>,
     officer_subject: String,
+    reason: String,
     recorded: bool,
     /// Writes of this call handed to the writer and not yet settled.
     writes_in_flight: usize,
@@ -94,6 +95,11 @@ impl AuditContext {
     }
 
     /// The officer acting, from a verified token (never the token itself).
+    /// Why an operator acted (their `--reason`).
+    pub fn set_reason(&self, reason: &str) {
+        self.state().reason = reason.to_string();
+    }
+
     pub fn set_officer(&self, subject: &str) {
         self.state().officer_subject = subject.to_string();
     }
@@ -171,6 +177,7 @@ impl AuditContext {
             grpc_code,
             duration_us: 0,
             request_sha256: s.request_sha256.clone(),
+            reason: s.reason.clone(),
         }
     }
 }

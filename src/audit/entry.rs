@@ -5,8 +5,11 @@
 //! field in a fixed order; integers are big-endian, strings and byte strings are a
 //! big-endian u32 length followed by the bytes (strings are UTF-8).
 
-/// Encoding version written first in every entry.
+/// Encoding version written first in every entry...
 pub const ENCODING_V1: u8 = 1;
+/// ...or this one, the same fields and then `reason`, for an entry that has a reason (an
+/// operator's action). Entries without one keep version 1, byte for byte.
+pub const ENCODING_V2: u8 = 2;
 
 /// Whether the call was allowed through to its handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +67,8 @@ pub struct AuditEntry {
     /// SHA-256 of the request message (its protobuf encoding); empty for streamed requests
     /// and calls that never decoded one.
     pub request_sha256: Vec<u8>,
+    /// Why an operator acted (`--reason`); empty for calls.
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -102,7 +107,11 @@ impl AuditEntry {
     /// The canonical bytes that are hashed into the log.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);
-        out.push(ENCODING_V1);
+        out.push(if self.reason.is_empty() {
+            ENCODING_V1
+        } else {
+            ENCODING_V2
+        });
         out.extend_from_slice(&self.leaf_index.to_be_bytes());
         out.extend_from_slice(&self.time_ms.to_be_bytes());
         for s in [
@@ -126,13 +135,16 @@ impl AuditEntry {
         out.extend_from_slice(&self.grpc_code.to_be_bytes());
         out.extend_from_slice(&self.duration_us.to_be_bytes());
         put_bytes(&mut out, &self.request_sha256);
+        if !self.reason.is_empty() {
+            put_bytes(&mut out, self.reason.as_bytes());
+        }
         out
     }
 
     pub fn decode(bytes: &[u8]) -> Result<AuditEntry, DecodeError> {
         let mut r = Reader { bytes, at: 0 };
         let version = r.u8()?;
-        if version != ENCODING_V1 {
+        if version != ENCODING_V1 && version != ENCODING_V2 {
             return Err(DecodeError::Version(version));
         }
         let leaf_index = u64::from_be_bytes(r.array()?);
@@ -159,6 +171,11 @@ impl AuditEntry {
         let grpc_code = i32::from_be_bytes(r.array()?);
         let duration_us = u64::from_be_bytes(r.array()?);
         let request_sha256 = r.bytes()?.to_vec();
+        let reason = if version == ENCODING_V2 {
+            r.string("reason")?
+        } else {
+            String::new()
+        };
         if r.at != bytes.len() {
             return Err(DecodeError::Trailing(bytes.len() - r.at));
         }
@@ -179,6 +196,7 @@ impl AuditEntry {
             grpc_code,
             duration_us,
             request_sha256,
+            reason,
         })
     }
 }
@@ -241,6 +259,7 @@ mod tests {
             grpc_code: 7,
             duration_us: 1234,
             request_sha256: vec![0x11; 32],
+            reason: String::new(),
         }
     }
 
@@ -258,6 +277,22 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert_eq!(AuditEntry::decode(&longer), Err(DecodeError::Trailing(1)));
+    }
+
+    #[test]
+    fn an_entry_with_a_reason_is_version_2_and_the_reason_is_its_last_field() {
+        let plain = sample();
+        let mut e = sample();
+        e.reason = "agency fixed its endpoint, ticket 4411".into();
+        let bytes = e.encode();
+        assert_eq!(bytes[0], ENCODING_V2);
+        assert_eq!(AuditEntry::decode(&bytes), Ok(e.clone()));
+        // Version 1's fields, then the reason: nothing before it moves.
+        let v1 = plain.encode();
+        assert_eq!(&bytes[1..v1.len()], &v1[1..]);
+        let mut tail = (e.reason.len() as u32).to_be_bytes().to_vec();
+        tail.extend_from_slice(e.reason.as_bytes());
+        assert_eq!(&bytes[v1.len()..], tail.as_slice());
     }
 
     #[test]
@@ -280,6 +315,7 @@ mod tests {
             grpc_code: 0,
             duration_us: 3,
             request_sha256: Vec::new(),
+            reason: String::new(),
         };
         let hex = hex::encode(e.encode());
         assert_eq!(

@@ -11,6 +11,7 @@ pub mod verify;
 use std::path::{Path, PathBuf};
 
 use checkpoint::NoteSigner;
+use entry::AuditEntry;
 use merkle::Hash;
 
 use serde::Deserialize;
@@ -133,6 +134,28 @@ pub fn create_signing_key(origin: &str, path: &Path) -> Result<String, KeyError>
     let verifier = signer.verifier_key();
     std::fs::write(verifier_key_path(path), format!("{verifier}\n")).map_err(err)?;
     Ok(verifier)
+}
+
+/// The entry of an operator's action (a CLI command, or the gateway acting on the
+/// operator's files): `method` names the action (`jisr.operator/...`), `who` ran it as far
+/// as the machine knows (in `officer_subject`), `targets` are the ids it touched, `reason`
+/// the operator's own words.
+pub fn operator_entry(method: &str, who: &str, targets: &[String], reason: &str) -> AuditEntry {
+    let ctx = operator_context(method, who, reason);
+    for id in targets {
+        ctx.set_target(id, "");
+    }
+    ctx.entry(0)
+}
+
+/// The audit context of an operator's action (see [`operator_entry`]), for a write that
+/// records the action with its change; the write adds the ids it touched.
+pub fn operator_context(method: &str, who: &str, reason: &str) -> context::AuditContext {
+    let ctx = context::AuditContext::new(method, None, crate::common::trace::new_trace_id());
+    ctx.set_officer(who);
+    ctx.set_reason(reason);
+    ctx.allow("operator");
+    ctx
 }
 
 /// Makes sure the published verifier key file beside the signing key lists this node's

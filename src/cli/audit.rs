@@ -361,6 +361,7 @@ pub fn jsonl(e: &AuditEntry, leaf_hash: &[u8]) -> Value {
         "duration_us": e.duration_us,
         "request_sha256": hex::encode(&e.request_sha256),
         "leaf_hash": hex::encode(leaf_hash),
+        "reason": e.reason,
     })
 }
 
@@ -427,6 +428,7 @@ pub fn ocsf(e: &AuditEntry, leaf_hash: &[u8]) -> Value {
             "cert_serial": e.cert_serial,
             "request_sha256": hex::encode(&e.request_sha256),
             "leaf_hash": hex::encode(leaf_hash),
+            "reason": e.reason,
         },
     })
 }
@@ -474,5 +476,6 @@ fn synthetic_entry(n: u64) -> AuditEntry {
         grpc_code: 0,
         duration_us: 0,
         request_sha256: vec![0x5a; 32],
+        reason: String::new(),
     }
 }

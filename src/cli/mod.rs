@@ -6,6 +6,7 @@ pub mod certs;
 mod client;
 mod demo;
 mod echo;
+pub mod operator;
 mod outbox;
 mod sandbox;
 mod seed;
@@ -88,6 +89,9 @@ enum CertsCommand {
     Revoke {
         /// The agency id, e.g. housing.
         agency: String,
+        /// Why (recorded with the revocation in the node's audit log).
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -148,9 +152,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Certs {
-            command: CertsCommand::Revoke { agency },
+            command: CertsCommand::Revoke { agency, reason },
         } => {
             let report = certs::revoke_dev_agency(&config, &agency)?;
+            operator::record(
+                &config,
+                operator::CERTS_REVOKE,
+                &[
+                    format!("cert:{}", report.serial),
+                    format!("agency:{agency}"),
+                ],
+                &reason,
+            )
+            .await?;
             if report.already_revoked {
                 println!(
                     "the development certificate of {agency} (serial {}) is already on {}",

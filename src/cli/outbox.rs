@@ -3,6 +3,7 @@
 use anyhow::bail;
 use clap::Subcommand;
 
+use super::operator::{self, OUTBOX_REPLAY, OUTBOX_RETRY};
 use crate::common::time::now_ms;
 use crate::server::config::Config;
 use crate::store::outbox::{self, DEAD, DELIVERED, LEASED, PENDING};
@@ -28,9 +29,17 @@ pub enum OutboxCommand {
         all_dead: bool,
         #[arg(long)]
         agency: Option<String>,
+        /// Why (recorded with the ids in the node's audit log).
+        #[arg(long)]
+        reason: String,
     },
     /// Delivered deliveries sent again with the same delivery id (an agency lost them).
-    Replay { delivery_ids: Vec<String> },
+    Replay {
+        delivery_ids: Vec<String>,
+        /// Why (recorded with the ids in the node's audit log).
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 pub async fn run(config: &Config, command: OutboxCommand) -> anyhow::Result<()> {
@@ -77,6 +86,7 @@ pub async fn run(config: &Config, command: OutboxCommand) -> anyhow::Result<()> 
             mut delivery_ids,
             all_dead,
             agency,
+            reason,
         } => {
             if all_dead {
                 let dead = outbox::list(&pool, &[DEAD], agency.as_deref(), i64::MAX).await?;
@@ -85,7 +95,7 @@ pub async fn run(config: &Config, command: OutboxCommand) -> anyhow::Result<()> 
             if delivery_ids.is_empty() {
                 bail!("name delivery ids, or pass --all-dead");
             }
-            let n = outbox::requeue(&pool, &delivery_ids, &[DEAD], now_ms()).await?;
+            let n = requeue(config, &delivery_ids, &[DEAD], OUTBOX_RETRY, &reason).await?;
             tracing::info!(count = n, "dead deliveries requeued by an operator");
             println!(
                 "{n} of {} deliveries requeued (only dead ones move)",
@@ -93,11 +103,21 @@ pub async fn run(config: &Config, command: OutboxCommand) -> anyhow::Result<()> 
             );
             Ok(())
         }
-        OutboxCommand::Replay { delivery_ids } => {
+        OutboxCommand::Replay {
+            delivery_ids,
+            reason,
+        } => {
             if delivery_ids.is_empty() {
                 bail!("name the delivery ids to send again");
             }
-            let n = outbox::requeue(&pool, &delivery_ids, &[DELIVERED, DEAD], now_ms()).await?;
+            let n = requeue(
+                config,
+                &delivery_ids,
+                &[DELIVERED, DEAD],
+                OUTBOX_REPLAY,
+                &reason,
+            )
+            .await?;
             tracing::info!(count = n, "deliveries replayed by an operator");
             println!(
                 "{n} of {} deliveries will be sent again with their delivery ids",
@@ -106,4 +126,32 @@ pub async fn run(config: &Config, command: OutboxCommand) -> anyhow::Result<()> 
             Ok(())
         }
     }
+}
+
+/// Requeues the deliveries of `ids` that are in one of `from`, in one transaction with the
+/// operator's audit entry (the ids that moved are its targets), through the node's writer.
+async fn requeue(
+    config: &Config,
+    ids: &[String],
+    from: &'static [&'static str],
+    method: &str,
+    reason: &str,
+) -> anyhow::Result<u64> {
+    let store = operator::store(config).await?;
+    let ctx = operator::context(method, reason);
+    let ids = ids.to_vec();
+    let result = store
+        .write(Some(&ctx), move |tx| {
+            Box::pin(async move {
+                let moved = tx.requeue(&ids, from, now_ms()).await?;
+                if let Some(entry) = tx.audit() {
+                    entry.target_ids.extend(moved.iter().cloned());
+                }
+                tx.audit_receipt()?;
+                Ok::<_, crate::store::StoreError>(moved.len() as u64)
+            })
+        })
+        .await;
+    store.close().await;
+    Ok(result?.0)
 }

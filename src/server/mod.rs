@@ -43,6 +43,8 @@ pub struct Listener {
     pub addr: SocketAddr,
     pub tls_stats: Arc<TlsStats>,
     pub incoming: ReceiverStream<Result<AgencyStream, std::io::Error>>,
+    /// Changes on each TLS reload that took effect.
+    pub reloads: watch::Receiver<Arc<rustls::ServerConfig>>,
 }
 
 impl Listener {
@@ -73,6 +75,7 @@ impl Listener {
         );
         // Reloads certificates, trust bundle and CRLs on change and on SIGHUP; it stops
         // by itself once the listener is gone.
+        let reloads = server_tls.subscribe();
         server_tls.spawn_reloader(
             Duration::from_secs(config.tls.reload_interval_secs),
             tls_stats.clone(),
@@ -81,6 +84,7 @@ impl Listener {
             addr,
             tls_stats,
             incoming,
+            reloads,
         })
     }
 }
@@ -103,32 +107,60 @@ pub struct Gateway {
     overdue: JoinHandle<()>,
 }
 
+/// The node's audit log settings, its signing key loaded and its verifier key published
+/// (security teams verify every node's log with the published keys: this node's is among
+/// them). The gateway and the operator commands of the CLI append to the same log.
+pub fn log_settings(config: &Config) -> anyhow::Result<LogSettings> {
+    let signer = crate::audit::load_signer(&config.audit, &config.audit_origin())
+        .context("audit signing key")?;
+    crate::audit::publish_verifier_key(&signer, &config.audit.signing_key)
+        .context("publishing the audit verifier key")?;
+    Ok(LogSettings {
+        log_id: config.node_id.clone(),
+        signer: Arc::new(signer),
+        checkpoint_every: config.audit.checkpoint_every,
+        checkpoint_interval: Duration::from_millis(config.audit.checkpoint_interval_ms),
+    })
+}
+
+/// The method of the entry a TLS reload appends to the node's log.
+pub const TLS_RELOAD: &str = "jisr.operator/ReloadTls";
+
+/// Appends an entry to the node's log for each TLS reload that took effect (a changed
+/// file or SIGHUP: new certificates, trust bundle or CRLs decide who may connect).
+fn record_tls_reloads(store: Store, mut reloads: watch::Receiver<Arc<rustls::ServerConfig>>) {
+    reloads.mark_unchanged();
+    tokio::spawn(async move {
+        while reloads.changed().await.is_ok() {
+            let entry = crate::audit::operator_entry(
+                TLS_RELOAD,
+                "jisr gateway (a changed TLS file or SIGHUP)",
+                &[],
+                "TLS reloaded: new server certificate, trust bundle or CRLs in use",
+            );
+            if let Err(e) = store.append_audit(entry, std::time::Instant::now()).await {
+                tracing::error!(error = %e, "recording a TLS reload in the audit log failed");
+            }
+        }
+    });
+}
+
 impl Gateway {
     /// Binds the listener and starts serving in the background.
     pub async fn start(config: &Config) -> anyhow::Result<Gateway> {
         let registry = Registry::new(config.agency_ids());
         let directory =
             DirectoryApi::new(&config.directory()).context("directory configuration")?;
-        let signer = crate::audit::load_signer(&config.audit, &config.audit_origin())
-            .context("audit signing key")?;
-        // Security teams verify every node's log with the published keys: this node's is
-        // among them.
-        crate::audit::publish_verifier_key(&signer, &config.audit.signing_key)
-            .context("publishing the audit verifier key")?;
-        let log = LogSettings {
-            log_id: config.node_id.clone(),
-            signer: Arc::new(signer),
-            checkpoint_every: config.audit.checkpoint_every,
-            checkpoint_interval: Duration::from_millis(config.audit.checkpoint_interval_ms),
-        };
-        let store = Store::connect(&config.database, log)
+        let store = Store::connect(&config.database, log_settings(config)?)
             .await
             .context("opening the database")?;
         let Listener {
             addr,
             tls_stats,
             incoming,
+            reloads,
         } = Listener::bind(config, &registry).await?;
+        record_tls_reloads(store.clone(), reloads);
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (health, health_service) = tonic_health::server::health_reporter();

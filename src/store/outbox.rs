@@ -135,6 +135,36 @@ impl WriteTx {
         Ok(())
     }
 
+    /// Deliveries back to pending, due now, with their attempts and age reset (`jisr outbox
+    /// retry|replay`); only those in one of `from_states`. Returns the ids that moved. Run
+    /// by the CLI's writer (another process than the gateway, which picks them up on its
+    /// next poll).
+    pub async fn requeue(
+        &mut self,
+        delivery_ids: &[String],
+        from_states: &[&str],
+        now: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let states: Vec<String> = from_states.iter().map(|s| format!("'{s}'")).collect();
+        let mut moved = Vec::new();
+        for id in delivery_ids {
+            let n = q(format!(
+                "UPDATE outbox SET state = 'pending', attempts = 0, last_error = '', next_attempt_at = $1, \
+                 updated_at = $1, created_at = $1 WHERE delivery_id = $2 AND state IN ({})",
+                states.join(", ")
+            ))
+            .bind(now)
+            .bind(id)
+            .execute(self.conn())
+            .await?;
+            if n > 0 {
+                moved.push(id.clone());
+            }
+        }
+        self.outbox_changed = true;
+        Ok(moved)
+    }
+
     /// Back to pending without counting the attempt its lease was for (it was never sent),
     /// to be leased again at `next_attempt_at`.
     pub async fn release(
@@ -169,33 +199,6 @@ impl WriteTx {
             .await?;
         Ok(())
     }
-}
-
-/// Deliveries back to pending, due now, with their attempts and age reset (`jisr outbox
-/// retry|replay`); only those in one of `from_states`. Returns how many moved. Runs outside
-/// the gateway's writer (another process), so the gateway picks them up on its next poll.
-pub async fn requeue(
-    pool: &AnyPool,
-    delivery_ids: &[String],
-    from_states: &[&str],
-    now: i64,
-) -> Result<u64, StoreError> {
-    let mut tx = pool.begin().await?;
-    let mut n = 0;
-    for id in delivery_ids {
-        let mut q = SqlBuilder::default();
-        let sql = format!(
-            "UPDATE outbox SET state = 'pending', attempts = 0, last_error = '', next_attempt_at = {now}, \
-             updated_at = {now}, created_at = {now} WHERE delivery_id = {id} AND state IN ({states})",
-            now = q.bind(Arg::Int(now)),
-            id = q.bind(Arg::Text(id.clone())),
-            states = from_states.iter().map(|s| q.bind(Arg::Text(s.to_string()))).collect::<Vec<_>>().join(", "),
-        );
-        let query = q.query(&sql);
-        n += query.sqlx().execute(&mut *tx).await?.rows_affected();
-    }
-    tx.commit().await?;
-    Ok(n)
 }
 
 /// Deliveries in these states (all when empty), oldest first.

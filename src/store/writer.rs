@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use sqlx::{AnyPool, Row};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::sql::{lite_error, q, Param, Query, WriterConn};
+use super::sql::{lite_error, q, Param, Query, Row as _, WriterConn};
 use super::{Backend, StoreError, PG_WRITE_LOCK};
 use crate::audit::checkpoint::{Checkpoint, NoteSigner};
 use crate::audit::context::AuditContext;
@@ -299,20 +299,34 @@ async fn load_tree(pool: &AnyPool, log_id: &str) -> Result<(CompactTree, u64), S
     .fetch_all(pool)
     .await?;
     for row in &rows {
-        let index: i64 = row.try_get("leaf_index")?;
-        let hash: Vec<u8> = row.try_get("leaf_hash")?;
-        let hash: Hash = hash
-            .try_into()
-            .map_err(|_| StoreError::Corrupt(format!("audit leaf {index} hash is not 32 bytes")))?;
-        if index as u64 != tree.size() {
-            return Err(StoreError::Corrupt(format!(
-                "audit log {log_id} has no entry {} (next stored is {index}); run `jisr audit verify`",
-                tree.size()
-            )));
-        }
-        tree.append(hash);
+        append_leaf(
+            &mut tree,
+            log_id,
+            row.try_get("leaf_index")?,
+            row.try_get("leaf_hash")?,
+        )?;
     }
     Ok((tree, checkpointed as u64))
+}
+
+/// Appends the stored leaf `index` to `tree`, which must be `index` leaves long.
+fn append_leaf(
+    tree: &mut CompactTree,
+    log_id: &str,
+    index: i64,
+    hash: Vec<u8>,
+) -> Result<(), StoreError> {
+    let hash: Hash = hash
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("audit leaf {index} hash is not 32 bytes")))?;
+    if index as u64 != tree.size() {
+        return Err(StoreError::Corrupt(format!(
+            "audit log {log_id} has no entry {} (next stored is {index}); run `jisr audit verify`",
+            tree.size()
+        )));
+    }
+    tree.append(hash);
+    Ok(())
 }
 
 /// Loads the log's frontier and starts the writer task.
@@ -679,6 +693,16 @@ async fn commit_batch(
             return Err(e);
         }
     };
+    // Entries another process appended to this log since our last batch (an operator's
+    // `jisr outbox retry`, say): committed, so taken into the tree whatever this batch does.
+    if let Err(e) = catch_up(w.conn(), log).await {
+        let e = Arc::new(e);
+        let _ = finish(w.tx, lite, Err(StoreError::Commit(e.to_string()))).await;
+        fail_all(batch, &e);
+        return Err(e);
+    }
+    w.next_leaf = log.tree.size();
+    w.not_before_ms = log.last_time_ms;
     let outcome: Result<(), StoreError> = async {
         let mut savepoint = false;
         for job in batch {
@@ -811,6 +835,42 @@ async fn commit_batch(
             Err(e)
         }
     }
+}
+
+/// Takes into the log's tree the entries past it that another writer of the same log
+/// committed (the CLI, for an operator's action, while the gateway runs): one indexed
+/// look-up per batch, inside the batch's transaction, which holds the database's write
+/// lock (SQLite) or the writers' advisory lock (PostgreSQL), so nobody appends meanwhile.
+async fn catch_up(conn: &mut WriterConn, log: &mut LogState) -> Result<(), StoreError> {
+    let rows = q("SELECT leaf_index, leaf_hash, time_ms FROM audit_entries \
+         WHERE log_id = $1 AND leaf_index >= $2 ORDER BY leaf_index")
+    .bind(&log.settings.log_id)
+    .bind(log.tree.size() as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    for row in &rows {
+        append_leaf(
+            &mut log.tree,
+            &log.settings.log_id,
+            row.col("leaf_index")?,
+            row.col("leaf_hash")?,
+        )?;
+        log.last_time_ms = log.last_time_ms.max(row.col("time_ms")?);
+    }
+    let checkpointed: i64 =
+        q("SELECT COALESCE(MAX(tree_size), 0) AS size FROM audit_checkpoints WHERE log_id = $1")
+            .bind(&log.settings.log_id)
+            .fetch_one(&mut *conn)
+            .await?
+            .col("size")?;
+    log.checkpointed = checkpointed as u64;
+    if log.tree.size() > log.checkpointed {
+        log.uncovered_since.get_or_insert_with(Instant::now);
+    }
+    Ok(())
 }
 
 fn fail_all(batch: Vec<Work>, e: &Arc<StoreError>) {

@@ -264,7 +264,13 @@ fn certs_revoke_puts_the_agency_certificate_on_the_development_crl() {
     assert!(!empty.is_expired(time::OffsetDateTime::now_utc()));
 
     let out = jisr(dir.path())
-        .args(["certs", "revoke", "housing"])
+        .args([
+            "certs",
+            "revoke",
+            "housing",
+            "--reason",
+            "laptop stolen, ticket 77",
+        ])
         .output()
         .unwrap();
     let stdout = succeeded(&out);
@@ -276,23 +282,57 @@ fn certs_revoke_puts_the_agency_certificate_on_the_development_crl() {
     );
     let crl = listed();
     assert!(crl.lists(&serial) && crl.revoked.len() == 1, "{crl:?}");
+    // The revocation is in the node's audit log: who, which certificate, why.
+    let db = rusqlite::Connection::open(dir.path().join("db/jisr.db")).unwrap();
+    let bytes: Vec<u8> = db
+        .query_row(
+            "SELECT entry FROM audit_entries WHERE method = 'jisr.operator/CertsRevoke'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let entry = jisr::audit::entry::AuditEntry::decode(&bytes).unwrap();
+    assert_eq!(entry.reason, "laptop stolen, ticket 77");
+    assert!(entry.officer_subject.starts_with("os:"), "{entry:?}");
+    assert_eq!(
+        entry.target_ids,
+        vec![format!("cert:{serial}"), "agency:housing".to_string()]
+    );
 
     // Twice is once; another agency joins the list; an unknown one is an error.
     let again = jisr(dir.path())
-        .args(["certs", "revoke", "housing"])
+        .args([
+            "certs",
+            "revoke",
+            "housing",
+            "--reason",
+            "laptop stolen, ticket 77",
+        ])
         .output()
         .unwrap();
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).contains("already"));
     let police = jisr(dir.path())
-        .args(["certs", "revoke", "police"])
+        .args([
+            "certs",
+            "revoke",
+            "police",
+            "--reason",
+            "laptop stolen, ticket 77",
+        ])
         .output()
         .unwrap();
     assert!(police.status.success());
     assert_eq!(listed().revoked.len(), 2);
     assert!(listed().lists(&serial));
     let unknown = jisr(dir.path())
-        .args(["certs", "revoke", "ministry-of-magic"])
+        .args([
+            "certs",
+            "revoke",
+            "ministry-of-magic",
+            "--reason",
+            "laptop stolen, ticket 77",
+        ])
         .output()
         .unwrap();
     assert!(!unknown.status.success());

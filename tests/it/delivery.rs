@@ -582,10 +582,14 @@ async fn the_outbox_cli_lists_dead_deliveries_and_retries_them() {
     let mut social = env.client(&gw, "social-services").await;
     let id = submitted_id(&mut social, "dead", referral_to("housing")).await;
     wait_status(&env, &gw, &id, ReferralStatus::Failed).await;
+    // The CLI of this node: its database, its node id and audit signing key.
     let jisr = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_jisr"))
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env("JISR_DATABASE__URL", &env.config.database.url)
+            .env("JISR_NODE_ID", &env.config.node_id)
+            .env("JISR_AUDIT__SIGNING_KEY", &env.config.audit.signing_key)
+            .env("USER", "ops-alice")
             .args(args)
             .output()
             .unwrap()
@@ -599,7 +603,13 @@ async fn the_outbox_cli_lists_dead_deliveries_and_retries_them() {
 
     // The agency fixed its side; the operator retries every dead delivery.
     housing_system.set_behaviour(Behaviour::Accept);
-    let out = jisr(&["outbox", "retry", "--all-dead"]);
+    let out = jisr(&[
+        "outbox",
+        "retry",
+        "--all-dead",
+        "--reason",
+        "housing fixed its mapping, ticket 4411",
+    ]);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("1 of 1 deliveries requeued"),
         "{:?}",
@@ -625,7 +635,13 @@ async fn the_outbox_cli_lists_dead_deliveries_and_retries_them() {
         .unwrap_or_else(|| panic!("delivered referral delivery not listed:\n{listed}"))
         .to_string();
     let duplicates = housing_system.duplicates();
-    let out = jisr(&["outbox", "replay", &delivery_id]);
+    let out = jisr(&[
+        "outbox",
+        "replay",
+        &delivery_id,
+        "--reason",
+        "housing lost it in a restore",
+    ]);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("1 of 1 deliveries will be sent again"),
         "{out:?}"
@@ -635,7 +651,33 @@ async fn the_outbox_cli_lists_dead_deliveries_and_retries_them() {
         || housing_system.duplicates() == duplicates + 1,
     )
     .await;
+
+    // Both actions are in the node's audit log, written by the CLI while the gateway ran:
+    // who, what, which deliveries, why. The gateway's log goes on and verifies whole.
+    submitted_id(&mut social, "after-the-operator", referral_to("housing")).await;
     gw.shutdown().await.unwrap();
+    let db = jisr::store::Store::open_reads(&env.config.database)
+        .await
+        .unwrap();
+    let entries = crate::audit::entries(db.pool()).await;
+    let operator: Vec<_> = entries
+        .iter()
+        .filter(|e| e.method.starts_with("jisr.operator/"))
+        .collect();
+    assert_eq!(operator.len(), 2, "{operator:#?}");
+    let (retry, replay) = (operator[0], operator[1]);
+    assert_eq!(retry.method, "jisr.operator/OutboxRetry");
+    assert_eq!(retry.reason, "housing fixed its mapping, ticket 4411");
+    assert!(
+        retry.officer_subject.starts_with("os:ops-alice@"),
+        "{retry:?}"
+    );
+    assert_eq!(retry.target_ids.len(), 1);
+    assert_eq!(replay.method, "jisr.operator/OutboxReplay");
+    assert_eq!(replay.target_ids, vec![delivery_id.clone()]);
+    assert_eq!(replay.reason, "housing lost it in a restore");
+    let out = jisr(&["audit", "verify"]);
+    assert!(out.status.success(), "{out:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

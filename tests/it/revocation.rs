@@ -225,6 +225,22 @@ async fn a_rotated_server_certificate_is_served_to_new_connections_and_old_ones_
     );
     served(&env, &gw, &housing).await;
     gw.shutdown().await.unwrap();
+    // The reload that took effect is in the node's audit log (the failed one is not: it
+    // changed nothing).
+    let db = jisr::store::Store::open_reads(&env.config.database)
+        .await
+        .unwrap();
+    let reloads: Vec<_> = crate::audit::entries(db.pool())
+        .await
+        .into_iter()
+        .filter(|e| e.method == jisr::server::TLS_RELOAD)
+        .collect();
+    assert_eq!(reloads.len(), 1, "{reloads:#?}");
+    assert!(
+        reloads[0].reason.contains("TLS reloaded"),
+        "{:?}",
+        reloads[0]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
