@@ -124,7 +124,7 @@ reasons! {
     ShuttingDown = "SHUTTING_DOWN", [Unavailable],
         "The gateway is shutting down: an open WatchReferralEvents stream ends with it; reconnect and resume from your last cursor.";
     Storage = "STORAGE", [Internal, Unavailable],
-        "The gateway's storage failed (UNAVAILABLE when it is overloaded): retry with backoff, with the same request_id.";
+        "The gateway's storage failed. UNAVAILABLE (with RetryInfo) when it is worth retrying soon: the database is overloaded, unreachable, restarting or out of disk; retry with the same request_id (a write whose commit was cut off is then answered once, from its idempotency record).";
 }
 
 /// The error every handler and gate returns; `Status::from` is its only way out.
@@ -198,9 +198,11 @@ pub enum ApiError {
     Stream(Status),
     #[error("document storage: {0}")]
     Blob(#[from] std::io::Error),
-    /// The database failed; `cause` is logged, never sent.
+    /// The database failed; `cause` is logged, never sent. `transient`: it is worth
+    /// retrying soon (overloaded, unreachable, restarting, out of disk), so UNAVAILABLE with
+    /// a retry hint rather than INTERNAL.
     #[error("storage: {cause}")]
-    Storage { busy: bool, cause: String },
+    Storage { transient: bool, cause: String },
 }
 
 impl ApiError {
@@ -243,7 +245,7 @@ impl ApiError {
     /// Stored data that cannot be read back.
     pub fn corrupt(what: impl std::fmt::Display) -> ApiError {
         ApiError::Storage {
-            busy: false,
+            transient: false,
             cause: format!("stored data is corrupt: {what}"),
         }
     }
@@ -407,13 +409,15 @@ impl From<ApiError> for Status {
                     info(reason(), &[]),
                 )
             }
-            ApiError::Storage { busy, cause } => {
+            ApiError::Storage { transient, cause } => {
                 // The cause is logged; the caller gets no internals.
                 tracing::error!(error = %cause, "storage failure");
-                let (code, text) = if busy {
+                let mut details = info(reason(), &[]);
+                let (code, text) = if transient {
+                    details.set_retry_info(Some(STORAGE_RETRY));
                     (
                         Code::Unavailable,
-                        "the gateway is overloaded; retry with backoff",
+                        "the gateway's storage is unavailable for the moment; retry after the RetryInfo delay, with the same request_id",
                     )
                 } else {
                     (
@@ -421,11 +425,14 @@ impl From<ApiError> for Status {
                         "internal storage error; retry later or contact the gateway operator",
                     )
                 };
-                Status::with_error_details(code, text, info(reason(), &[]))
+                Status::with_error_details(code, text, details)
             }
         }
     }
 }
+
+/// The retry hint of a transient storage failure.
+const STORAGE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The Markdown table of every reason, as docs/errors.md carries it.
 pub fn reason_table() -> String {
@@ -526,11 +533,11 @@ mod tests {
                 .retry_after(Duration::from_millis(5)),
             ApiError::refused(Reason::KeysUnavailable, "down"),
             ApiError::Storage {
-                busy: true,
+                transient: true,
                 cause: "pool".into(),
             },
             ApiError::Storage {
-                busy: false,
+                transient: false,
                 cause: "disk".into(),
             },
         ];

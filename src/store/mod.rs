@@ -85,6 +85,9 @@ pub enum StoreError {
 
     #[error("the write was not committed: {0}")]
     Commit(String),
+    /// Not committed, for a cause worth retrying soon (see `is_transient`).
+    #[error("the write was not committed (storage unavailable): {0}")]
+    Unavailable(String),
     #[error("the gateway's writer has stopped")]
     WriterGone,
 }
@@ -591,12 +594,64 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+impl StoreError {
+    /// Whether the failure is worth retrying soon: the database is overloaded,
+    /// unreachable, restarting or out of disk, or the batch failed for such a cause. Bad
+    /// data, constraint violations and corruption are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Db(e) => transient_db_error(e),
+            StoreError::Unavailable(_) | StoreError::WriterGone => true,
+            _ => false,
+        }
+    }
+
+    /// What a caller of a failed batch hears: its cause, and whether retrying may help.
+    pub(crate) fn commit_failed(cause: &StoreError) -> StoreError {
+        if cause.is_transient() {
+            StoreError::Unavailable(cause.to_string())
+        } else {
+            StoreError::Commit(cause.to_string())
+        }
+    }
+}
+
+/// sqlx's errors worth retrying: the pool or the connection is gone or busy, or the
+/// database says it is shutting down, starting, out of resources, or lost the connection
+/// (PostgreSQL SQLSTATE classes 08, 53, 57P0x; SQLite BUSY, LOCKED, IOERR, FULL, CANTOPEN).
+fn transient_db_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(d) => match d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+            Some(pg) => transient_sqlstate(pg.code()),
+            // SQLite's extended code; its low byte is the primary one.
+            None => d
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .is_some_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13 | 14)),
+        },
+        _ => false,
+    }
+}
+
+/// PostgreSQL's SQLSTATEs worth retrying: connection exceptions, insufficient resources
+/// (disk full, too many connections), operator intervention (shutdown, starting up), and a
+/// deadlock.
+fn transient_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("53") || code.starts_with("57P0") || code == "40P01"
+}
+
 impl From<StoreError> for crate::common::ApiError {
-    /// The caller hears only that storage failed (UNAVAILABLE when the pool is exhausted);
-    /// the cause is logged where the error is mapped.
+    /// The caller hears only that storage failed (UNAVAILABLE with a retry hint when that
+    /// is transient); the cause is logged where the error is mapped.
     fn from(e: StoreError) -> Self {
         crate::common::ApiError::Storage {
-            busy: matches!(e, StoreError::Db(sqlx::Error::PoolTimedOut)),
+            transient: e.is_transient(),
             cause: e.to_string(),
         }
     }
@@ -604,6 +659,39 @@ impl From<StoreError> for crate::common::ApiError {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn storage_failures_worth_retrying_are_transient_and_bad_data_is_not() {
+        use super::StoreError;
+        use rusqlite::ffi;
+        let lite = |code| {
+            super::sql::lite_error(rusqlite::Error::SqliteFailure(ffi::Error::new(code), None))
+        };
+        assert!(lite(ffi::SQLITE_FULL).is_transient(), "disk full");
+        assert!(lite(ffi::SQLITE_IOERR_WRITE).is_transient(), "write error");
+        assert!(lite(ffi::SQLITE_BUSY).is_transient());
+        assert!(!lite(ffi::SQLITE_CONSTRAINT_UNIQUE).is_transient());
+        assert!(StoreError::Db(sqlx::Error::PoolTimedOut).is_transient());
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(StoreError::Db(sqlx::Error::Io(io)).is_transient());
+        for pg in ["08006", "57P01", "57P03", "53100", "40P01"] {
+            assert!(super::transient_sqlstate(pg), "{pg}");
+        }
+        for pg in ["23505", "22001", "42P01"] {
+            assert!(!super::transient_sqlstate(pg), "{pg}");
+        }
+        assert!(!StoreError::Corrupt("x".into()).is_transient());
+        // A batch that failed for a transient cause tells its callers so.
+        let failed = StoreError::commit_failed(&lite(ffi::SQLITE_FULL));
+        assert!(failed.is_transient(), "{failed}");
+        let status = tonic::Status::from(crate::common::ApiError::from(failed));
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        use tonic_types::StatusExt;
+        assert!(status.get_details_retry_info().is_some(), "a retry hint");
+        let refused = StoreError::commit_failed(&lite(ffi::SQLITE_CONSTRAINT_UNIQUE));
+        let status = tonic::Status::from(crate::common::ApiError::from(refused));
+        assert_eq!(status.code(), tonic::Code::Internal);
+    }
+
     #[test]
     fn redact_hides_passwords_only() {
         assert_eq!(

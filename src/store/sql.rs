@@ -216,9 +216,14 @@ pub(crate) fn lite_error(e: rusqlite::Error) -> StoreError {
         },
         _ => sqlx::error::ErrorKind::Other,
     };
+    let code = match &e {
+        rusqlite::Error::SqliteFailure(f, _) => Some(f.extended_code.to_string()),
+        _ => None,
+    };
     StoreError::Db(sqlx::Error::Database(Box::new(LiteError {
         message: e.to_string(),
         kind,
+        code,
     })))
 }
 
@@ -226,6 +231,8 @@ pub(crate) fn lite_error(e: rusqlite::Error) -> StoreError {
 struct LiteError {
     message: String,
     kind: sqlx::error::ErrorKind,
+    /// SQLite's extended result code, as sqlx's own SQLite errors give it.
+    code: Option<String>,
 }
 
 impl std::fmt::Display for LiteError {
@@ -239,6 +246,9 @@ impl std::error::Error for LiteError {}
 impl sqlx::error::DatabaseError for LiteError {
     fn message(&self) -> &str {
         &self.message
+    }
+    fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+        self.code.as_deref().map(std::borrow::Cow::Borrowed)
     }
     fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
         self

@@ -177,7 +177,7 @@ impl WriterHandle {
                     let outcome = match (commit, result) {
                         (Ok(receipt), Ok(value)) => Ok((value, receipt)),
                         (_, Err(e)) => Err(e),
-                        (Err(e), Ok(_)) => Err(E::from(StoreError::Commit(e.to_string()))),
+                        (Err(e), Ok(_)) => Err(E::from(StoreError::commit_failed(&e))),
                     };
                     // The call's entry is durable (sealed in this commit) or was not written;
                     // either way the call's context knows before anyone is answered.
@@ -222,7 +222,7 @@ impl WriterHandle {
             .map_err(|_| StoreError::WriterGone)?;
         rx.await
             .map_err(|_| StoreError::WriterGone)?
-            .map_err(|e| StoreError::Commit(e.to_string()))
+            .map_err(|e| StoreError::commit_failed(&e))
     }
 }
 

@@ -417,6 +417,22 @@ pub struct PgDatabase {
 }
 
 impl PgDatabase {
+    /// Ends every connection to this database (as a PostgreSQL restart does to its
+    /// clients); returns how many there were.
+    pub async fn drop_connections(&self) -> i64 {
+        use sqlx::Connection;
+        let mut admin = sqlx::AnyConnection::connect(&self.base).await.unwrap();
+        let ended: Vec<(bool,)> = sqlx::query_as(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{}' AND pid <> pg_backend_pid()",
+            self.name
+        ))
+        .fetch_all(&mut admin)
+        .await
+        .unwrap();
+        ended.iter().filter(|(ok,)| *ok).count() as i64
+    }
+
     pub async fn drop_database(self) {
         use sqlx::Connection;
         if let Ok(mut admin) = sqlx::AnyConnection::connect(&self.base).await {

@@ -7,6 +7,7 @@ mod common;
 mod delivery;
 mod directory;
 mod documents;
+mod faults;
 mod information_requests;
 mod layout;
 mod limits;

@@ -262,6 +262,15 @@ mod tests {
             response: vec![0xff, 0xff, 0xff],
         };
         let e = replay::<AuditReceipt>(&prev, "M", b"h", "r-1").unwrap_err();
-        assert!(matches!(e, ApiError::Storage { busy: false, .. }), "{e:?}");
+        assert!(
+            matches!(
+                e,
+                ApiError::Storage {
+                    transient: false,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
     }
 }
