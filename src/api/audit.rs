@@ -9,7 +9,7 @@ use super::convert::timestamp;
 use super::paging;
 use super::validate::{timestamp_ms, Violations};
 use crate::audit::entry::{AuditEntry, Decision};
-use crate::audit::merkle::{self, Hash};
+use crate::audit::merkle::Hash;
 use crate::common::error::{ApiError, Reason};
 use crate::layers::{self as auth, Caller};
 use crate::pb::v1::audit_service_server::AuditService;
@@ -212,13 +212,11 @@ impl AuditApi {
                 size,
             ));
         }
-        let leaves = log::leaf_hashes(&self.db, &log_id, size).await?;
-        let proof = merkle::inclusion_proof(&leaves, req.leaf_index)
-            .map_err(|e| ApiError::corrupt(format!("inclusion proof: {e}")))?;
+        let (leaf, proof) = log::inclusion_proof(&self.db, &log_id, req.leaf_index, size).await?;
         Ok(GetInclusionProofResponse {
             leaf_index: req.leaf_index,
             tree_size: size,
-            leaf_hash: leaves[req.leaf_index as usize].to_vec(),
+            leaf_hash: leaf.to_vec(),
             hashes: hashes(proof),
             checkpoint: checkpoint.map(|c| checkpoint_proto(&log_id, &c)),
         })
@@ -239,9 +237,7 @@ impl AuditApi {
             format!("must be between 1 and the second tree size ({second})"),
         );
         v.finish()?;
-        let leaves = log::leaf_hashes(&self.db, &log_id, second).await?;
-        let proof = merkle::consistency_proof(&leaves, req.first_tree_size)
-            .map_err(|e| ApiError::corrupt(format!("consistency proof: {e}")))?;
+        let proof = log::consistency_proof(&self.db, &log_id, req.first_tree_size, second).await?;
         Ok(GetConsistencyProofResponse {
             first_tree_size: req.first_tree_size,
             second_tree_size: second,

@@ -91,63 +91,101 @@ fn split_point(n: u64) -> u64 {
 /// The inclusion proof (audit path) for the leaf at `index` in the tree of `leaves`
 /// (RFC 9162 2.1.3.1, `PATH(m, D[n])`): the sibling hashes from the leaf up to the root.
 pub fn inclusion_proof(leaves: &[Hash], index: u64) -> Result<Vec<Hash>, ProofError> {
-    let size = leaves.len() as u64;
-    if index >= size {
-        return Err(ProofError::IndexOutOfRange { index, size });
-    }
-    let mut proof = Vec::with_capacity(64);
-    path(index as usize, leaves, &mut proof);
-    Ok(proof)
-}
-
-/// `PATH(m, D[n])`, appending to `out` in the RFC's order (deepest sibling first).
-fn path(m: usize, leaves: &[Hash], out: &mut Vec<Hash>) {
-    let n = leaves.len();
-    if n <= 1 {
-        return;
-    }
-    let k = split_point(n as u64) as usize;
-    if m < k {
-        path(m, &leaves[..k], out);
-        out.push(root(&leaves[k..]));
-    } else {
-        path(m - k, &leaves[k..], out);
-        out.push(root(&leaves[..k]));
-    }
+    Ok(inclusion_ranges(index, leaves.len() as u64)?
+        .into_iter()
+        .map(|(lo, hi)| root(&leaves[lo as usize..hi as usize]))
+        .collect())
 }
 
 /// The consistency proof between the tree of the first `old_size` leaves and the tree of all
 /// `leaves` (RFC 9162 2.1.4.1, `PROOF(m, D[n])`). It is empty when `old_size` is 0 or equal to
 /// `leaves.len()`, where consistency needs no proof.
 pub fn consistency_proof(leaves: &[Hash], old_size: u64) -> Result<Vec<Hash>, ProofError> {
-    let new_size = leaves.len() as u64;
+    Ok(consistency_ranges(old_size, leaves.len() as u64)?
+        .into_iter()
+        .map(|(lo, hi)| root(&leaves[lo as usize..hi as usize]))
+        .collect())
+}
+
+/// The leaf ranges `[lo, hi)` whose tree hashes, in this order, are the inclusion proof of
+/// `index` in the tree of `size` leaves. Each `lo` is a multiple of the largest power of two
+/// not above `hi - lo`, so a range's hash is the fold of its [`perfect_cover`].
+pub fn inclusion_ranges(index: u64, size: u64) -> Result<Vec<(u64, u64)>, ProofError> {
+    if index >= size {
+        return Err(ProofError::IndexOutOfRange { index, size });
+    }
+    let mut out = Vec::with_capacity(64);
+    path(index, 0, size, &mut out);
+    Ok(out)
+}
+
+/// The leaf ranges whose tree hashes are the consistency proof from `old_size` to
+/// `new_size` (see [`inclusion_ranges`]).
+pub fn consistency_ranges(old_size: u64, new_size: u64) -> Result<Vec<(u64, u64)>, ProofError> {
     if old_size > new_size {
         return Err(ProofError::SizeOutOfRange { old_size, new_size });
     }
-    let mut proof = Vec::with_capacity(64);
+    let mut out = Vec::with_capacity(64);
     if old_size > 0 && old_size < new_size {
-        subproof(old_size as usize, leaves, true, &mut proof);
+        subproof(old_size, 0, new_size, true, &mut out);
     }
-    Ok(proof)
+    Ok(out)
 }
 
-/// `SUBPROOF(m, D[n], b)`, appending to `out`.
-fn subproof(m: usize, leaves: &[Hash], b: bool, out: &mut Vec<Hash>) {
-    let n = leaves.len();
+/// `PATH(m, D[lo:hi])` as leaf ranges, in the RFC's order (deepest sibling first); `m`
+/// counts from `lo`.
+fn path(m: u64, lo: u64, hi: u64, out: &mut Vec<(u64, u64)>) {
+    let n = hi - lo;
+    if n <= 1 {
+        return;
+    }
+    let k = split_point(n);
+    if m < k {
+        path(m, lo, lo + k, out);
+        out.push((lo + k, hi));
+    } else {
+        path(m - k, lo + k, hi, out);
+        out.push((lo, lo + k));
+    }
+}
+
+/// `SUBPROOF(m, D[lo:hi], b)` as leaf ranges.
+fn subproof(m: u64, lo: u64, hi: u64, b: bool, out: &mut Vec<(u64, u64)>) {
+    let n = hi - lo;
     if m == n {
         if !b {
-            out.push(root(leaves));
+            out.push((lo, hi));
         }
         return;
     }
-    let k = split_point(n as u64) as usize;
+    let k = split_point(n);
     if m <= k {
-        subproof(m, &leaves[..k], b, out);
-        out.push(root(&leaves[k..]));
+        subproof(m, lo, lo + k, b, out);
+        out.push((lo + k, hi));
     } else {
-        subproof(m - k, &leaves[k..], false, out);
-        out.push(root(&leaves[..k]));
+        subproof(m - k, lo + k, hi, false, out);
+        out.push((lo, lo + k));
     }
+}
+
+/// The perfect subtrees that make up `[lo, hi)`, largest first, as `(level, index)`: the
+/// subtree of `2^level` leaves starting at leaf `index << level`. `lo` must be a multiple of
+/// the first one's size (as every range of a proof is); the range's tree hash is then
+/// [`fold_cover`] of their hashes.
+pub fn perfect_cover(lo: u64, hi: u64) -> Vec<(u32, u64)> {
+    let mut out = Vec::new();
+    let mut at = lo;
+    while at < hi {
+        let level = 63 - (hi - at).leading_zeros();
+        out.push((level, at >> level));
+        at += 1 << level;
+    }
+    out
+}
+
+/// The tree hash of a range from the hashes of its [`perfect_cover`], in order.
+pub fn fold_cover(hashes: &[Hash]) -> Hash {
+    fold_frontier(hashes)
 }
 
 /// Number of bits needed to write `x` (0 for 0).
@@ -348,8 +386,15 @@ impl CompactTree {
 
     /// Appends one leaf hash (see [`leaf_hash`]).
     pub fn append(&mut self, leaf: Hash) {
+        self.append_with(leaf, |_, _, _| {});
+    }
+
+    /// Appends one leaf hash and hands `completed` each perfect subtree the leaf completes,
+    /// as `(level, index, hash)` (see [`perfect_cover`] for what they name), smallest first.
+    pub fn append_with(&mut self, leaf: Hash, mut completed: impl FnMut(u32, u64, &Hash)) {
         let mut h = leaf;
         let mut count = self.size;
+        let mut level = 0;
         while count & 1 == 1 {
             // A perfect subtree of the same size is on top: merge, as the binary carry does.
             let left = self
@@ -358,6 +403,8 @@ impl CompactTree {
                 .expect("the frontier has one subtree per set bit of the size");
             h = node_hash(&left, &h);
             count >>= 1;
+            level += 1;
+            completed(level, ((self.size + 1) >> level) - 1, &h);
         }
         self.frontier.push(h);
         self.size += 1;
@@ -1024,6 +1071,55 @@ mod tests {
             assert_eq!(t.root(), root(&all[..n]), "size {n}");
             assert_eq!(t.root(), naive::mth(&all[..n]), "naive, size {n}");
             assert_eq!(t.frontier.len(), (n as u64).count_ones() as usize);
+        }
+    }
+
+    #[test]
+    fn completed_subtrees_and_perfect_covers_give_the_tree_hashes_of_their_leaves() {
+        let all = synthetic(300);
+        let mut t = CompactTree::new();
+        let mut nodes = std::collections::HashMap::new();
+        for leaf in &all {
+            t.append_with(*leaf, |level, index, hash| {
+                nodes.insert((level, index), *hash);
+            });
+        }
+        for (&(level, index), hash) in &nodes {
+            let lo = (index << level) as usize;
+            assert_eq!(
+                *hash,
+                root(&all[lo..lo + (1 << level)]),
+                "({level}, {index})"
+            );
+        }
+        assert_eq!(nodes.len(), 300 - 300u32.count_ones() as usize);
+        // Every range of every proof is the fold of its cover.
+        let hash_of = |level: u32, index: u64| -> Hash {
+            if level == 0 {
+                all[index as usize]
+            } else {
+                nodes[&(level, index)]
+            }
+        };
+        for size in [1u64, 2, 7, 64, 255, 256, 257, 300] {
+            for index in [0, size / 3, size - 1] {
+                for (lo, hi) in inclusion_ranges(index, size).unwrap() {
+                    let cover: Vec<Hash> = perfect_cover(lo, hi)
+                        .into_iter()
+                        .map(|(l, i)| hash_of(l, i))
+                        .collect();
+                    assert_eq!(fold_cover(&cover), root(&all[lo as usize..hi as usize]));
+                }
+            }
+            for old in 1..size.min(20) {
+                for (lo, hi) in consistency_ranges(old, size).unwrap() {
+                    let cover: Vec<Hash> = perfect_cover(lo, hi)
+                        .into_iter()
+                        .map(|(l, i)| hash_of(l, i))
+                        .collect();
+                    assert_eq!(fold_cover(&cover), root(&all[lo as usize..hi as usize]));
+                }
+            }
         }
     }
 

@@ -210,10 +210,10 @@ async fn on_log(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
                     signed.tree_size
                 );
             }
-            let leaves = log::leaf_hashes(&db, &log_id, signed.tree_size).await?;
-            let proof = merkle::inclusion_proof(&leaves, leaf)?;
+            let (leaf_hash, proof) =
+                log::inclusion_proof(&db, &log_id, leaf, signed.tree_size).await?;
             merkle::verify_inclusion(
-                &leaves[leaf as usize],
+                &leaf_hash,
                 leaf,
                 signed.tree_size,
                 &proof,
@@ -230,7 +230,7 @@ async fn on_log(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
                 },
             )
             .await?;
-            if row.first().map(|r| merkle::leaf_hash(&r.entry)) != Some(leaves[leaf as usize]) {
+            if row.first().map(|r| merkle::leaf_hash(&r.entry)) != Some(leaf_hash) {
                 bail!(
                     "entry {leaf}'s content does not match its leaf hash; run `jisr audit verify`"
                 );
@@ -238,7 +238,7 @@ async fn on_log(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
             let out = json!({
                 "log_id": log_id,
                 "leaf_index": leaf,
-                "leaf_hash": hex::encode(leaves[leaf as usize]),
+                "leaf_hash": hex::encode(leaf_hash),
                 "tree_size": signed.tree_size,
                 "root_hash": hex::encode(signed.root_hash),
                 "inclusion_proof": proof.iter().map(hex::encode).collect::<Vec<_>>(),

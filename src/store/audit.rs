@@ -94,31 +94,169 @@ async fn first_at_or_after(db: &Reads, log_id: &str, t: i64) -> Result<Option<u6
     Ok((lo < size).then_some(lo as u64))
 }
 
-/// The leaf hashes of entries `0..size`, as stored.
-pub async fn leaf_hashes(db: &Reads, log_id: &str, size: u64) -> Result<Vec<Hash>, StoreError> {
-    let rows = q("SELECT leaf_index, leaf_hash FROM audit_entries WHERE log_id = $1 AND leaf_index < $2 ORDER BY leaf_index")
-        .bind(log_id)
-        .bind(size as i64)
-        .fetch_all(db.scan())
-        .await?;
+/// Subtrees of `2^NODE_LEVEL` leaves or more have their roots stored (`audit_nodes`),
+/// written by the writer with the entries that complete them.
+pub const NODE_LEVEL: u32 = 8;
+
+/// The leaf hashes of entries `lo..hi`, as stored.
+pub async fn leaf_range(
+    db: &Reads,
+    log_id: &str,
+    lo: u64,
+    hi: u64,
+) -> Result<Vec<Hash>, StoreError> {
+    let rows = q(
+        "SELECT leaf_index, leaf_hash FROM audit_entries WHERE log_id = $1 AND leaf_index >= $2 \
+         AND leaf_index < $3 ORDER BY leaf_index",
+    )
+    .bind(log_id)
+    .bind(lo as i64)
+    .bind(hi as i64)
+    .fetch_all(db.scan())
+    .await?;
     let mut out = Vec::with_capacity(rows.len());
-    for (expected, row) in rows.iter().enumerate() {
+    for (expected, row) in (lo..).zip(rows.iter()) {
         let index: i64 = row.col("leaf_index")?;
-        if index as usize != expected {
+        if index as u64 != expected {
             return Err(StoreError::Corrupt(format!(
                 "audit entry {expected} is missing"
             )));
         }
-        let hash: Vec<u8> = row.col("leaf_hash")?;
-        out.push(hash.try_into().map_err(|_| {
-            StoreError::Corrupt(format!("audit entry {index}: leaf hash is not 32 bytes"))
-        })?);
+        out.push(hash32(row.col("leaf_hash")?, index)?);
     }
-    if (out.len() as u64) < size {
+    if (out.len() as u64) < hi - lo {
         return Err(StoreError::Corrupt(format!(
-            "audit log has {} entries, fewer than {size}",
-            out.len()
+            "audit log {log_id} has no entry {}",
+            lo + out.len() as u64
         )));
+    }
+    Ok(out)
+}
+
+fn hash32(bytes: Vec<u8>, at: impl std::fmt::Display) -> Result<Hash, StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("audit hash at {at} is not 32 bytes")))
+}
+
+/// The hash of leaf `index` and its inclusion proof in the tree of the first `size`
+/// entries, from O(log n) rows ([`range_roots`]).
+pub async fn inclusion_proof(
+    db: &Reads,
+    log_id: &str,
+    index: u64,
+    size: u64,
+) -> Result<(Hash, Vec<Hash>), StoreError> {
+    let ranges = crate::audit::merkle::inclusion_ranges(index, size)
+        .map_err(|e| StoreError::Corrupt(format!("inclusion proof: {e}")))?;
+    let leaf = leaf_range(db, log_id, index, index + 1).await?[0];
+    Ok((leaf, range_roots(db, log_id, &ranges).await?))
+}
+
+/// The consistency proof from the tree of the first `old_size` entries to that of the
+/// first `new_size`, from O(log n) rows ([`range_roots`]).
+pub async fn consistency_proof(
+    db: &Reads,
+    log_id: &str,
+    old_size: u64,
+    new_size: u64,
+) -> Result<Vec<Hash>, StoreError> {
+    let ranges = crate::audit::merkle::consistency_ranges(old_size, new_size)
+        .map_err(|e| StoreError::Corrupt(format!("consistency proof: {e}")))?;
+    range_roots(db, log_id, &ranges).await
+}
+
+/// The tree hashes of the leaf ranges of a proof (`merkle::inclusion_ranges`,
+/// `consistency_ranges`), in order. Each range is folded from its perfect subtrees: those
+/// of 256 leaves or more are stored rows of `audit_nodes`, read in one query; the smaller
+/// ones lie in at most a few 256-leaf stretches at the edges of the proof, read as leaf
+/// ranges. So a proof reads O(log n) rows whatever the log's size. A subtree a log written
+/// before `audit_nodes` lacks is computed from its leaves instead.
+pub async fn range_roots(
+    db: &Reads,
+    log_id: &str,
+    ranges: &[(u64, u64)],
+) -> Result<Vec<Hash>, StoreError> {
+    use std::collections::{BTreeMap, HashMap};
+    let covers: Vec<Vec<(u32, u64)>> = ranges
+        .iter()
+        .map(|(lo, hi)| crate::audit::merkle::perfect_cover(*lo, *hi))
+        .collect();
+    let mut known: HashMap<(u32, u64), Hash> = HashMap::new();
+    let large: Vec<(u32, u64)> = covers
+        .iter()
+        .flatten()
+        .filter(|(level, _)| *level >= NODE_LEVEL)
+        .copied()
+        .collect();
+    if !large.is_empty() {
+        let mut params = vec![super::sql::Param::from(log_id)];
+        let mut terms = Vec::new();
+        for (level, index) in &large {
+            params.push(super::sql::Param::Int(i64::from(*level)));
+            params.push(super::sql::Param::Int(*index as i64));
+            terms.push(format!(
+                "(level = ${} AND idx = ${})",
+                params.len() - 1,
+                params.len()
+            ));
+        }
+        let sql = format!(
+            "SELECT level, idx, hash FROM audit_nodes WHERE log_id = $1 AND ({})",
+            terms.join(" OR ")
+        );
+        for row in Query::with_params(sql, params)
+            .fetch_all(db.point())
+            .await?
+        {
+            let (level, index): (i64, i64) = (row.col("level")?, row.col("idx")?);
+            known.insert(
+                (level as u32, index as u64),
+                hash32(row.col("hash")?, index)?,
+            );
+        }
+    }
+    // The rest from their leaves, one read per contiguous stretch.
+    let mut stretches: BTreeMap<u64, u64> = BTreeMap::new();
+    for (level, index) in covers.iter().flatten() {
+        if !known.contains_key(&(*level, *index)) {
+            let lo = index << level;
+            let hi = stretches.entry(lo).or_insert(lo);
+            *hi = (*hi).max(lo + (1 << level));
+        }
+    }
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (lo, hi) in stretches {
+        match merged.last_mut() {
+            Some(last) if lo <= last.1 => last.1 = last.1.max(hi),
+            _ => merged.push((lo, hi)),
+        }
+    }
+    let mut leaves: Vec<(u64, Vec<Hash>)> = Vec::new();
+    for (lo, hi) in merged {
+        leaves.push((lo, leaf_range(db, log_id, lo, hi).await?));
+    }
+    let mut out = Vec::with_capacity(covers.len());
+    for cover in &covers {
+        let mut hashes = Vec::with_capacity(cover.len());
+        for (level, index) in cover {
+            let hash = match known.get(&(*level, *index)) {
+                Some(h) => *h,
+                None => {
+                    let lo = index << level;
+                    let (start, run) = leaves
+                        .iter()
+                        .find(|(start, run)| *start <= lo && lo < start + run.len() as u64)
+                        .ok_or_else(|| {
+                            StoreError::Corrupt(format!("audit leaves at {lo} were not read"))
+                        })?;
+                    let at = (lo - start) as usize;
+                    crate::audit::merkle::root(&run[at..at + (1usize << level)])
+                }
+            };
+            hashes.push(hash);
+        }
+        out.push(crate::audit::merkle::fold_cover(&hashes));
     }
     Ok(out)
 }

@@ -426,6 +426,11 @@ fn migrator(backend: Backend) -> Migrator {
                 "overdue_index_live_only",
                 include_str!("../../migrations/sqlite/0009_overdue_index_live_only.sql"),
             ),
+            (
+                10,
+                "audit_nodes",
+                include_str!("../../migrations/sqlite/0010_audit_nodes.sql"),
+            ),
         ],
         Backend::Postgres => &[
             (
@@ -472,6 +477,11 @@ fn migrator(backend: Backend) -> Migrator {
                 9,
                 "overdue_index_live_only",
                 include_str!("../../migrations/postgres/0009_overdue_index_live_only.sql"),
+            ),
+            (
+                10,
+                "audit_nodes",
+                include_str!("../../migrations/postgres/0010_audit_nodes.sql"),
             ),
         ],
     };

@@ -782,10 +782,21 @@ async fn commit_batch(
     }
     .await;
 
-    // The tree after this batch; a checkpoint, when due, commits with the entries.
+    // The tree after this batch, and the subtrees of 256 leaves or more its entries
+    // complete (for proofs); a checkpoint, when due, commits with the entries.
     let mut tree = log.tree.clone();
+    let mut nodes = Vec::new();
     for (_, _, hash) in &appended {
-        tree.append(*hash);
+        tree.append_with(*hash, |level, index, hash| {
+            if level >= crate::store::audit::NODE_LEVEL {
+                nodes.push(vec![
+                    Param::from(&log.settings.log_id),
+                    Param::Int(i64::from(level)),
+                    Param::Int(index as i64),
+                    Param::Blob(hash.to_vec()),
+                ]);
+            }
+        });
     }
     let now = Instant::now();
     let uncovered_since = log
@@ -798,6 +809,17 @@ async fn commit_batch(
         uncovered_since,
         now,
     );
+    let outcome = match outcome {
+        Ok(()) => {
+            insert_rows(
+                w.conn(),
+                "INSERT INTO audit_nodes (log_id, level, idx, hash)",
+                nodes,
+            )
+            .await
+        }
+        failed => failed,
+    };
     let outcome = match outcome {
         Ok(()) if due => insert_checkpoint(w.conn(), &log.settings, &tree).await,
         other => other,

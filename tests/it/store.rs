@@ -472,3 +472,83 @@ async fn the_sqlite_wal_stays_bounded_under_continuous_writes() {
     );
     store.close().await;
 }
+
+/// Proofs from stored subtree roots: the same hashes as proofs computed from every leaf, on
+/// both backends, and they read O(log n) rows: with the older leaves' stored hashes
+/// overwritten afterwards, a proof about later entries is unchanged (it never read them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proofs_read_stored_subtrees_and_match_proofs_from_every_leaf() {
+    use jisr::audit::entry::AuditEntry;
+    use jisr::audit::merkle;
+    use jisr::store::audit::{consistency_proof, inclusion_proof, leaf_range};
+    on_both_backends(|store, _| async move {
+        let mut tasks = Vec::new();
+        for w in 0..10 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..70 {
+                    let entry = AuditEntry {
+                        log_id: String::new(),
+                        leaf_index: 0,
+                        time_ms: 0,
+                        trace_id: String::new(),
+                        caller_agency: "housing".into(),
+                        cert_fingerprint: String::new(),
+                        cert_serial: String::new(),
+                        officer_subject: String::new(),
+                        method: "/jisr.v1.ReferralService/GetReferral".into(),
+                        target_ids: vec![format!("e{w}-{i}")],
+                        recipient_agency: String::new(),
+                        decision: jisr::audit::entry::Decision::Allow,
+                        rule: "referral.party".into(),
+                        grpc_code: 0,
+                        duration_us: 1,
+                        request_sha256: Vec::new(),
+                        reason: String::new(),
+                    };
+                    store
+                        .append_audit(entry, std::time::Instant::now())
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let db = store.reads();
+        let log = "test-node";
+        let leaves = leaf_range(&db, log, 0, 700).await.unwrap();
+        for size in [1u64, 2, 255, 256, 257, 511, 512, 513, 700] {
+            for index in [0, size / 2, size - 1] {
+                let (leaf, proof) = inclusion_proof(&db, log, index, size).await.unwrap();
+                assert_eq!(leaf, leaves[index as usize]);
+                let expected = merkle::inclusion_proof(&leaves[..size as usize], index).unwrap();
+                assert_eq!(proof, expected, "inclusion of {index} in {size}");
+            }
+            for old in [1u64, 100, 256, size / 2 + 1] {
+                if old <= size {
+                    let proof = consistency_proof(&db, log, old, size).await.unwrap();
+                    let expected =
+                        merkle::consistency_proof(&leaves[..size as usize], old).unwrap();
+                    assert_eq!(proof, expected, "consistency {old} -> {size}");
+                }
+            }
+        }
+        let root = merkle::root(&leaves);
+        let (leaf, proof) = inclusion_proof(&db, log, 650, 700).await.unwrap();
+        sqlx::query("UPDATE audit_entries SET leaf_hash = $1 WHERE leaf_index < 512")
+            .bind(vec![0u8; 32])
+            .execute(db.pool())
+            .await
+            .unwrap();
+        let (again_leaf, again) = inclusion_proof(&db, log, 650, 700).await.unwrap();
+        assert_eq!(
+            (again_leaf, &again),
+            (leaf, &proof),
+            "leaves 0..512 were not read"
+        );
+        merkle::verify_inclusion(&leaf, 650, 700, &again, &root).unwrap();
+    })
+    .await;
+}
