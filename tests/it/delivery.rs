@@ -814,3 +814,59 @@ async fn a_gateway_killed_mid_batch_leaves_every_write_whole_or_absent() {
     gateway.kill().unwrap();
     gateway.wait().unwrap();
 }
+
+/// A replica killed -9 mid-delivery on a shared PostgreSQL: another replica (another node)
+/// takes its leases over once they end and delivers everything, acted on once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_delivery_has_its_leases_taken_over_by_another() {
+    let Some(db) = postgres_database().await else {
+        return;
+    };
+    let mut env = TestEnv::with_database(Some(db.url.clone()));
+    let (agency_addr, housing_system) = mock_agency(&env).await;
+    housing_system.set_hang(true);
+    let port = free_port();
+    let mut replica_a = spawn_gateway(&env, port, agency_addr);
+    let mut social = connect_when_up(&env, port, "social-services").await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            submitted_id(
+                &mut social,
+                &format!("takeover-{i}"),
+                referral_to("housing"),
+            )
+            .await,
+        );
+    }
+    eventually(
+        "the agency acted on every delivery (answers pending)",
+        || housing_system.arrivals().len() == 3,
+    )
+    .await;
+    replica_a.kill().unwrap();
+    replica_a.wait().unwrap();
+    housing_system.set_hang(false);
+
+    push_to(&mut env, "housing", agency_addr);
+    env.config.node_id = "replica-b".into();
+    let replica_b = env.start().await;
+    for id in &ids {
+        let mut status = ReferralStatus::Unspecified;
+        for _ in 0..200 {
+            status = status_of(&env, &replica_b, id).await;
+            if status == ReferralStatus::Delivered {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(status, ReferralStatus::Delivered, "{id}, through replica b");
+    }
+    assert_eq!(housing_system.arrivals().len(), 3, "acted on once each");
+    assert!(
+        housing_system.duplicates() >= 3,
+        "replica b sent each again under its delivery id"
+    );
+    replica_b.shutdown().await.unwrap();
+    db.drop_database().await;
+}
