@@ -1101,24 +1101,21 @@ mod tests {
                 nodes[&(level, index)]
             }
         };
+        let folds_to_its_root = |ranges: Vec<(u64, u64)>| {
+            for (lo, hi) in ranges {
+                let cover: Vec<Hash> = perfect_cover(lo, hi)
+                    .into_iter()
+                    .map(|(l, i)| hash_of(l, i))
+                    .collect();
+                assert_eq!(fold_cover(&cover), root(&all[lo as usize..hi as usize]));
+            }
+        };
         for size in [1u64, 2, 7, 64, 255, 256, 257, 300] {
             for index in [0, size / 3, size - 1] {
-                for (lo, hi) in inclusion_ranges(index, size).unwrap() {
-                    let cover: Vec<Hash> = perfect_cover(lo, hi)
-                        .into_iter()
-                        .map(|(l, i)| hash_of(l, i))
-                        .collect();
-                    assert_eq!(fold_cover(&cover), root(&all[lo as usize..hi as usize]));
-                }
+                folds_to_its_root(inclusion_ranges(index, size).unwrap());
             }
             for old in 1..size.min(20) {
-                for (lo, hi) in consistency_ranges(old, size).unwrap() {
-                    let cover: Vec<Hash> = perfect_cover(lo, hi)
-                        .into_iter()
-                        .map(|(l, i)| hash_of(l, i))
-                        .collect();
-                    assert_eq!(fold_cover(&cover), root(&all[lo as usize..hi as usize]));
-                }
+                folds_to_its_root(consistency_ranges(old, size).unwrap());
             }
         }
     }

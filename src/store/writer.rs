@@ -701,8 +701,6 @@ async fn commit_batch(
         fail_all(batch, &e);
         return Err(e);
     }
-    w.next_leaf = log.tree.size();
-    w.not_before_ms = log.last_time_ms;
     let outcome: Result<(), StoreError> = async {
         let mut savepoint = false;
         for job in batch {

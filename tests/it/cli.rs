@@ -263,16 +263,19 @@ fn certs_revoke_puts_the_agency_certificate_on_the_development_crl() {
     assert!(empty.revoked.is_empty() && empty.issuer.contains("Jisr development CA"));
     assert!(!empty.is_expired(time::OffsetDateTime::now_utc()));
 
-    let out = jisr(dir.path())
-        .args([
-            "certs",
-            "revoke",
-            "housing",
-            "--reason",
-            "laptop stolen, ticket 77",
-        ])
-        .output()
-        .unwrap();
+    let revoke = |agency: &str| {
+        jisr(dir.path())
+            .args([
+                "certs",
+                "revoke",
+                agency,
+                "--reason",
+                "laptop stolen, ticket 77",
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = revoke("housing");
     let stdout = succeeded(&out);
     let cert = std::fs::read_to_string(dir.path().join("pki/agencies/housing.pem")).unwrap();
     let serial = jisr::tls::pki::serial_of_pem(&cert).unwrap();
@@ -300,41 +303,14 @@ fn certs_revoke_puts_the_agency_certificate_on_the_development_crl() {
     );
 
     // Twice is once; another agency joins the list; an unknown one is an error.
-    let again = jisr(dir.path())
-        .args([
-            "certs",
-            "revoke",
-            "housing",
-            "--reason",
-            "laptop stolen, ticket 77",
-        ])
-        .output()
-        .unwrap();
+    let again = revoke("housing");
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stdout).contains("already"));
-    let police = jisr(dir.path())
-        .args([
-            "certs",
-            "revoke",
-            "police",
-            "--reason",
-            "laptop stolen, ticket 77",
-        ])
-        .output()
-        .unwrap();
+    let police = revoke("police");
     assert!(police.status.success());
     assert_eq!(listed().revoked.len(), 2);
     assert!(listed().lists(&serial));
-    let unknown = jisr(dir.path())
-        .args([
-            "certs",
-            "revoke",
-            "ministry-of-magic",
-            "--reason",
-            "laptop stolen, ticket 77",
-        ])
-        .output()
-        .unwrap();
+    let unknown = revoke("ministry-of-magic");
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("ministry-of-magic.pem"));
 }
