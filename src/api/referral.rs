@@ -333,6 +333,8 @@ impl ReferralApi {
         let mut committed = store.subscribe_events();
         let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
+            // Counted open for as long as this task serves the stream.
+            let _open = OpenWatch::new();
             loop {
                 if *shutdown.borrow_and_update() {
                     let _ = tx
@@ -372,6 +374,22 @@ impl ReferralApi {
             }
         });
         Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+}
+
+/// One open WatchReferralEvents stream, for `jisr_watch_streams_open`.
+struct OpenWatch;
+
+impl OpenWatch {
+    fn new() -> OpenWatch {
+        crate::telemetry::metrics::metrics().watch_streams.inc();
+        OpenWatch
+    }
+}
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        crate::telemetry::metrics::metrics().watch_streams.dec();
     }
 }
 

@@ -68,6 +68,21 @@ impl AuditContext {
         self.started
     }
 
+    /// The method's path, `/package.Service/Method`.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// The calling agency ("" before a certificate is known).
+    pub fn caller_agency(&self) -> &str {
+        self.identity.as_ref().map_or("", |i| i.agency_id.as_str())
+    }
+
+    /// Whether the call was let through (no rule refused it).
+    pub fn allowed(&self) -> bool {
+        !matches!(self.state().decided_by, Some((Decision::Deny, _)))
+    }
+
     /// Records the SHA-256 of the request message (its protobuf encoding).
     pub fn set_request<M: prost::Message>(&self, message: &M) {
         self.state().request_sha256 = Sha256::digest(message.encode_to_vec()).to_vec();

@@ -103,12 +103,6 @@ enum ConfigCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo prints its own timeline; the gateway's logs would drown it.
-    crate::telemetry::init_with_default(if matches!(cli.command, Command::Demo) {
-        "warn"
-    } else {
-        "info"
-    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -119,7 +113,45 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    // The demo brings its own configuration; every other command reads the file.
+    let config = match cli.command {
+        Command::Demo => None,
+        _ => match Config::load(&cli.config) {
+            Ok(config) => Some(config),
+            Err(e) => {
+                crate::telemetry::init();
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    // The demo prints its own timeline; the gateway's logs would drown it. Only the
+    // gateway exports traces.
+    let telemetry = match (&cli.command, &config) {
+        (Command::Serve, Some(config)) => {
+            let _inside = runtime.enter();
+            match crate::telemetry::init_with_traces("info", &config.telemetry, &config.node_id)
+            {
+                Ok(telemetry) => telemetry,
+                Err(e) => {
+                    crate::telemetry::init();
+                    eprintln!("error: telemetry: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        (Command::Demo, _) => {
+            crate::telemetry::init_with_default("warn");
+            Default::default()
+        }
+        _ => {
+            crate::telemetry::init();
+            Default::default()
+        }
+    };
+    let result = runtime.block_on(run(cli, config));
+    telemetry.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -128,12 +160,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    // The demo brings its own configuration.
-    if let Command::Demo = cli.command {
+async fn run(cli: Cli, config: Option<Config>) -> anyhow::Result<()> {
+    let Some(config) = config else {
         return demo::run().await;
-    }
-    let config = Config::load(&cli.config)?;
+    };
     match cli.command {
         Command::Serve => serve(config).await,
         Command::Certs {
@@ -227,8 +257,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let gateway = Gateway::start(&config).await?;
     shutdown_signal().await;
-    tracing::info!("shutting down: draining in-flight calls");
-    gateway.shutdown().await
+    tracing::info!("shutting down: not ready, then draining in-flight calls");
+    gateway.drain().await
 }
 
 async fn shutdown_signal() {

@@ -48,6 +48,7 @@ impl Sandbox {
         let s = |p: PathBuf| p.display().to_string();
         let vars = [
             ("JISR_LISTEN_ADDR", "127.0.0.1:0".to_string()),
+            ("JISR_ADMIN__LISTEN_ADDR", "127.0.0.1:0".to_string()),
             ("JISR_TLS__CA_CERT", s(file("ca.pem"))),
             ("JISR_TLS__SERVER_CERT", s(file("server.pem"))),
             ("JISR_TLS__SERVER_KEY", s(file("server.key"))),

@@ -64,6 +64,17 @@ impl Breaker {
         matches!(self.state, State::Closed { .. })
     }
 
+    /// The state as `jisr_delivery_breaker_state` reports it: 0 closed, 1 half-open (the
+    /// probe is out), 2 open.
+    pub fn level(&self) -> i64 {
+        use crate::telemetry::metrics::{BREAKER_CLOSED, BREAKER_HALF_OPEN, BREAKER_OPEN};
+        match self.state {
+            State::Closed { .. } => BREAKER_CLOSED,
+            State::Probing => BREAKER_HALF_OPEN,
+            State::Open { .. } => BREAKER_OPEN,
+        }
+    }
+
     /// The agency answered (a success, or a refusal: either shows its system is up).
     pub fn answered(&mut self) {
         self.state = State::Closed { failures: 0 };

@@ -21,6 +21,8 @@ use crate::domain::exchange::gateway::{settle_delivery, Fate};
 use crate::pb::adapter_v1::{Delivery, DeliveryMetadata};
 use crate::store::outbox::OutboxRow;
 use crate::store::Store;
+use crate::telemetry::metrics::{metrics, AdapterLabels, AttemptLabels, BREAKER_HALF_OPEN};
+use crate::telemetry::traces;
 
 /// How many times its concurrency an agency may have leased ahead of attempts.
 const PREFETCH: usize = 4;
@@ -120,6 +122,7 @@ impl Dispatcher {
                             Some((agency.clone(), (window - queued) as i64))
                         }
                         Admit::Probe => {
+                            metrics().breaker(agency, BREAKER_HALF_OPEN);
                             probes.push(agency.clone());
                             Some((agency.clone(), 1))
                         }
@@ -190,16 +193,18 @@ impl Dispatcher {
             .write(None, move |tx| {
                 Box::pin(async move {
                     let now = now_ms();
+                    let mut given_up = Vec::new();
                     for row in tx.stale(now - max_age_ms, now, 100).await? {
                         let error = format!("not delivered within {} s", max_age_ms / 1000);
                         tracing::warn!(delivery_id = %row.delivery_id, agency = %row.agency, "delivery dead-lettered: too old");
                         settle_delivery(tx, &row, Fate::GivenUp { error: &error }, now).await?;
+                        given_up.push(row.agency);
                     }
-                    Ok::<_, ApiError>(())
+                    Ok::<_, ApiError>(given_up)
                 })
             })
             .await
-            .map(|_| ())
+            .map(|(given_up, _)| given_up.iter().for_each(|agency| dead_letter(agency)))
     }
 
     async fn attempt(&self, row: &OutboxRow) -> Result<String, DeliveryError> {
@@ -212,11 +217,13 @@ impl Dispatcher {
         let mut message = Delivery::decode(row.payload.as_slice()).map_err(|e| {
             DeliveryError::Permanent(format!("stored payload cannot be decoded: {e}"))
         })?;
+        let span = attempt_span(row, adapter.kind());
         message.metadata = Some(DeliveryMetadata {
             delivery_id: row.delivery_id.clone(),
             attempt: row.attempts as u32,
             created_at: Some(crate::common::time::timestamp(row.created_at)),
-            traceparent: row.traceparent.clone(),
+            // The attempt's own span as the parent, when traces are exported.
+            traceparent: traces::traceparent(&span).unwrap_or_else(|| row.traceparent.clone()),
         });
         let outbound = OutboundDelivery {
             delivery_id: row.delivery_id.clone(),
@@ -224,9 +231,10 @@ impl Dispatcher {
             attempt: row.attempts as u32,
             message,
         };
-        match tokio::time::timeout(
+        let started = Instant::now();
+        let result = match tokio::time::timeout(
             Duration::from_millis(self.settings.timeout_ms),
-            adapter.deliver(&outbound),
+            tracing::Instrument::instrument(adapter.deliver(&outbound), span.clone()),
         )
         .await
         {
@@ -235,7 +243,31 @@ impl Dispatcher {
                 "no answer within {} ms",
                 self.settings.timeout_ms
             ))),
+        };
+        let outcome = match &result {
+            Ok(_) => "delivered",
+            Err(DeliveryError::Retryable(_)) => "failed",
+            Err(DeliveryError::Permanent(_)) => "refused",
+        };
+        let m = metrics();
+        m.delivery_attempts
+            .get_or_create(&AttemptLabels {
+                adapter: adapter.kind().into(),
+                agency: row.agency.clone().into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+        m.delivery_duration
+            .get_or_create(&AdapterLabels {
+                adapter: adapter.kind().into(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        span.record("jisr.delivery.outcome", outcome);
+        if result.is_err() {
+            span.record("error.type", outcome);
+            span.record("otel.status_code", "ERROR");
         }
+        result
     }
 
     /// Records an attempt's outcome (and, through the exchange, what it means for the
@@ -277,6 +309,7 @@ impl Dispatcher {
             }
         }
         let row = row.clone();
+        let agency = row.agency.clone();
         self.store
             .write(None, move |tx| {
                 Box::pin(async move {
@@ -286,27 +319,34 @@ impl Dispatcher {
                     if current.is_none_or(|c| {
                         c.state != crate::store::outbox::LEASED || c.attempts != row.attempts
                     }) {
-                        return Ok(());
+                        return Ok(false);
                     }
                     match decision {
                         Outcome::Delivered(receipt) => {
                             settle_delivery(tx, &row, Fate::Delivered { receipt: &receipt }, now)
-                                .await
+                                .await?
                         }
-                        Outcome::Retry(e, delay) => Ok(tx
-                            .reschedule(&row.delivery_id, &e, now + delay, now)
-                            .await?),
+                        Outcome::Retry(e, delay) => {
+                            tx.reschedule(&row.delivery_id, &e, now + delay, now)
+                                .await?
+                        }
                         Outcome::Dead(e) => {
-                            settle_delivery(tx, &row, Fate::GivenUp { error: &e }, now).await
+                            settle_delivery(tx, &row, Fate::GivenUp { error: &e }, now).await?;
+                            return Ok(true);
                         }
                         Outcome::Held(delay) => {
-                            Ok(tx.release(&row.delivery_id, now + delay, now).await?)
+                            tx.release(&row.delivery_id, now + delay, now).await?
                         }
                     }
+                    Ok::<_, ApiError>(false)
                 })
             })
             .await
-            .map(|_| ())
+            .map(|(given_up, _)| {
+                if given_up {
+                    dead_letter(&agency);
+                }
+            })
     }
 
     fn breakers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Breaker>> {
@@ -353,7 +393,42 @@ impl Dispatcher {
                 }
             }
         }
+        metrics().breaker(agency, b.level());
     }
+}
+
+/// Counts a delivery given up (committed as dead-lettered).
+fn dead_letter(agency: &str) {
+    metrics()
+        .dead_letters
+        .get_or_create(&crate::telemetry::metrics::AgencyLabels {
+            agency: agency.to_string().into(),
+        })
+        .inc();
+}
+
+/// A delivery attempt's client span, continuing the trace of the call that enqueued it
+/// (none unless traces are exported).
+fn attempt_span(row: &OutboxRow, adapter: &'static str) -> tracing::Span {
+    if !traces::enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        target: traces::TARGET,
+        "deliver",
+        otel.name = format!("deliver {adapter}"),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        jisr.adapter = adapter,
+        jisr.agency = %row.agency,
+        jisr.delivery.id = %row.delivery_id,
+        jisr.delivery.kind = %row.kind,
+        jisr.delivery.attempt = row.attempts,
+        jisr.delivery.outcome = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    );
+    traces::continue_trace(&span, Some(&row.traceparent));
+    span
 }
 
 /// What happened to a leased delivery.

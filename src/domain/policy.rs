@@ -23,9 +23,12 @@ use crate::common::ApiError;
 /// The service only auditors may call (by role, never by an `allow` pattern).
 pub const AUDIT_SERVICE: &str = "jisr.v1.AuditService";
 /// Standard services every registered agency may call.
-const STANDARD_SERVICES: [&str; 2] = [
+/// Reflection answers both versions: many clients (Python's grpcio-reflection, GUI tools)
+/// still ask v1alpha.
+const STANDARD_SERVICES: [&str; 3] = [
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
 ];
 
 pub const RULE_DEFAULT_DENY: &str = "policy.default-deny";
@@ -446,6 +449,13 @@ mod tests {
         );
         assert_eq!(
             policy.rpc("telecom", "grpc.health.v1.Health/Check"),
+            Decision::allow(RULE_STANDARD)
+        );
+        assert_eq!(
+            policy.rpc(
+                "telecom",
+                "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+            ),
             Decision::allow(RULE_STANDARD)
         );
         assert!(policy.may_refer("social-services", "housing", "x").allowed);

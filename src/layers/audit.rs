@@ -4,6 +4,10 @@
 //! (reads, refusals, invalid input, unknown methods, streams) it appends the entry when
 //! the call's gRPC status is known, and holds back the end of the response (the status)
 //! until the entry is durable. A call the client abandons is recorded as CANCELLED.
+//!
+//! It is also where a call's telemetry starts and ends: the server span (OpenTelemetry
+//! RPC conventions, continuing the caller's `traceparent`, whose trace id the audit entry
+//! carries) and `rpc.server.call.duration` with the calls-by-decision counter.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,8 +18,11 @@ use http::HeaderMap;
 use http_body::Frame;
 use tonic::body::Body;
 use tower::{Layer, Service};
+use tracing::Instrument;
 
 use crate::audit::context::AuditContext;
+use crate::telemetry::metrics::{code_name, metrics};
+use crate::telemetry::traces;
 use crate::tls::listener::ConnInfo;
 use {crate::common::BoxFuture, crate::store::Store};
 
@@ -64,11 +71,15 @@ where
             .extensions()
             .get::<ConnInfo>()
             .map(|c| c.identity.clone());
-        let trace_id = request
+        let traceparent = request
             .headers()
             .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .and_then(crate::common::trace::trace_id_of)
+            .and_then(|v| v.to_str().ok());
+        let span = server_span(&request, traceparent);
+        // The exported trace's id when there is one (it continues the caller's), so the
+        // audit entry and the spans name the same trace.
+        let trace_id = traces::trace_id(&span)
+            .or_else(|| traceparent.and_then(crate::common::trace::trace_id_of))
             .unwrap_or_else(crate::common::trace::new_trace_id);
         let ctx = Arc::new(AuditContext::new(request.uri().path(), identity, trace_id));
         request.extensions_mut().insert(ctx.clone());
@@ -78,12 +89,13 @@ where
         let pending = Pending {
             ctx,
             store: self.store.clone(),
+            span: span.clone(),
         };
         Box::pin(async move {
             // Dropped before an answer (the client went away, or its deadline passed):
             // the guard records the call as CANCELLED.
             let mut unanswered = Unanswered(Some(pending));
-            let response = inner.call(request).await?;
+            let response = inner.call(request).instrument(span).await?;
             let Some(pending) = unanswered.0.take() else {
                 return Ok(response);
             };
@@ -105,6 +117,68 @@ where
     }
 }
 
+/// The call's server span, if traces are exported: named `{rpc.method}`, with the
+/// OpenTelemetry RPC semantic conventions, continuing `traceparent`.
+fn server_span(request: &http::Request<Body>, traceparent: Option<&str>) -> tracing::Span {
+    if !traces::enabled() {
+        return tracing::Span::none();
+    }
+    let method = request.uri().path().trim_start_matches('/');
+    let authority = request.uri().authority();
+    let span = tracing::info_span!(
+        target: traces::TARGET,
+        "rpc",
+        otel.name = method,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        rpc.system.name = "grpc",
+        rpc.method = method,
+        rpc.response.status_code = tracing::field::Empty,
+        server.address = authority.map(|a| a.host()),
+        server.port = authority.and_then(|a| a.port_u16()),
+        error.type = tracing::field::Empty,
+    );
+    traces::continue_trace(&span, traceparent);
+    span
+}
+
+/// The `rpc_method` label: a method of the contract or of health and reflection, else
+/// `_OTHER` (as OpenTelemetry's conventions say), so a caller's made-up paths cannot grow
+/// the metric without bound.
+fn metric_method(path: &str) -> &str {
+    static KNOWN: std::sync::LazyLock<std::collections::HashSet<String>> =
+        std::sync::LazyLock::new(|| {
+            let mut known: std::collections::HashSet<String> =
+                crate::common::contract::served_rpcs().into_iter().collect();
+            known.extend(
+                [
+                    "grpc.health.v1.Health/Check",
+                    "grpc.health.v1.Health/Watch",
+                    "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                    "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                ]
+                .map(String::from),
+            );
+            known
+        });
+    let method = path.trim_start_matches('/');
+    if KNOWN.contains(method) {
+        method
+    } else {
+        "_OTHER"
+    }
+}
+
+/// Server-side codes that mean the server failed (OpenTelemetry's gRPC conventions):
+/// the span's status is ERROR and `error.type` names the code.
+fn is_server_error(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(
+        code,
+        Unknown | DeadlineExceeded | Unimplemented | Internal | Unavailable | DataLoss
+    )
+}
+
 fn grpc_status(headers: &HeaderMap) -> Option<i32> {
     headers.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
@@ -113,18 +187,32 @@ fn grpc_status(headers: &HeaderMap) -> Option<i32> {
 struct Pending {
     ctx: Arc<AuditContext>,
     store: Store,
+    span: tracing::Span,
 }
 
 impl Pending {
     async fn record(self, code: i32) {
         // A write of this call still in flight records it, or settles without doing so.
         self.ctx.settled().await;
-        if self.ctx.is_recorded() {
-            return;
+        if !self.ctx.is_recorded() {
+            let entry = self.ctx.entry(code);
+            if let Err(e) = self.store.append_audit(entry, self.ctx.started()).await {
+                tracing::error!(error = %e, trace_id = %self.ctx.trace_id(), "audit entry could not be written");
+            }
         }
-        let entry = self.ctx.entry(code);
-        if let Err(e) = self.store.append_audit(entry, self.ctx.started()).await {
-            tracing::error!(error = %e, trace_id = %self.ctx.trace_id(), "audit entry could not be written");
+        let code = tonic::Code::from_i32(code);
+        let name = code_name(code);
+        metrics().call(
+            metric_method(self.ctx.method()),
+            code,
+            self.ctx.caller_agency(),
+            self.ctx.allowed(),
+            self.ctx.started().elapsed(),
+        );
+        self.span.record("rpc.response.status_code", name);
+        if is_server_error(code) {
+            self.span.record("error.type", name);
+            self.span.record("otel.status_code", "ERROR");
         }
     }
 }

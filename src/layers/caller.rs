@@ -42,9 +42,12 @@ pub fn identify<T>(request: &Request<T>) -> Result<Caller, Status> {
                 .unwrap_or_else(new_trace_id),
         )),
     };
+    let trace_id = audit.trace_id().to_string();
     Ok(Caller {
         identity: info.identity.clone(),
-        trace_id: audit.trace_id().to_string(),
+        traceparent: crate::telemetry::traces::traceparent(&tracing::Span::current())
+            .unwrap_or_else(|| crate::common::trace::traceparent(&trace_id)),
+        trace_id,
         audit,
     })
 }

@@ -30,7 +30,10 @@ use crate::layers::officer::OfficerConfig;
 use crate::store::blobs::DocumentsConfig;
 use crate::store::DatabaseConfig;
 use crate::tls::config::is_trust_domain;
+use crate::telemetry::TelemetryConfig;
 use crate::tls::TlsConfig;
+
+use super::admin::AdminConfig;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,6 +72,12 @@ pub struct Config {
     /// Officer identity tokens (`authorization: Bearer`): JWKS and/or introspection.
     #[serde(default)]
     pub officers: OfficerConfig,
+    /// Traces: the OTLP collector, service name, sampling, resource attributes.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    /// The admin listener (/metrics, /livez, /readyz) and how the gateway drains on SIGTERM.
+    #[serde(default)]
+    pub admin: AdminConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -140,6 +149,8 @@ impl Config {
         self.documents.validate()?;
         self.information_requests.validate()?;
         self.limits.validate()?;
+        self.telemetry.validate()?;
+        self.admin.validate()?;
         let mut seen = std::collections::HashSet::new();
         for (i, agency) in self.agencies.iter().enumerate() {
             let key = |field: &str| format!("agencies[{i}].{field}");

@@ -2,6 +2,7 @@
 //! tonic services, and the background tasks (dispatcher, time-frame sweeps). The only
 //! module that knows every component; each is built from its own part of the config.
 
+pub mod admin;
 pub mod config;
 
 use std::net::SocketAddr;
@@ -61,6 +62,7 @@ impl Listener {
             .with_context(|| format!("binding {}", config.listen_addr))?;
         let addr = tcp.local_addr()?;
         let tls_stats = Arc::new(TlsStats::default());
+        tls_stats.set_server_cert_not_after(server_tls.not_after);
         let incoming = listener::incoming(
             tcp,
             ListenerSettings {
@@ -99,13 +101,31 @@ pub fn transport(config: &Config) -> Server {
 /// A running gateway.
 pub struct Gateway {
     pub addr: SocketAddr,
+    /// The admin listener's address (/metrics, /livez, /readyz), unless `admin.enabled`
+    /// is false.
+    pub admin_addr: Option<SocketAddr>,
     pub tls_stats: Arc<TlsStats>,
     pub store: Store,
+    pub health: Arc<admin::Health>,
+    health_reporter: tonic_health::server::HealthReporter,
+    drain: admin::AdminConfig,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
     dispatcher: JoinHandle<()>,
     overdue: JoinHandle<()>,
+    admin: Option<admin::Admin>,
+    admin_stop: watch::Sender<bool>,
 }
+
+/// The gateway's services, as the health service reports them.
+const SERVICES: [&str; 6] = [
+    "jisr.v1.ReferralService",
+    "jisr.v1.InformationRequestService",
+    "jisr.v1.DocumentService",
+    "jisr.v1.AuditService",
+    "jisr.v1.DirectoryService",
+    "jisr.adapter.v1.InboxService",
+];
 
 /// The node's audit log settings, its signing key loaded and its verifier key published
 /// (security teams verify every node's log with the published keys: this node's is among
@@ -163,23 +183,18 @@ impl Gateway {
         record_tls_reloads(store.clone(), reloads);
 
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<ReferralServiceServer<ReferralApi>>()
-            .await;
-        health.set_serving::<AuditServiceServer<AuditApi>>().await;
-        health
-            .set_serving::<DirectoryServiceServer<DirectoryApi>>()
-            .await;
-        health
-            .set_serving::<InformationRequestServiceServer<InformationRequestApi>>()
-            .await;
-        health
-            .set_serving::<DocumentServiceServer<DocumentApi>>()
-            .await;
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        for service in SERVICES {
+            health_reporter
+                .set_service_status(service, tonic_health::ServingStatus::Serving)
+                .await;
+        }
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
         let policy = Policy::of(&config.policy());
         let officers = Arc::new(
             OfficerVerifier::new(&config.officers, &config.tls.ca_cert)
@@ -231,6 +246,7 @@ impl Gateway {
             ))
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(
                 ReferralServiceServer::new(referrals).max_decoding_message_size(max_message),
             )
@@ -281,25 +297,81 @@ impl Gateway {
             let _ = stop.wait_for(|s| *s).await;
         }));
         tracing::info!(%addr, node = %config.node_id, "gateway listening (mTLS, TLS 1.3, h2)");
+        let health = Arc::new(admin::Health::new(
+            store.clone(),
+            tls_stats.clone(),
+            &config.admin,
+        ));
+        crate::telemetry::metrics::metrics().ready.set(1);
+        let (admin_stop, admin_stop_rx) = watch::channel(false);
+        let admin = match config.admin.enabled {
+            true => Some(admin::Admin::start(&config.admin, health.clone(), admin_stop_rx).await?),
+            false => None,
+        };
         Ok(Gateway {
             addr,
+            admin_addr: admin.as_ref().map(|a| a.addr),
             tls_stats,
             store,
+            health,
+            health_reporter,
+            drain: config.admin.clone(),
             shutdown,
             task,
             dispatcher,
             overdue,
+            admin,
+            admin_stop,
         })
     }
 
-    /// Stops accepting, lets in-flight calls finish, ends watch streams, closes the store.
+    /// Shuts down as on SIGTERM: not ready first (/readyz 503, health NOT_SERVING) for
+    /// `admin.unready_delay_ms`, so load balancers move traffic away, then [`shutdown`].
+    ///
+    /// [`shutdown`]: Gateway::shutdown
+    pub async fn drain(self) -> anyhow::Result<()> {
+        self.unready().await;
+        tokio::time::sleep(Duration::from_millis(self.drain.unready_delay_ms)).await;
+        self.shutdown().await
+    }
+
+    async fn unready(&self) {
+        self.health.start_draining();
+        for service in SERVICES.into_iter().chain([""]) {
+            self.health_reporter
+                .set_service_status(service, tonic_health::ServingStatus::NotServing)
+                .await;
+        }
+    }
+
+    /// Stops accepting, lets in-flight calls finish and ends watch streams (within
+    /// `admin.drain_timeout_secs`; what runs longer is cut off), closes the store.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.unready().await;
         let _ = self.shutdown.send(true);
-        let result = self.task.await;
+        let limit = Duration::from_secs(self.drain.drain_timeout_secs);
+        let mut task = self.task;
+        let result = match tokio::time::timeout(limit, &mut task).await {
+            Ok(result) => Some(result),
+            Err(_) => {
+                tracing::warn!(
+                    "calls still in flight after admin.drain_timeout_secs = {}: cut off",
+                    limit.as_secs()
+                );
+                task.abort();
+                None
+            }
+        };
         let _ = self.dispatcher.await;
         let _ = self.overdue.await;
         self.store.close().await;
-        result??;
+        let _ = self.admin_stop.send(true);
+        if let Some(admin) = self.admin {
+            admin.stop().await;
+        }
+        if let Some(result) = result {
+            result??;
+        }
         Ok(())
     }
 }

@@ -67,6 +67,8 @@ struct MockState {
     arrivals: Mutex<Vec<Arrival>>,
     seen: Mutex<HashSet<String>>,
     changed: watch::Sender<usize>,
+    /// The `traceparent` header of each call, in arrival order.
+    traceparents: Mutex<Vec<String>>,
 }
 
 impl Default for MockEndpoint {
@@ -79,6 +81,7 @@ impl Default for MockEndpoint {
             arrivals: Mutex::default(),
             seen: Mutex::default(),
             changed: watch::channel(0).0,
+            traceparents: Mutex::default(),
         }))
     }
 }
@@ -102,6 +105,15 @@ impl MockEndpoint {
     }
     pub fn arrivals(&self) -> Vec<Arrival> {
         lock(&self.0.arrivals).clone()
+    }
+    /// The `traceparent` headers the gateway sent, one per call that carried one.
+    pub fn traceparents(&self) -> Vec<String> {
+        lock(&self.0.traceparents).clone()
+    }
+    fn note_traceparent<T>(&self, r: &Request<T>) {
+        if let Some(tp) = r.metadata().get("traceparent").and_then(|v| v.to_str().ok()) {
+            lock(&self.0.traceparents).push(tp.to_string());
+        }
     }
 
     /// Takes one delivery as the current behaviour says; on acceptance records it (once
@@ -219,6 +231,7 @@ impl AgencyEndpointService for MockEndpoint {
         &self,
         r: Request<DeliverReferralRequest>,
     ) -> Result<Response<DeliverReferralResponse>, Status> {
+        self.note_traceparent(&r);
         let r = r.into_inner();
         let id = r.referral.map(|x| x.id).unwrap_or_default();
         let receipt_id = self.record(delivery_id(&r.metadata), format!("referral {id}"), id)?;
@@ -232,6 +245,7 @@ impl AgencyEndpointService for MockEndpoint {
         &self,
         r: Request<DeliverInformationRequestRequest>,
     ) -> Result<Response<DeliverInformationRequestResponse>, Status> {
+        self.note_traceparent(&r);
         let r = r.into_inner();
         let id = r.information_request.map(|x| x.id).unwrap_or_default();
         let receipt_id = self.record(
@@ -249,6 +263,7 @@ impl AgencyEndpointService for MockEndpoint {
         &self,
         r: Request<DeliverInformationResponseRequest>,
     ) -> Result<Response<DeliverInformationResponseResponse>, Status> {
+        self.note_traceparent(&r);
         let r = r.into_inner();
         let (id, status) = r
             .information_request
@@ -272,6 +287,7 @@ impl AgencyEndpointService for MockEndpoint {
         &self,
         r: Request<DeliverStatusUpdateRequest>,
     ) -> Result<Response<DeliverStatusUpdateResponse>, Status> {
+        self.note_traceparent(&r);
         let r = r.into_inner();
         // The behaviour decides first (a health probe sends an empty update).
         let (id, status) = match r.status_update.and_then(|u| u.target) {

@@ -13,6 +13,7 @@ pub mod blobs;
 pub mod documents;
 mod exchange;
 pub mod information_requests;
+pub mod operations;
 pub mod outbox;
 pub mod referrals;
 mod sql;
@@ -37,7 +38,7 @@ use crate::config::ConfigError;
 
 pub use crate::domain::records::IdempotentRecord;
 pub use referrals::{EventRow, ListFilter, NewEvent, ReferralRow};
-pub use writer::{BoxFuture, LogSettings, Receipt, WriteTx};
+pub use writer::{BoxFuture, LogSettings, Receipt, WriteTx, WriterStatus};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -250,6 +251,11 @@ impl Store {
         self.writer.append(entry, started).await
     }
 
+    /// What the writer last did: alive, failing, the log's size and checkpoints.
+    pub fn writer_status(&self) -> &WriterStatus {
+        &self.writer.status
+    }
+
     /// This node's audit log id.
     pub fn log_id(&self) -> &str {
         &self.log_id
@@ -431,6 +437,11 @@ fn migrator(backend: Backend) -> Migrator {
                 "audit_nodes",
                 include_str!("../../migrations/sqlite/0010_audit_nodes.sql"),
             ),
+            (
+                11,
+                "operations",
+                include_str!("../../migrations/sqlite/0011_operations.sql"),
+            ),
         ],
         Backend::Postgres => &[
             (
@@ -482,6 +493,11 @@ fn migrator(backend: Backend) -> Migrator {
                 10,
                 "audit_nodes",
                 include_str!("../../migrations/postgres/0010_audit_nodes.sql"),
+            ),
+            (
+                11,
+                "operations",
+                include_str!("../../migrations/postgres/0011_operations.sql"),
             ),
         ],
     };

@@ -11,11 +11,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::{AnyPool, Row};
 use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
 
 use super::sql::{lite_error, q, Param, Query, Row as _, WriterConn};
 use super::{Backend, StoreError, PG_WRITE_LOCK};
@@ -103,7 +105,8 @@ type JobFn = Box<dyn for<'t> FnOnce(&'t mut WriteTx) -> BoxFuture<'t, (bool, Com
 
 /// What the writer's channel carries.
 pub(super) enum Job {
-    Work(Box<Work>),
+    /// A job, and the span of the call it serves (none unless traces are exported).
+    Work(Box<Work>, tracing::Span),
     /// Cover every entry with a checkpoint and stop.
     Close {
         done: oneshot::Sender<()>,
@@ -150,6 +153,78 @@ impl Drop for Settle {
 #[derive(Clone)]
 pub(super) struct WriterHandle {
     jobs: mpsc::Sender<Job>,
+    pub(super) status: Arc<WriterStatus>,
+}
+
+/// What the writer last did, for readiness and the audit-log metrics (read without
+/// asking the writer).
+#[derive(Default)]
+pub struct WriterStatus {
+    alive: AtomicBool,
+    failing: AtomicBool,
+    log_size: AtomicU64,
+    checkpointed: AtomicU64,
+    checkpoint_ms: AtomicI64,
+    uncovered_since_ms: AtomicI64,
+}
+
+impl WriterStatus {
+    /// The writer is running (it stops only at shutdown, or if it panicked).
+    pub fn alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+    /// Its last batch failed to commit (the database is gone, the disk is full…).
+    pub fn failing(&self) -> bool {
+        self.failing.load(Ordering::Acquire)
+    }
+    /// Entries in the node's log, and how many of them a signed checkpoint covers.
+    pub fn log_size(&self) -> (u64, u64) {
+        (
+            self.log_size.load(Ordering::Acquire),
+            self.checkpointed.load(Ordering::Acquire),
+        )
+    }
+    /// When the last checkpoint was signed (Unix ms; 0: never).
+    pub fn checkpoint_ms(&self) -> i64 {
+        self.checkpoint_ms.load(Ordering::Acquire)
+    }
+    /// When the oldest entry no checkpoint covers was committed (Unix ms), if any.
+    pub fn uncovered_since_ms(&self) -> Option<i64> {
+        Some(self.uncovered_since_ms.load(Ordering::Acquire)).filter(|t| *t > 0)
+    }
+
+    fn note(&self, log: &LogState, ok: bool) {
+        self.failing.store(!ok, Ordering::Release);
+        let size = log.tree.size();
+        if self.checkpointed.swap(log.checkpointed, Ordering::AcqRel) != log.checkpointed {
+            self.checkpoint_ms
+                .store(crate::common::time::now_ms(), Ordering::Release);
+        }
+        self.log_size.store(size, Ordering::Release);
+        let since = match log.uncovered_since {
+            Some(t) => crate::common::time::now_ms() - t.elapsed().as_millis() as i64,
+            None => 0,
+        };
+        self.uncovered_since_ms.store(since, Ordering::Release);
+    }
+}
+
+/// Marks the writer stopped when its loop ends, however it ends.
+struct Alive(Arc<WriterStatus>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.alive.store(false, Ordering::Release);
+    }
+}
+
+/// The span of the call enqueuing a job, when traces are exported.
+fn call_span() -> tracing::Span {
+    if crate::telemetry::traces::enabled() {
+        tracing::Span::current()
+    } else {
+        tracing::Span::none()
+    }
 }
 
 impl WriterHandle {
@@ -188,11 +263,14 @@ impl WriterHandle {
             })
         });
         self.jobs
-            .send(Job::Work(Box::new(Work::Write {
-                draft,
-                started: Instant::now(),
-                run,
-            })))
+            .send(Job::Work(
+                Box::new(Work::Write {
+                    draft,
+                    started: Instant::now(),
+                    run,
+                }),
+                call_span(),
+            ))
             .await
             .map_err(|_| E::from(StoreError::WriterGone))?;
         rx.await.map_err(|_| E::from(StoreError::WriterGone))?
@@ -213,11 +291,14 @@ impl WriterHandle {
     ) -> Result<Receipt, StoreError> {
         let (done, rx) = oneshot::channel();
         self.jobs
-            .send(Job::Work(Box::new(Work::Audit {
-                entry,
-                started,
-                done,
-            })))
+            .send(Job::Work(
+                Box::new(Work::Audit {
+                    entry,
+                    started,
+                    done,
+                }),
+                call_span(),
+            ))
             .await
             .map_err(|_| StoreError::WriterGone)?;
         rx.await
@@ -262,9 +343,14 @@ fn checkpoint_due(
 /// frontier stored with the newest checkpoint that has one (checked against that
 /// checkpoint's signed root), so only the entries after it are read; a log whose
 /// checkpoints predate stored frontiers is read from its first leaf, once.
-async fn load_tree(pool: &AnyPool, log_id: &str) -> Result<(CompactTree, u64), StoreError> {
-    let (checkpointed,): (i64,) = sqlx::query_as(
-        "SELECT COALESCE(MAX(tree_size), 0) FROM audit_checkpoints WHERE log_id = $1",
+/// The log's tree, how many entries its checkpoints cover, and when the last was signed.
+async fn load_tree(
+    pool: &AnyPool,
+    log_id: &str,
+) -> Result<(CompactTree, u64, i64), StoreError> {
+    let (checkpointed, checkpoint_ms): (i64, i64) = sqlx::query_as(
+        "SELECT COALESCE(MAX(tree_size), 0), COALESCE(MAX(time_ms), 0) FROM audit_checkpoints \
+         WHERE log_id = $1",
     )
     .bind(log_id)
     .fetch_one(pool)
@@ -306,7 +392,7 @@ async fn load_tree(pool: &AnyPool, log_id: &str) -> Result<(CompactTree, u64), S
             row.try_get("leaf_hash")?,
         )?;
     }
-    Ok((tree, checkpointed as u64))
+    Ok((tree, checkpointed as u64, checkpoint_ms))
 }
 
 /// Appends the stored leaf `index` to `tree`, which must be `index` leaves long.
@@ -338,7 +424,7 @@ pub(super) async fn start(
     events: Arc<watch::Sender<i64>>,
     outbox: Arc<watch::Sender<u64>>,
 ) -> Result<WriterHandle, StoreError> {
-    let (tree, checkpointed) = load_tree(&pool, &settings.log_id).await?;
+    let (tree, checkpointed, checkpoint_ms) = load_tree(&pool, &settings.log_id).await?;
     // The last entry's time (entry times never decrease along the log).
     let last_time_ms: i64 = sqlx::query_scalar(
         "SELECT time_ms FROM audit_entries WHERE log_id = $1 ORDER BY leaf_index DESC LIMIT 1",
@@ -355,6 +441,11 @@ pub(super) async fn start(
         last_time_ms,
     };
     let (jobs, rx) = mpsc::channel(4096);
+    let status = Arc::new(WriterStatus::default());
+    status.note(&state, true);
+    status.checkpoint_ms.store(checkpoint_ms, Ordering::Release);
+    status.alive.store(true, Ordering::Release);
+    let alive = Alive(status.clone());
     match sqlite_file {
         // SQLite: the writer owns its connection and runs on a thread of its own, so a
         // batch's statements run back to back there (no hand-off to a driver thread).
@@ -378,6 +469,7 @@ pub(super) async fn start(
                         log: state,
                         events,
                         outbox,
+                        alive,
                     };
                     handle.block_on(run(writer, rx));
                     wal.stopped
@@ -395,11 +487,12 @@ pub(super) async fn start(
                 log: state,
                 events,
                 outbox,
+                alive,
             };
             tokio::spawn(run(writer, rx));
         }
     }
-    Ok(WriterHandle { jobs })
+    Ok(WriterHandle { jobs, status })
 }
 
 /// How often the checkpointer copies committed WAL frames into the database file while the
@@ -500,9 +593,46 @@ struct Writer {
     log: LogState,
     events: Arc<watch::Sender<i64>>,
     outbox: Arc<watch::Sender<u64>>,
+    /// What it last did (and, dropped with it, that it stopped).
+    alive: Alive,
 }
 
 impl Writer {
+    /// Commits a batch of calls' jobs, in a `store.batch` span (a child of the first
+    /// call's span, linked from the others' when traces are exported), and records its
+    /// size and commit time.
+    async fn commit_traced(
+        &mut self,
+        batch: Vec<Work>,
+        spans: &[tracing::Span],
+    ) -> Result<(), Arc<StoreError>> {
+        let size = batch.len();
+        let span = match spans.split_first() {
+            Some((first, rest)) if !first.is_disabled() => {
+                let span = tracing::info_span!(
+                    target: crate::telemetry::traces::TARGET,
+                    parent: first,
+                    "store.batch",
+                    jisr.batch.size = size,
+                    jisr.batch.commit_ms = tracing::field::Empty,
+                );
+                for other in rest {
+                    span.follows_from(other);
+                }
+                span
+            }
+            _ => tracing::Span::none(),
+        };
+        let started = Instant::now();
+        let result = self.commit(batch).instrument(span.clone()).await;
+        let took = started.elapsed();
+        span.record("jisr.batch.commit_ms", took.as_secs_f64() * 1000.0);
+        let m = crate::telemetry::metrics::metrics();
+        m.writer_batch_size.observe(size as f64);
+        m.writer_commit.observe(took.as_secs_f64());
+        result
+    }
+
     /// Commits `batch` (empty: only the checkpoint, if one is due).
     async fn commit(&mut self, batch: Vec<Work>) -> Result<(), Arc<StoreError>> {
         let result = commit_batch(
@@ -516,6 +646,10 @@ impl Writer {
         )
         .await;
         self.start_wal_over();
+        self.alive.0.note(&self.log, result.is_ok());
+        if result.is_err() {
+            crate::telemetry::metrics::metrics().writer_failures.inc();
+        }
         result
     }
 
@@ -568,11 +702,14 @@ async fn run(mut w: Writer, mut jobs: mpsc::Receiver<Job>) {
             return;
         };
         // Take what is queued, up to a batch; a close request ends the batch and the writer.
-        let (mut batch, mut close) = (Vec::new(), None);
+        let (mut batch, mut spans, mut close) = (Vec::new(), Vec::new(), None);
         let mut next = Some(first);
         while let Some(job) = next.take() {
             match job {
-                Job::Work(work) => batch.push(*work),
+                Job::Work(work, span) => {
+                    batch.push(*work);
+                    spans.push(span);
+                }
                 Job::Close { done } => {
                     close = Some(done);
                     break;
@@ -583,7 +720,7 @@ async fn run(mut w: Writer, mut jobs: mpsc::Receiver<Job>) {
             }
         }
         if !batch.is_empty() {
-            if let Err(e) = w.commit(batch).await {
+            if let Err(e) = w.commit_traced(batch, &spans).await {
                 tracing::error!(error = %e, "a write batch failed; its callers were told");
             }
         }

@@ -97,9 +97,19 @@ pub struct TlsStats {
     reloads: AtomicU64,
     reload_failures: AtomicU64,
     last_reload_error: Mutex<Option<String>>,
+    /// When the server certificate in force expires (Unix seconds; 0: unknown).
+    server_cert_not_after: std::sync::atomic::AtomicI64,
 }
 
 impl TlsStats {
+    /// When the server certificate in force expires (Unix seconds), if known.
+    pub fn server_cert_not_after(&self) -> Option<i64> {
+        Some(self.server_cert_not_after.load(Ordering::Acquire)).filter(|t| *t != 0)
+    }
+    pub fn set_server_cert_not_after(&self, not_after: Option<i64>) {
+        self.server_cert_not_after
+            .store(not_after.unwrap_or(0), Ordering::Release);
+    }
     /// Successful reloads of the TLS files since start.
     pub fn reloads(&self) -> u64 {
         self.reloads.load(Ordering::Acquire)
@@ -146,8 +156,16 @@ impl TlsStats {
     pub fn recent_refusals(&self) -> Vec<String> {
         self.lock().iter().cloned().collect()
     }
-    fn refuse(&self, peer: SocketAddr, reason: String) {
+    /// A refused handshake: `kind` is its class (the `reason` label of
+    /// `jisr_tls_handshakes_refused_total`), `reason` the words for the log.
+    fn refuse(&self, peer: SocketAddr, (kind, reason): (&'static str, String)) {
         tracing::warn!(%peer, %reason, "TLS handshake refused");
+        crate::telemetry::metrics::metrics()
+            .tls_refused
+            .get_or_create(&crate::telemetry::metrics::ReasonLabels {
+                reason: kind.into(),
+            })
+            .inc();
         let mut recent = self.lock();
         if recent.len() == 64 {
             recent.pop_front();
@@ -232,10 +250,10 @@ pub fn incoming(
                     // Dropping the stream closes the connection.
                     return stats.refuse(
                         peer,
-                        format!(
+                        ("too_many_connections", format!(
                             "{peer}: too many connections for agency {agency:?} (limits.max_connections_per_agency = {})",
                             settings.max_connections_per_agency
-                        ),
+                        )),
                     );
                 };
                 stats.accepted.fetch_add(1, Ordering::Relaxed);
@@ -262,7 +280,7 @@ async fn handshake(
     tcp: TcpStream,
     peer: SocketAddr,
     settings: &ListenerSettings,
-) -> Result<(TlsStream<TcpStream>, AgencyIdentity), String> {
+) -> Result<(TlsStream<TcpStream>, AgencyIdentity), (&'static str, String)> {
     // The configuration in force now; a reload later does not touch this connection.
     let acceptor = TlsAcceptor::from(settings.tls.borrow().clone());
     let (accepted, note) = REFUSAL_NOTE
@@ -273,10 +291,13 @@ async fn handshake(
         })
         .await;
     let tls = accepted
-        .map_err(|_| format!("{peer}: handshake timed out"))?
-        .map_err(|e| match note {
-            Some(note) => format!("{peer}: {} ({note})", describe(&e)),
-            None => format!("{peer}: {}", describe(&e)),
+        .map_err(|_| ("timeout", format!("{peer}: handshake timed out")))?
+        .map_err(|e| {
+            let (kind, words) = describe(&e);
+            match note {
+                Some(note) => (kind, format!("{peer}: {words} ({note})")),
+                None => (kind, format!("{peer}: {words}")),
+            }
         })?;
     // The verifier already checked the identity; read it again to attach it.
     let cert = tls
@@ -284,32 +305,34 @@ async fn handshake(
         .1
         .peer_certificates()
         .and_then(|c| c.first())
-        .ok_or_else(|| format!("{peer}: no client certificate"))?;
+        .ok_or_else(|| ("no_client_certificate", format!("{peer}: no client certificate")))?;
     let identity = agency_identity(cert, &settings.trust_domain, |id| {
         settings.registry.contains(id)
     })
-    .map_err(|e| format!("{peer}: {e}"))?;
+    .map_err(|e| ("unknown_identity", format!("{peer}: {e}")))?;
     Ok((tls, identity))
 }
 
-/// A handshake error in words; our identity errors travel inside rustls as `Other`,
-/// which rustls would print with `Debug`.
-fn describe(err: &std::io::Error) -> String {
+/// A handshake error's class and words; our identity errors travel inside rustls as
+/// `Other`, which rustls would print with `Debug`.
+fn describe(err: &std::io::Error) -> (&'static str, String) {
     use rustls::{CertificateError, Error, OtherError};
     match err.get_ref().and_then(|e| e.downcast_ref::<Error>()) {
         Some(Error::InvalidCertificate(CertificateError::Other(OtherError(inner)))) => {
-            format!("invalid peer certificate: {inner}")
+            ("invalid_certificate", format!("invalid peer certificate: {inner}"))
         }
         Some(Error::InvalidCertificate(CertificateError::Revoked)) => {
-            "client certificate is revoked (listed in a CRL of tls.crls)".into()
+            ("revoked", "client certificate is revoked (listed in a CRL of tls.crls)".into())
         }
         Some(Error::InvalidCertificate(CertificateError::UnknownRevocationStatus)) => {
-            "client certificate's revocation status is unknown: tls.crls holds no CRL from its issuer, or from the issuer of an intermediate CA in its chain".into()
+            ("revocation_unknown", "client certificate's revocation status is unknown: tls.crls holds no CRL from its issuer, or from the issuer of an intermediate CA in its chain".into())
         }
         Some(Error::InvalidCertificate(
             CertificateError::ExpiredRevocationList
             | CertificateError::ExpiredRevocationListContext { .. },
-        )) => "the CRL covering the client certificate is past its nextUpdate (tls.expired_crl = \"refuse\")".into(),
-        _ => err.to_string(),
+        )) => ("crl_expired", "the CRL covering the client certificate is past its nextUpdate (tls.expired_crl = \"refuse\")".into()),
+        Some(Error::InvalidCertificate(_)) => ("invalid_certificate", err.to_string()),
+        Some(Error::NoCertificatesPresented) => ("no_client_certificate", err.to_string()),
+        _ => ("tls_error", err.to_string()),
     }
 }

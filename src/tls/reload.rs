@@ -104,6 +104,16 @@ pub struct ServerTls {
     source: TlsSource,
     current: watch::Sender<Arc<ServerConfig>>,
     seen: Fingerprint,
+    /// When the server certificate in force expires (Unix seconds).
+    pub not_after: Option<i64>,
+}
+
+/// The end of the server certificate's validity (Unix seconds), if it parses.
+fn server_cert_not_after(files: &TlsFiles) -> Option<i64> {
+    let pem = files.server_cert.bytes().ok()?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).ok()?;
+    let cert = pem.parse_x509().ok()?;
+    Some(cert.validity().not_after.timestamp())
 }
 
 impl ServerTls {
@@ -117,6 +127,7 @@ impl ServerTls {
             );
         }
         Ok(ServerTls {
+            not_after: server_cert_not_after(&files),
             seen: files.fingerprint(),
             current: watch::Sender::new(config),
             source,
@@ -173,7 +184,8 @@ impl ServerTls {
             if !forced && fingerprint == seen {
                 return None;
             }
-            let built = build_server_config(&source, &files);
+            let built = build_server_config(&source, &files)
+                .map(|config| (config, server_cert_not_after(&files)));
             Some((fingerprint, built))
         })
         .await;
@@ -190,8 +202,9 @@ impl ServerTls {
         // changes again or on SIGHUP.
         self.seen = fingerprint;
         match built {
-            Ok(config) => {
+            Ok((config, not_after)) => {
                 self.current.send_replace(config);
+                stats.set_server_cert_not_after(not_after);
                 stats.reloaded();
                 tracing::info!(
                     changed = ?changed,

@@ -32,6 +32,7 @@ fn jisr(dir: &std::path::Path) -> Command {
         )
         .env("JISR_DOCUMENTS__DIR", dir.join("documents"))
         .env("JISR_LISTEN_ADDR", "127.0.0.1:0")
+        .env("JISR_ADMIN__LISTEN_ADDR", "127.0.0.1:0")
         .env("JISR_LOG", "info")
         .env("NO_COLOR", "1");
     cmd

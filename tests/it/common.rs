@@ -1,6 +1,7 @@
 //! The test bench: a development PKI in a temp dir, the sample config pointed at it, a
 //! gateway started in-process, and agency clients.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -46,6 +47,7 @@ impl TestEnv {
         // The sample config, overridden the way an operator would: JISR_ variables.
         let vars = [
             ("JISR_LISTEN_ADDR", "127.0.0.1:0".to_string()),
+            ("JISR_ADMIN__LISTEN_ADDR", "127.0.0.1:0".to_string()),
             ("JISR_TLS__CA_CERT", p("ca.pem")),
             ("JISR_TLS__SERVER_CERT", p("server.pem")),
             ("JISR_TLS__SERVER_KEY", p("server.key")),
@@ -378,6 +380,41 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     panic!("timed out waiting for: {what}");
 }
 
+/// Like [`eventually`], for a check that must await (over the wire); 10 s at most.
+pub async fn eventually_async<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// `GET path` on the admin listener (plain HTTP/1.0): the status code and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("the admin listener accepts");
+    tcp.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await.unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, body.to_string())
+}
+
 /// A fresh PostgreSQL database for one test, or None (with the reason printed) when
 /// PostgreSQL is unreachable outside CI. Under CI=true an unreachable server fails.
 pub async fn postgres_database() -> Option<PgDatabase> {
@@ -433,6 +470,30 @@ impl PgDatabase {
         ended.iter().filter(|(ok,)| *ok).count() as i64
     }
 
+    /// Takes the database away: new connections are refused and every open one is ended
+    /// (a database server down, as far as the gateway can tell).
+    pub async fn refuse_connections(&self) {
+        self.alter_connections(false).await;
+        self.drop_connections().await;
+    }
+
+    /// Brings it back after [`PgDatabase::refuse_connections`].
+    pub async fn allow_connections(&self) {
+        self.alter_connections(true).await;
+    }
+
+    async fn alter_connections(&self, allow: bool) {
+        use sqlx::Connection;
+        let mut admin = sqlx::AnyConnection::connect(&self.base).await.unwrap();
+        sqlx::query(&format!(
+            "ALTER DATABASE {} WITH ALLOW_CONNECTIONS {allow}",
+            self.name
+        ))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    }
+
     pub async fn drop_database(self) {
         use sqlx::Connection;
         if let Ok(mut admin) = sqlx::AnyConnection::connect(&self.base).await {
@@ -444,4 +505,80 @@ impl PgDatabase {
             .await;
         }
     }
+}
+
+/// A free loopback port (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `jisr serve` as its own process, configured like `env` through JISR_ variables, with
+/// housing behind the grpc adapter at `agency_addr`.
+pub fn spawn_gateway(env: &TestEnv, port: u16, agency_addr: SocketAddr) -> std::process::Child {
+    spawn_gateway_with(env, port, agency_addr, &[])
+}
+
+/// Like [`spawn_gateway`], with more variables (they win over the ones set here).
+pub fn spawn_gateway_with(
+    env: &TestEnv,
+    port: u16,
+    agency_addr: SocketAddr,
+    extra: &[(&str, String)],
+) -> std::process::Child {
+    let c = &env.config;
+    let agencies = format!(
+        "[{{id=\"social-services\",name_en=\"Social Services\",name_ar=\"الخدمات\",\
+         policy={{allow=[\"*\"],refer_to=[\"housing\"]}}}},\
+         {{id=\"housing\",name_en=\"Housing\",name_ar=\"الإسكان\",policy={{allow=[\"*\"]}},\
+         adapter={{kind=\"grpc\",endpoint=\"https://{agency_addr}\",server_name=\"localhost\"}}}}]"
+    );
+    std::process::Command::new(env!("CARGO_BIN_EXE_jisr"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("serve")
+        .env("JISR_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("JISR_ADMIN__LISTEN_ADDR", "127.0.0.1:0")
+        .env("JISR_TLS__CA_CERT", &c.tls.ca_cert)
+        .env("JISR_TLS__SERVER_CERT", &c.tls.server_cert)
+        .env("JISR_TLS__SERVER_KEY", &c.tls.server_key)
+        .env("JISR_TLS__DEV_PKI", "false")
+        .env("JISR_TLS__CRLS", toml_paths(&c.tls.crls))
+        .env("JISR_DATABASE__URL", &c.database.url)
+        .env("JISR_AUDIT__SIGNING_KEY", &c.audit.signing_key)
+        .env("JISR_DOCUMENTS__DIR", &c.documents.dir)
+        .env("JISR_DELIVERY__CLIENT_CERT", &c.delivery.client_cert)
+        .env("JISR_DELIVERY__CLIENT_KEY", &c.delivery.client_key)
+        .env("JISR_DELIVERY__TIMEOUT_MS", "1000")
+        .env("JISR_DELIVERY__INITIAL_BACKOFF_MS", "20")
+        .env("JISR_DELIVERY__POLL_INTERVAL_MS", "50")
+        .env("JISR_AGENCIES", agencies)
+        // One agency's load in the crash tests: its limits raised (docs/benchmarks.md).
+        .env("JISR_LIMITS__REQUESTS_PER_SECOND", "100000")
+        .env("JISR_LIMITS__BURST", "100000")
+        .env("JISR_LOG", "warn")
+        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+pub async fn connect_when_up(
+    env: &TestEnv,
+    port: u16,
+    agency: &str,
+) -> jisr::pb::v1::referral_service_client::ReferralServiceClient<tonic::transport::Channel> {
+    for _ in 0..200 {
+        if let Ok(ch) = env
+            .channel_at(&format!("127.0.0.1:{port}"), &env.agency_cert(agency))
+            .await
+        {
+            return jisr::pb::v1::referral_service_client::ReferralServiceClient::new(ch);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the gateway process never came up on port {port}");
 }

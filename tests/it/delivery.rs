@@ -448,69 +448,6 @@ async fn the_grpc_adapter_passes_the_adapter_test_kit() {
     jisr::adapters::testkit::check_adapter(adapter.as_ref(), &housing_system, "housing").await;
 }
 
-/// A free loopback port (bound, read, released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `jisr serve` as its own process, configured like `env` through JISR_ variables.
-fn spawn_gateway(env: &TestEnv, port: u16, agency_addr: SocketAddr) -> std::process::Child {
-    let c = &env.config;
-    let agencies = format!(
-        "[{{id=\"social-services\",name_en=\"Social Services\",name_ar=\"الخدمات\",\
-         policy={{allow=[\"*\"],refer_to=[\"housing\"]}}}},\
-         {{id=\"housing\",name_en=\"Housing\",name_ar=\"الإسكان\",policy={{allow=[\"*\"]}},\
-         adapter={{kind=\"grpc\",endpoint=\"https://{agency_addr}\",server_name=\"localhost\"}}}}]"
-    );
-    std::process::Command::new(env!("CARGO_BIN_EXE_jisr"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .arg("serve")
-        .env("JISR_LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("JISR_TLS__CA_CERT", &c.tls.ca_cert)
-        .env("JISR_TLS__SERVER_CERT", &c.tls.server_cert)
-        .env("JISR_TLS__SERVER_KEY", &c.tls.server_key)
-        .env("JISR_TLS__DEV_PKI", "false")
-        .env("JISR_TLS__CRLS", toml_paths(&c.tls.crls))
-        .env("JISR_DATABASE__URL", &c.database.url)
-        .env("JISR_AUDIT__SIGNING_KEY", &c.audit.signing_key)
-        .env("JISR_DOCUMENTS__DIR", &c.documents.dir)
-        .env("JISR_DELIVERY__CLIENT_CERT", &c.delivery.client_cert)
-        .env("JISR_DELIVERY__CLIENT_KEY", &c.delivery.client_key)
-        .env("JISR_DELIVERY__TIMEOUT_MS", "1000")
-        .env("JISR_DELIVERY__INITIAL_BACKOFF_MS", "20")
-        .env("JISR_DELIVERY__POLL_INTERVAL_MS", "50")
-        .env("JISR_AGENCIES", agencies)
-        // One agency's load in the crash tests: its limits raised (docs/benchmarks.md).
-        .env("JISR_LIMITS__REQUESTS_PER_SECOND", "100000")
-        .env("JISR_LIMITS__BURST", "100000")
-        .env("JISR_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-async fn connect_when_up(
-    env: &TestEnv,
-    port: u16,
-    agency: &str,
-) -> jisr::pb::v1::referral_service_client::ReferralServiceClient<tonic::transport::Channel> {
-    for _ in 0..200 {
-        if let Ok(ch) = env
-            .channel_at(&format!("127.0.0.1:{port}"), &env.agency_cert(agency))
-            .await
-        {
-            return jisr::pb::v1::referral_service_client::ReferralServiceClient::new(ch);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the gateway process never came up on port {port}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_killed_mid_delivery_and_restarted_delivers_everything_acted_on_once() {
     let env = TestEnv::sqlite();

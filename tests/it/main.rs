@@ -11,6 +11,7 @@ mod faults;
 mod information_requests;
 mod layout;
 mod limits;
+mod operations;
 mod policy;
 mod properties;
 mod referrals;

@@ -342,6 +342,7 @@ async fn sighup_reloads_a_crl_long_before_the_interval() {
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .arg("serve")
             .env("JISR_LISTEN_ADDR", &addr)
+            .env("JISR_ADMIN__LISTEN_ADDR", "127.0.0.1:0")
             .env("JISR_TLS__CA_CERT", &c.tls.ca_cert)
             .env("JISR_TLS__SERVER_CERT", &c.tls.server_cert)
             .env("JISR_TLS__SERVER_KEY", &c.tls.server_key)

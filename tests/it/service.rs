@@ -6,6 +6,62 @@ use tonic_health::pb::HealthCheckRequest;
 
 use crate::common::*;
 
+/// The services of the contract the gateway serves.
+const SERVICES: [&str; 6] = [
+    "jisr.v1.ReferralService",
+    "jisr.v1.InformationRequestService",
+    "jisr.v1.DocumentService",
+    "jisr.v1.DirectoryService",
+    "jisr.v1.AuditService",
+    "jisr.adapter.v1.InboxService",
+];
+
+/// The service names reflection version `$v` lists.
+macro_rules! listed_services {
+    ($v:ident, $channel:expr) => {{
+        use tonic_reflection::pb::$v::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::$v::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::$v::server_reflection_response::MessageResponse;
+        use tonic_reflection::pb::$v::ServerReflectionRequest;
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = ServerReflectionClient::new($channel.clone())
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .expect(concat!("reflection ", stringify!($v), " answers"))
+            .into_inner();
+        let response = responses.message().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+            panic!("unexpected reflection answer {response:?}");
+        };
+        // Each version lists itself; the rest is the same.
+        let mut names: Vec<String> = list
+            .service
+            .into_iter()
+            .map(|s| s.name)
+            .filter(|n| !n.starts_with("grpc.reflection."))
+            .collect();
+        names.sort();
+        names
+    }};
+}
+
+async fn status_of(
+    health: &mut HealthClient<tonic::transport::Channel>,
+    service: &str,
+) -> ServingStatus {
+    health
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_reflection_answer_over_mtls_for_every_service() {
     let env = TestEnv::sqlite();
@@ -13,58 +69,52 @@ async fn health_and_reflection_answer_over_mtls_for_every_service() {
     let channel = env.channel(&gw, &env.agency_cert("digital")).await.unwrap();
 
     let mut health = HealthClient::new(channel.clone());
-    for service in [
-        "",
-        "jisr.v1.ReferralService",
-        "jisr.v1.InformationRequestService",
-        "jisr.v1.DocumentService",
-        "jisr.v1.DirectoryService",
-        "jisr.v1.AuditService",
-    ] {
-        let status = health
-            .check(HealthCheckRequest {
-                service: service.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status();
-        assert_eq!(status, ServingStatus::Serving, "{service:?}");
-    }
-
-    // Reflection lists every service of the contract the gateway serves.
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    let mut reflection = ServerReflectionClient::new(channel.clone());
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = reflection
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let response = responses.message().await.unwrap().unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
-        panic!("unexpected reflection answer {response:?}");
-    };
-    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in [
-        "jisr.v1.ReferralService",
-        "jisr.v1.InformationRequestService",
-        "jisr.v1.DocumentService",
-        "jisr.v1.DirectoryService",
-        "jisr.v1.AuditService",
-        "jisr.adapter.v1.InboxService",
-    ] {
-        assert!(
-            names.iter().any(|n| n == expected),
-            "{expected} not in {names:?}"
+    for service in std::iter::once("").chain(SERVICES) {
+        assert_eq!(
+            status_of(&mut health, service).await,
+            ServingStatus::Serving,
+            "{service:?}"
         );
     }
 
+    // Reflection, in both versions clients ask (v1alpha: Python's grpcio-reflection and
+    // many GUI tools), lists every service of the contract the gateway serves.
+    let v1 = listed_services!(v1, channel);
+    let v1alpha = listed_services!(v1alpha, channel);
+    assert_eq!(v1, v1alpha);
+    for expected in SERVICES {
+        assert!(v1.iter().any(|n| n == expected), "{expected} not in {v1:?}");
+    }
+
     gw.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_draining_health_says_not_serving_and_readyz_503_before_calls_stop() {
+    let mut env = TestEnv::sqlite();
+    env.config.admin.unready_delay_ms = 1_500;
+    let gw = env.start().await;
+    let admin = gw.admin_addr.expect("the admin listener runs");
+    let channel = env.channel(&gw, &env.agency_cert("digital")).await.unwrap();
+    let mut health = HealthClient::new(channel.clone());
+    assert_eq!(http_get(admin, "/readyz").await.0, 200);
+
+    let draining = tokio::spawn(gw.drain());
+    eventually_async("health reports NOT_SERVING", || {
+        let mut health = health.clone();
+        async move { status_of(&mut health, "jisr.v1.ReferralService").await == ServingStatus::NotServing }
+    })
+    .await;
+    // Not ready, while calls are still served (load balancers move traffic away first).
+    let (code, body) = http_get(admin, "/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("[-] not_draining"), "{body}");
+    for service in std::iter::once("").chain(SERVICES) {
+        assert_eq!(
+            status_of(&mut health, service).await,
+            ServingStatus::NotServing,
+            "{service:?}"
+        );
+    }
+    draining.await.unwrap().unwrap();
 }

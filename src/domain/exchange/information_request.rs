@@ -7,7 +7,6 @@ use tonic_types::FieldViolation;
 
 use super::{record, Caller, Exchange, Once, UNREADABLE_DOCUMENT};
 use crate::common::time::timestamp;
-use crate::common::trace::traceparent;
 use crate::common::ApiError;
 use crate::directory::calendar::add_working_days;
 use crate::domain::information_request::{is_overdue, short};
@@ -50,7 +49,7 @@ impl<S: Storage> Exchange<S> {
                 self.directory.calendar(),
             ),
         };
-        let trace_id = caller.trace_id.clone();
+        let call_traceparent = caller.traceparent.clone();
         let (response, fresh) = self
             .write_once(caller, once, now, move |tx| {
                 Box::pin(async move {
@@ -104,7 +103,7 @@ impl<S: Storage> Exchange<S> {
                             kind: payload::KIND_INFORMATION_REQUEST,
                             subject_id: &row.id,
                             payload: payload::information_request(&sent),
-                            traceparent: &traceparent(&trace_id),
+                            traceparent: &call_traceparent,
                         }],
                         now,
                     )
@@ -135,7 +134,7 @@ impl<S: Storage> Exchange<S> {
         let agency = caller.agency().to_string();
         caller.audit.set_target(&req.information_request_id, "");
         let once = Once::new(&agency, &req.request_id, RESPOND, &req);
-        let trace_id = caller.trace_id.clone();
+        let call_traceparent = caller.traceparent.clone();
         let (response, fresh) = self
             .write_once(caller, once, now, move |tx| {
                 Box::pin(async move {
@@ -195,7 +194,7 @@ impl<S: Storage> Exchange<S> {
                             kind: payload::KIND_INFORMATION_RESPONSE,
                             subject_id: &row.id,
                             payload: payload::information_response(&answered),
-                            traceparent: &traceparent(&trace_id),
+                            traceparent: &call_traceparent,
                         }],
                         now,
                     )

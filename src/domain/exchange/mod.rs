@@ -41,6 +41,10 @@ pub struct Caller {
     pub identity: Arc<AgencyIdentity>,
     /// W3C trace id: from the caller's `traceparent` header, or new.
     pub trace_id: String,
+    /// The W3C `traceparent` the deliveries this call makes carry: the call's server span
+    /// when traces are exported (so each delivery attempt is its child), else a new span
+    /// id in `trace_id`.
+    pub traceparent: String,
     /// This call's audit entry in the making (see `layers::audit`).
     pub audit: Arc<AuditContext>,
 }

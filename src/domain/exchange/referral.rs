@@ -54,6 +54,7 @@ impl<S: Storage> Exchange<S> {
         let once = Once::new(&agency, &request_id, SUBMIT, &referral);
         let due_at = time_frames::due_at(&self.directory, &referral.service_code, now);
         let trace_id = caller.trace_id.clone();
+        let call_traceparent = caller.traceparent.clone();
         let (response, fresh) = self
             .write_once(caller, once, now, move |tx| {
                 Box::pin(async move {
@@ -125,7 +126,7 @@ impl<S: Storage> Exchange<S> {
                             kind: payload::KIND_REFERRAL,
                             subject_id: &row.id,
                             payload: payload::referral(&delivered),
-                            traceparent: &traceparent(&delivered.trace_id),
+                            traceparent: &call_traceparent,
                         },
                         now,
                     )

@@ -43,6 +43,16 @@ impl Gate for Officers {
                     "the authorization header is not `Bearer <token>`",
                 )),
             };
+            let outcome = match &result {
+                Ok(_) => "valid",
+                Err(e) => e.reason.reason().as_str(),
+            };
+            crate::telemetry::metrics::metrics()
+                .officer_tokens
+                .get_or_create(&crate::telemetry::metrics::OutcomeLabels {
+                    outcome: outcome.into(),
+                })
+                .inc();
             match result {
                 Ok(officer) => {
                     audit.set_officer(&officer.subject);
