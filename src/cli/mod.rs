@@ -130,8 +130,7 @@ pub fn main() -> ExitCode {
     let telemetry = match (&cli.command, &config) {
         (Command::Serve, Some(config)) => {
             let _inside = runtime.enter();
-            match crate::telemetry::init_with_traces("info", &config.telemetry, &config.node_id)
-            {
+            match crate::telemetry::init_with_traces("info", &config.telemetry, &config.node_id) {
                 Ok(telemetry) => telemetry,
                 Err(e) => {
                     crate::telemetry::init();

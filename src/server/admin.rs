@@ -143,8 +143,7 @@ impl Health {
             ok: result.is_ok(),
             detail: result.err().unwrap_or_else(|| "ok".into()),
         };
-        let database = match tokio::time::timeout(CHECK_TIMEOUT, self.store.reads().ping()).await
-        {
+        let database = match tokio::time::timeout(CHECK_TIMEOUT, self.store.reads().ping()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
@@ -202,7 +201,8 @@ impl Health {
         let status = self.store.writer_status();
         let (size, covered) = status.log_size();
         m.audit_entries.set(size as i64);
-        m.audit_unsigned_entries.set(size.saturating_sub(covered) as i64);
+        m.audit_unsigned_entries
+            .set(size.saturating_sub(covered) as i64);
         if status.checkpoint_ms() > 0 {
             m.audit_checkpoint_age
                 .set((now_ms() - status.checkpoint_ms()) as f64 / 1000.0);
@@ -212,7 +212,11 @@ impl Health {
             Ok(Ok(depths)) => {
                 m.outbox_rows.clear();
                 for d in depths {
-                    for (state, n) in [("pending", d.pending), ("leased", d.leased), ("dead", d.dead)] {
+                    for (state, n) in [
+                        ("pending", d.pending),
+                        ("leased", d.leased),
+                        ("dead", d.dead),
+                    ] {
                         m.outbox_rows
                             .get_or_create(&OutboxLabels {
                                 agency: Cow::Owned(d.agency.clone()),
@@ -222,7 +226,9 @@ impl Health {
                     }
                 }
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "reading the outbox depth for /metrics failed"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "reading the outbox depth for /metrics failed")
+            }
             Err(_) => tracing::warn!("reading the outbox depth for /metrics took too long"),
         }
         match tokio::time::timeout(CHECK_TIMEOUT, reads.overdue_by_agency()).await {
@@ -236,7 +242,9 @@ impl Health {
                         .set(n);
                 }
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "counting overdue exchanges for /metrics failed"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "counting overdue exchanges for /metrics failed")
+            }
             Err(_) => tracing::warn!("counting overdue exchanges for /metrics took too long"),
         }
     }

@@ -29,8 +29,8 @@ use crate::layers::limits::LimitsConfig;
 use crate::layers::officer::OfficerConfig;
 use crate::store::blobs::DocumentsConfig;
 use crate::store::DatabaseConfig;
-use crate::tls::config::is_trust_domain;
 use crate::telemetry::TelemetryConfig;
+use crate::tls::config::is_trust_domain;
 use crate::tls::TlsConfig;
 
 use super::admin::AdminConfig;

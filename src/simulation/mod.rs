@@ -111,7 +111,11 @@ impl MockEndpoint {
         lock(&self.0.traceparents).clone()
     }
     fn note_traceparent<T>(&self, r: &Request<T>) {
-        if let Some(tp) = r.metadata().get("traceparent").and_then(|v| v.to_str().ok()) {
+        if let Some(tp) = r
+            .metadata()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+        {
             lock(&self.0.traceparents).push(tp.to_string());
         }
     }

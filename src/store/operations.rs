@@ -64,9 +64,11 @@ impl Reads {
     /// their due date.
     pub async fn overdue_by_agency(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let mut by_agency = std::collections::BTreeMap::<String, i64>::new();
-        let referrals = q("SELECT to_agency, COUNT(*) AS n FROM referrals WHERE overdue_notified = 1 \
+        let referrals = q(
+            "SELECT to_agency, COUNT(*) AS n FROM referrals WHERE overdue_notified = 1 \
              AND status NOT IN ('REFERRAL_STATUS_COMPLETED', 'REFERRAL_STATUS_REJECTED', \
-             'REFERRAL_STATUS_WITHDRAWN', 'REFERRAL_STATUS_FAILED') GROUP BY to_agency")
+             'REFERRAL_STATUS_WITHDRAWN', 'REFERRAL_STATUS_FAILED') GROUP BY to_agency",
+        )
         .fetch_all(self.scan())
         .await?;
         let requests = q("SELECT to_agency, COUNT(*) AS n FROM information_requests \

@@ -108,9 +108,7 @@ pub(super) enum Job {
     /// A job, and the span of the call it serves (none unless traces are exported).
     Work(Box<Work>, tracing::Span),
     /// Cover every entry with a checkpoint and stop.
-    Close {
-        done: oneshot::Sender<()>,
-    },
+    Close { done: oneshot::Sender<()> },
 }
 
 /// One item of a batch.
@@ -344,10 +342,7 @@ fn checkpoint_due(
 /// checkpoint's signed root), so only the entries after it are read; a log whose
 /// checkpoints predate stored frontiers is read from its first leaf, once.
 /// The log's tree, how many entries its checkpoints cover, and when the last was signed.
-async fn load_tree(
-    pool: &AnyPool,
-    log_id: &str,
-) -> Result<(CompactTree, u64, i64), StoreError> {
+async fn load_tree(pool: &AnyPool, log_id: &str) -> Result<(CompactTree, u64, i64), StoreError> {
     let (checkpointed, checkpoint_ms): (i64, i64) = sqlx::query_as(
         "SELECT COALESCE(MAX(tree_size), 0), COALESCE(MAX(time_ms), 0) FROM audit_checkpoints \
          WHERE log_id = $1",

@@ -120,11 +120,31 @@ pub struct Metrics {
     pub watch_streams: Gauge,
     /// 1 while the gateway is ready for traffic (`/readyz`).
     pub ready: Gauge,
+    /// Every family's name as the exposition's `# TYPE` line gives it.
+    families: Vec<String>,
+}
+
+/// Registers a family and remembers its exposed name (with its unit's suffix).
+fn add(
+    (registry, families): &mut (Registry, Vec<String>),
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    metric: impl prometheus_client::registry::Metric,
+) {
+    families.push(match &unit {
+        Some(unit) => format!("{name}_{}", unit.as_str()),
+        None => name.to_string(),
+    });
+    match unit {
+        Some(unit) => registry.register_with_unit(name, help, unit, metric),
+        None => registry.register(name, help, metric),
+    }
 }
 
 impl Metrics {
     fn new() -> Metrics {
-        let mut registry = Registry::default();
+        let mut registry = (Registry::default(), Vec::new());
         let m = Metrics {
             rpc_duration: Family::new_with_constructor(latency),
             calls: Family::default(),
@@ -145,102 +165,148 @@ impl Metrics {
             watch_streams: Gauge::default(),
             ready: Gauge::default(),
             registry: Registry::default(),
+            families: Vec::new(),
         };
-        registry.register_with_unit(
+        add(
+            &mut registry,
             "rpc_server_call_duration",
             "Duration of RPCs served (OpenTelemetry rpc.server.call.duration)",
-            Unit::Seconds,
+            Some(Unit::Seconds),
             m.rpc_duration.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
             "jisr_calls",
             "Calls by calling agency and policy decision",
+            None,
             m.calls.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
             "jisr_tls_handshakes_refused",
             "TLS handshakes refused, by reason",
+            None,
             m.tls_refused.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
             "jisr_officer_tokens",
             "Officer identity tokens, by outcome",
+            None,
             m.officer_tokens.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
             "jisr_writer_batch_size",
             "Jobs committed per writer batch",
+            None,
             m.writer_batch_size.clone(),
         );
-        registry.register_with_unit(
+        add(
+            &mut registry,
             "jisr_writer_commit",
             "Time to run and commit one writer batch",
-            Unit::Seconds,
+            Some(Unit::Seconds),
             m.writer_commit.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
             "jisr_writer_failures",
             "Writer batches that failed to commit",
+            None,
             m.writer_failures.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
             "jisr_outbox_rows",
             "Undelivered outbox rows by agency and state (pending, leased, dead)",
+            None,
             m.outbox_rows.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
             "jisr_delivery_attempts",
             "Delivery attempts by adapter, agency and outcome",
+            None,
             m.delivery_attempts.clone(),
         );
-        registry.register_with_unit(
+        add(
+            &mut registry,
             "jisr_delivery_duration",
             "Duration of delivery attempts by adapter",
-            Unit::Seconds,
+            Some(Unit::Seconds),
             m.delivery_duration.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
             "jisr_dead_letters",
             "Deliveries given up (dead-lettered), by agency",
+            None,
             m.dead_letters.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
             "jisr_delivery_breaker_state",
             "Circuit breaker per agency: 0 closed, 1 half-open, 2 open",
+            None,
             m.breaker_state.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
             "jisr_audit_entries",
             "Entries in this node's audit log",
+            None,
             m.audit_entries.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
             "jisr_audit_unsigned_entries",
             "Audit entries no signed checkpoint covers yet",
+            None,
             m.audit_unsigned_entries.clone(),
         );
-        registry.register_with_unit(
+        add(
+            &mut registry,
             "jisr_audit_checkpoint_age",
             "Time since this node's last signed checkpoint",
-            Unit::Seconds,
+            Some(Unit::Seconds),
             m.audit_checkpoint_age.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
             "jisr_overdue_exchanges",
             "Exchanges past their expected time frame, by the agency that owes the answer",
+            None,
             m.overdue.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
             "jisr_watch_streams_open",
             "WatchReferralEvents streams open now",
+            None,
             m.watch_streams.clone(),
         );
-        registry.register(
+        add(
+            &mut registry,
             "jisr_ready",
             "1 while the gateway is ready for traffic (/readyz)",
+            None,
             m.ready.clone(),
         );
-        Metrics { registry, ..m }
+        let (registry, families) = registry;
+        Metrics {
+            registry,
+            families,
+            ..m
+        }
+    }
+
+    /// Every metric family's name (`jisr_calls`, `jisr_writer_commit_seconds`), the samples
+    /// of which are this name or it with `_total`, `_bucket`, `_count`, `_sum`. A family with
+    /// no series yet (no agency has had a dead letter) is left out of the exposition, so
+    /// this is the list to check a dashboard against.
+    pub fn families(&self) -> &[String] {
+        &self.families
     }
 
     /// The Prometheus text exposition of every metric.
@@ -252,7 +318,14 @@ impl Metrics {
     }
 
     /// Records a served call.
-    pub fn call(&self, method: &str, code: tonic::Code, agency: &str, allowed: bool, took: Duration) {
+    pub fn call(
+        &self,
+        method: &str,
+        code: tonic::Code,
+        agency: &str,
+        allowed: bool,
+        took: Duration,
+    ) {
         self.rpc_duration
             .get_or_create(&RpcLabels {
                 rpc_system_name: Cow::Borrowed("grpc"),
@@ -322,11 +395,17 @@ mod tests {
             Duration::from_millis(3),
         );
         let text = m.encode();
-        assert!(text.contains("# TYPE rpc_server_call_duration_seconds histogram"), "{text}");
+        assert!(
+            text.contains("# TYPE rpc_server_call_duration_seconds histogram"),
+            "{text}"
+        );
         assert!(text.contains(
             "rpc_server_call_duration_seconds_count{rpc_system_name=\"grpc\",rpc_method=\"jisr.v1.ReferralService/SubmitReferral\",rpc_response_status_code=\"OK\"} 1"
         ), "{text}");
-        assert!(text.contains("jisr_calls_total{agency=\"housing\",decision=\"allow\"} 1"), "{text}");
+        assert!(
+            text.contains("jisr_calls_total{agency=\"housing\",decision=\"allow\"} 1"),
+            "{text}"
+        );
         assert_eq!(code_name(tonic::Code::Unavailable), "UNAVAILABLE");
     }
 }

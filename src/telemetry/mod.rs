@@ -67,9 +67,9 @@ pub fn init_with_traces(
     // The exported spans are not log lines; the logs keep their own filter.
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_filter(
-            log_filter(default).and(filter_fn(|m| !(m.is_span() && m.target() == traces::TARGET))),
-        );
+        .with_filter(log_filter(default).and(filter_fn(|m| {
+            !(m.is_span() && m.target() == traces::TARGET)
+        })));
     // Only the gateway's own spans are exported, with its warnings as their events.
     let spans = tracing_opentelemetry::layer()
         .with_tracer(traces::tracer(&provider))

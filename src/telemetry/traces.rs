@@ -124,9 +124,9 @@ pub(super) fn provider(
         .with_batch_exporter(exporter)
         .with_resource(resource);
     if let Some(ratio) = config.sampling_ratio {
-        builder = builder.with_sampler(Sampler::ParentBased(Box::new(
-            Sampler::TraceIdRatioBased(ratio),
-        )));
+        builder = builder.with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            ratio,
+        ))));
     }
     let provider = builder.build();
     ENABLED.store(true, Ordering::Relaxed);
@@ -143,7 +143,9 @@ struct Traceparent(Option<String>);
 
 impl Extractor for Traceparent {
     fn get(&self, key: &str) -> Option<&str> {
-        (key == "traceparent").then_some(self.0.as_deref()).flatten()
+        (key == "traceparent")
+            .then_some(self.0.as_deref())
+            .flatten()
     }
     fn keys(&self) -> Vec<&str> {
         vec!["traceparent"]
@@ -164,8 +166,7 @@ pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
     let Some(traceparent) = traceparent.filter(|t| !t.is_empty()) else {
         return;
     };
-    let parent =
-        TraceContextPropagator::new().extract(&Traceparent(Some(traceparent.to_string())));
+    let parent = TraceContextPropagator::new().extract(&Traceparent(Some(traceparent.to_string())));
     if parent.span().span_context().is_valid() {
         let _ = span.set_parent(parent);
     }

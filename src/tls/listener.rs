@@ -305,7 +305,12 @@ async fn handshake(
         .1
         .peer_certificates()
         .and_then(|c| c.first())
-        .ok_or_else(|| ("no_client_certificate", format!("{peer}: no client certificate")))?;
+        .ok_or_else(|| {
+            (
+                "no_client_certificate",
+                format!("{peer}: no client certificate"),
+            )
+        })?;
     let identity = agency_identity(cert, &settings.trust_domain, |id| {
         settings.registry.contains(id)
     })

@@ -20,7 +20,8 @@ const LAYERS: &[&[&str]] = &[
     &["domain"],
     &["audit"],
     &["directory", "tls"],
-    &["config", "telemetry"],
+    &["telemetry"],
+    &["config"],
     &["common"],
 ];
 

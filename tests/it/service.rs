@@ -102,7 +102,9 @@ async fn while_draining_health_says_not_serving_and_readyz_503_before_calls_stop
     let draining = tokio::spawn(gw.drain());
     eventually_async("health reports NOT_SERVING", || {
         let mut health = health.clone();
-        async move { status_of(&mut health, "jisr.v1.ReferralService").await == ServingStatus::NotServing }
+        async move {
+            status_of(&mut health, "jisr.v1.ReferralService").await == ServingStatus::NotServing
+        }
     })
     .await;
     // Not ready, while calls are still served (load balancers move traffic away first).
