@@ -70,8 +70,17 @@ pub fn init_with_traces(
         .with_filter(log_filter(default).and(filter_fn(|m| {
             !(m.is_span() && m.target() == traces::TARGET)
         })));
-    // Only the gateway's own spans are exported, with its warnings as their events.
+    // Only the gateway's own spans are exported, with its warnings as their events. Each
+    // span carries the attributes the gateway gives it and no more: no source location,
+    // thread, target or busy/idle time (each an attribute per span, and the last a clock
+    // read on every poll), and no OpenTelemetry context activation on every poll (nothing
+    // here reads the ambient context: traceparents come from the span itself).
     let spans = tracing_opentelemetry::layer()
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
+        .with_context_activation(false)
         .with_tracer(traces::tracer(&provider))
         .with_filter(
             Targets::new()
