@@ -1,5 +1,9 @@
 //! Standard services: health and reflection, for every service of the contract.
 
+use std::time::Duration;
+
+use tonic_types::StatusExt;
+
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -90,7 +94,7 @@ async fn health_and_reflection_answer_over_mtls_for_every_service() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn while_draining_health_says_not_serving_and_readyz_503_before_calls_stop() {
+async fn while_draining_health_says_not_serving_and_readyz_503_then_calls_finish_and_watches_end() {
     let mut env = TestEnv::sqlite();
     env.config.admin.unready_delay_ms = 1_500;
     let gw = env.start().await;
@@ -98,7 +102,14 @@ async fn while_draining_health_says_not_serving_and_readyz_503_before_calls_stop
     let channel = env.channel(&gw, &env.agency_cert("digital")).await.unwrap();
     let mut health = HealthClient::new(channel.clone());
     assert_eq!(http_get(admin, "/readyz").await.0, 200);
+    let mut social = env.client(&gw, "social-services").await;
+    let mut events = social
+        .watch_referral_events(jisr::pb::v1::WatchReferralEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
 
+    let started = std::time::Instant::now();
     let draining = tokio::spawn(gw.drain());
     eventually_async("health reports NOT_SERVING", || {
         let mut health = health.clone();
@@ -118,5 +129,21 @@ async fn while_draining_health_says_not_serving_and_readyz_503_before_calls_stop
             "{service:?}"
         );
     }
+    // Still served meanwhile, and the open watch stream sees it.
+    let id = submitted_id(&mut social, "during-drain", referral_to("housing")).await;
+    let event = events.message().await.unwrap().expect("the submit's event");
+    assert_eq!(event.event.expect("an event").referral_id, id);
+    // Then the stream ends, with a status that tells the client to resume from its cursor
+    // (elsewhere), and the drain is done long before admin.drain_timeout_secs (30 s).
+    let end = tokio::time::timeout(Duration::from_secs(10), events.message())
+        .await
+        .expect("the watch stream ends with the drain")
+        .expect_err("ended by the gateway");
+    assert_eq!(end.code(), tonic::Code::Unavailable, "{end:?}");
+    assert_eq!(
+        end.get_details_error_info().map(|i| i.reason),
+        Some("SHUTTING_DOWN".to_string())
+    );
     draining.await.unwrap().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
 }
