@@ -1,5 +1,5 @@
 //! Faults from outside the gateway, each asserting that nothing acknowledged is lost: the
-//! database going away under load (here), agencies down, slow or answering nonsense
+//! database going away under load and SQLite's disk filling up (here), agencies down, slow or answering nonsense
 //! (tests/it/delivery.rs, rest.rs), a gateway killed mid-batch (delivery.rs).
 
 use std::collections::HashMap;
@@ -102,6 +102,137 @@ async fn postgres_dropping_its_connections_under_load_gives_quick_unavailable_an
     );
     gw.shutdown().await.unwrap();
     db.drop_database().await;
+}
+
+/// A size-limited filesystem (tmpfs, 16 MiB) holding the SQLite database. Root only: outside
+/// CI a test that needs it is skipped with a reason; under CI=true it fails.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount() -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                "size=16m",
+                "jisr-test",
+                dir.path().to_str().unwrap(),
+            ])
+            .output();
+        match out {
+            Ok(out) if out.status.success() => Some(SmallDisk(dir)),
+            other => {
+                let why = format!("cannot mount a size-limited tmpfs (needs root): {other:?}");
+                assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+                eprintln!("skipped: {why}");
+                None
+            }
+        }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+
+    /// Fills what is left with a file, and returns its path.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let filler = self.path().join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .args(["-l", self.0.path().to_str().unwrap()])
+            .status();
+    }
+}
+
+/// SQLite's disk fills up under a running gateway: submissions get a quick UNAVAILABLE with a
+/// retry hint (never a hang, never INTERNAL), /readyz turns 503 naming the writer while it
+/// lasts, and once space is freed it turns 200 again without a restart and without any
+/// caller's traffic (the readiness probe's own write); the refused submissions, retried with
+/// their request ids, each make one referral, and every acknowledged one is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_disk_full_gives_quick_unavailable_not_ready_and_recovers_when_space_returns() {
+    let Some(disk) = SmallDisk::mount() else {
+        return;
+    };
+    let mut env = TestEnv::with_database(Some(format!(
+        "sqlite://{}",
+        disk.path().join("jisr.db").display()
+    )));
+    env.config.limits.requests_per_second = 1_000_000.0;
+    env.config.limits.burst = 1_000_000;
+    let gw = env.start().await;
+    let admin = gw.admin_addr.expect("the admin listener runs");
+    let mut social = env.client(&gw, "social-services").await;
+    let mut acknowledged = HashMap::new();
+    let first = submitted_id(&mut social, "before-full", referral_to("housing")).await;
+    acknowledged.insert("before-full".to_string(), first);
+
+    let filler = disk.fill();
+    // The WAL reuses the space it already has, so a few more may fit; soon one cannot.
+    let mut refused = Vec::new();
+    for n in 0..5_000 {
+        let request_id = format!("full-{n}");
+        let call = social.submit_referral(submit(&request_id, referral_to("housing")));
+        let answer = tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .unwrap_or_else(|_| panic!("{request_id}: no answer in 5 s with the disk full"));
+        match answer {
+            Ok(r) => {
+                acknowledged.insert(request_id, r.into_inner().referral.unwrap().id);
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{request_id}: {status:?}");
+                assert!(
+                    status.get_details_retry_info().is_some(),
+                    "{request_id}: UNAVAILABLE says when to retry: {status:?}"
+                );
+                refused.push(request_id);
+                if refused.len() == 3 {
+                    break;
+                }
+            }
+        }
+    }
+    assert_eq!(refused.len(), 3, "a full disk refuses writes");
+    let (code, body) = http_get(admin, "/readyz").await;
+    assert_eq!(code, 503, "not ready while the disk is full: {body}");
+    assert!(body.contains("[-] writer"), "{body}");
+
+    std::fs::remove_file(&filler).unwrap();
+    eventually_async("ready again once the disk has room", || async move {
+        http_get(admin, "/readyz").await.0 == 200
+    })
+    .await;
+    for request_id in &refused {
+        let id = submitted_id(&mut social, request_id, referral_to("housing")).await;
+        acknowledged.insert(request_id.clone(), id);
+    }
+    for (request_id, id) in &acknowledged {
+        let r = fetched(&mut social, id).await;
+        assert_eq!(&r.request_id, request_id);
+    }
+    let (stored,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM referrals")
+        .fetch_one(gw.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        stored as usize,
+        acknowledged.len(),
+        "one referral per request id"
+    );
+    gw.shutdown().await.unwrap();
 }
 
 /// Two replicas on one PostgreSQL, both delivering to the same agency and both taking

@@ -145,5 +145,9 @@ async fn while_draining_health_says_not_serving_and_readyz_503_then_calls_finish
         Some("SHUTTING_DOWN".to_string())
     );
     draining.await.unwrap().unwrap();
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }
