@@ -304,3 +304,117 @@ async fn two_replicas_deliver_each_referral_once_and_watches_see_both_in_order()
     }
     db.drop_database().await;
 }
+
+/// On a PostgreSQL whose statistics were never gathered (fresh migrations, thousands of rows
+/// written since, no ANALYZE and autovacuum held off), writing does not scan any table:
+/// the per-write queries (idempotency, event sequence, outbox, audit) and the gateway's
+/// background queries (delivery leases, sweeps) walk indexes whatever the planner knows.
+/// Measured by PostgreSQL's own counters (`pg_stat_user_tables.seq_scan`) over 600 more
+/// submissions and their status updates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_on_an_unanalyzed_postgres_scan_no_table() {
+    let Some(db) = postgres_database().await else {
+        return;
+    };
+    let mut env = TestEnv::with_database(Some(db.url.clone()));
+    env.config.limits.requests_per_second = 1_000_000.0;
+    env.config.limits.burst = 1_000_000;
+    let gw = env.start().await;
+    let pool = gw.store.pool().clone();
+    const TABLES: &str = "'referrals', 'referral_events', 'outbox', 'idempotency_keys', \
+                          'audit_entries', 'audit_targets', 'information_requests'";
+    for table in TABLES.split(", ") {
+        let table = table.trim_matches('\'');
+        sqlx::query(&format!(
+            "ALTER TABLE {table} SET (autovacuum_enabled = false, toast.autovacuum_enabled = false)"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let load = |from: usize, to: usize| {
+        let env = &env;
+        let gw = &gw;
+        async move {
+            let mut tasks = Vec::new();
+            for w in 0..4 {
+                let mut social = env.client(gw, "social-services").await;
+                let mut housing = env.client(gw, "housing").await;
+                tasks.push(tokio::spawn(async move {
+                    for n in (from..to).filter(|n| n % 4 == w) {
+                        let id =
+                            submitted_id(&mut social, &format!("s{n}"), referral_to("housing"))
+                                .await;
+                        housing
+                            .update_referral_status(update(
+                                &id,
+                                &format!("a{n}"),
+                                ReferralStatus::Accepted,
+                            ))
+                            .await
+                            .unwrap();
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }
+    };
+    load(0, 3_000).await;
+    // PostgreSQL's counters, once every backend has reported its last transaction.
+    let counters = || {
+        let pool = pool.clone();
+        async move {
+            let rows: Vec<(String, i64, i64)> = sqlx::query_as(&format!(
+                "SELECT relname::text, COALESCE(seq_scan, 0)::bigint, COALESCE(n_tup_ins, 0)::bigint \
+                 FROM pg_stat_user_tables WHERE relname IN ({TABLES}) ORDER BY relname"
+            ))
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            rows
+        }
+    };
+    let settled = || async {
+        let mut last = counters().await;
+        loop {
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            let now = counters().await;
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    };
+    let before = settled().await;
+    let (analyzed,): (i64,) = sqlx::query_as(&format!(
+        "SELECT COUNT(*) FROM pg_stat_user_tables WHERE relname IN ({TABLES}) \
+         AND (last_analyze IS NOT NULL OR last_autoanalyze IS NOT NULL)"
+    ))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(analyzed, 0, "no table has statistics");
+    load(3_000, 3_600).await;
+    let after = settled().await;
+    gw.shutdown().await.unwrap();
+    let inserted = |rows: &[(String, i64, i64)], t: &str| {
+        rows.iter().find(|r| r.0 == t).map(|r| r.2).unwrap_or(0)
+    };
+    assert!(
+        inserted(&after, "referrals") - inserted(&before, "referrals") >= 600,
+        "the counters saw the writes: {before:?} → {after:?}"
+    );
+    let scanned: Vec<String> = before
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| a.1 > b.1)
+        .map(|(b, a)| format!("{}: {} sequential scans", a.0, a.1 - b.1))
+        .collect();
+    assert!(
+        scanned.is_empty(),
+        "tables scanned while writing: {scanned:?}"
+    );
+    db.drop_database().await;
+}
