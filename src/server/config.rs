@@ -23,6 +23,7 @@ use crate::delivery::DeliveryConfig;
 use crate::directory::config::{
     AgencyEntry, CalendarConfig, ContactConfig, DirectoryConfig, RoutingConfig, ServiceConfig,
 };
+use crate::domain::application::JointServiceSpec;
 use crate::domain::information_request::InformationRequestsConfig;
 use crate::domain::policy::{PolicyAgency, PolicyConfig, PolicySettings, ROLE_AUDITOR};
 use crate::layers::limits::LimitsConfig;
@@ -78,6 +79,10 @@ pub struct Config {
     /// The admin listener (/metrics, /livez, /readyz) and how the gateway drains on SIGTERM.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Joint services: one application, a clearance from each of several agencies
+    /// (`domain::application`; the exchange on top of it is issue #15's work in progress).
+    #[serde(default)]
+    pub joint_services: Vec<JointServiceSpec>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -179,6 +184,33 @@ impl Config {
             for (field, value) in [("name_en", &agency.name_en), ("name_ar", &agency.name_ar)] {
                 if value.trim().is_empty() {
                     return Err(ConfigError::invalid(key(field), value, "a non-empty name"));
+                }
+            }
+        }
+        let mut codes = std::collections::HashSet::new();
+        for (i, joint) in self.joint_services.iter().enumerate() {
+            let key = |field: &str| format!("joint_services[{i}].{field}");
+            if !codes.insert(joint.code.as_str()) {
+                return Err(ConfigError::invalid(
+                    key("code"),
+                    &joint.code,
+                    "a code no other joint service has",
+                ));
+            }
+            if let Err(e) = joint.validate() {
+                return Err(ConfigError::invalid(
+                    key("clearances"),
+                    &joint.code,
+                    &e.to_string(),
+                ));
+            }
+            for (j, clearance) in joint.clearances.iter().enumerate() {
+                if self.agency(&clearance.agency).is_none() {
+                    return Err(ConfigError::invalid(
+                        key(&format!("clearances[{j}].agency")),
+                        &clearance.agency,
+                        "the id of an agency in the registry",
+                    ));
                 }
             }
         }
@@ -312,6 +344,66 @@ mod tests {
         );
         assert!(config.agencies.iter().all(|a| !a.name_ar.is_ascii()));
         assert!(config.has_role("digital", ROLE_AUDITOR));
+    }
+
+    #[test]
+    fn sample_config_defines_the_building_completion_certificate_as_a_joint_service() {
+        let config = parse(&[]).expect("sample config parses");
+        let joint = config
+            .joint_services
+            .iter()
+            .find(|j| j.code == "building-completion-certificate")
+            .expect("the joint service");
+        assert_eq!(joint.clearances.len(), 9);
+        assert_eq!(joint.required(), 9, "all must approve");
+        let civil_defence = joint
+            .clearances
+            .iter()
+            .find(|c| c.agency == "civil-defence")
+            .unwrap();
+        assert_eq!(civil_defence.after, ["planning-survey"]);
+        // Planning 7, then civil defence 5, then the digital office 2: 14 working days.
+        let calendar = crate::directory::calendar::Calendar::from_config(&config.calendar).unwrap();
+        let start = 1_796_634_000_000; // Monday 2026-12-07 09:00 UTC
+        let plan = joint.schedule(start, &Default::default(), start, &calendar);
+        assert_eq!(
+            plan.expected_completion,
+            Some(crate::directory::calendar::add_working_days(
+                start, 14, &calendar
+            ))
+        );
+    }
+
+    #[test]
+    fn a_joint_service_must_name_registered_agencies_and_no_cycle() {
+        let base = "[[joint_services]]\ncode = \"x\"\n";
+        let clearance = |agency: &str, after: &str| {
+            format!("[[joint_services.clearances]]\nagency = \"{agency}\"\ntime_frame_working_days = 2\nafter = [{after}]\n")
+        };
+        // Appended after the sample's own (joint_services[0]), so this one is [1].
+        let err = |toml: String| {
+            Config::parse(
+                Path::new("config/jisr.toml"),
+                &format!("{SAMPLE}\n{toml}"),
+                std::iter::empty(),
+            )
+            .unwrap_err()
+            .to_string()
+        };
+        let e = err(format!("{base}{}", clearance("nobody", "")));
+        assert!(
+            e.contains("joint_services[1].clearances[0].agency") && e.contains("nobody"),
+            "{e}"
+        );
+        let e = err(format!(
+            "{base}{}{}",
+            clearance("police", "\"housing\""),
+            clearance("housing", "\"police\"")
+        ));
+        assert!(
+            e.contains("joint_services[1].clearances") && e.contains("wait for each other"),
+            "{e}"
+        );
     }
 
     #[test]
