@@ -720,7 +720,11 @@ mod tests {
         let config = crate::server::config::Config::parse(
             std::path::Path::new("x"),
             SAMPLE,
-            [("JISR_AGENCIES".to_string(), agencies.to_string())],
+            [
+                ("JISR_AGENCIES".to_string(), agencies.to_string()),
+                // The sample's joint services name agencies this registry does not have.
+                ("JISR_JOINT_SERVICES".to_string(), "[]".to_string()),
+            ],
         )
         .expect("starts");
         assert_eq!(config.agencies.len(), 1);
@@ -737,7 +741,11 @@ mod tests {
         let e = crate::server::config::Config::parse(
             std::path::Path::new("x"),
             SAMPLE,
-            [("JISR_AGENCIES".to_string(), agencies.to_string())],
+            [
+                ("JISR_AGENCIES".to_string(), agencies.to_string()),
+                // The sample's joint services name agencies this registry does not have.
+                ("JISR_JOINT_SERVICES".to_string(), "[]".to_string()),
+            ],
         )
         .unwrap_err()
         .to_string();

@@ -555,6 +555,8 @@ pub fn spawn_gateway_with(
         .env("JISR_DELIVERY__INITIAL_BACKOFF_MS", "20")
         .env("JISR_DELIVERY__POLL_INTERVAL_MS", "50")
         .env("JISR_AGENCIES", agencies)
+        // The sample's joint services name agencies this registry may not have.
+        .env("JISR_JOINT_SERVICES", "[]")
         // One agency's load in the crash tests: its limits raised (docs/benchmarks.md).
         .env("JISR_LIMITS__REQUESTS_PER_SECOND", "100000")
         .env("JISR_LIMITS__BURST", "100000")
