@@ -145,7 +145,7 @@ fn server_span(request: &http::Request<Body>, traceparent: Option<&str>) -> trac
 /// The `rpc_method` label: a method of the contract or of health and reflection, else
 /// `_OTHER` (as OpenTelemetry's conventions say), so a caller's made-up paths cannot grow
 /// the metric without bound.
-fn metric_method(path: &str) -> &str {
+fn metric_method(path: &str) -> &'static str {
     static KNOWN: std::sync::LazyLock<std::collections::HashSet<String>> =
         std::sync::LazyLock::new(|| {
             let mut known: std::collections::HashSet<String> =
@@ -161,12 +161,10 @@ fn metric_method(path: &str) -> &str {
             );
             known
         });
-    let method = path.trim_start_matches('/');
-    if KNOWN.contains(method) {
-        method
-    } else {
-        "_OTHER"
-    }
+    // The label borrows the set's own string: no allocation per call.
+    KNOWN
+        .get(path.trim_start_matches('/'))
+        .map_or("_OTHER", String::as_str)
 }
 
 /// Server-side codes that mean the server failed (OpenTelemetry's gRPC conventions):

@@ -320,7 +320,7 @@ impl Metrics {
     /// Records a served call.
     pub fn call(
         &self,
-        method: &str,
+        method: &'static str,
         code: tonic::Code,
         agency: &str,
         allowed: bool,
@@ -329,7 +329,7 @@ impl Metrics {
         self.rpc_duration
             .get_or_create(&RpcLabels {
                 rpc_system_name: Cow::Borrowed("grpc"),
-                rpc_method: Cow::Owned(method.to_string()),
+                rpc_method: Cow::Borrowed(method),
                 rpc_response_status_code: Cow::Borrowed(code_name(code)),
             })
             .observe(took.as_secs_f64());

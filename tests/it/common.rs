@@ -529,17 +529,36 @@ pub fn spawn_gateway_with(
     agency_addr: SocketAddr,
     extra: &[(&str, String)],
 ) -> std::process::Child {
-    let c = &env.config;
     let agencies = format!(
         "[{{id=\"social-services\",name_en=\"Social Services\",name_ar=\"الخدمات\",\
          policy={{allow=[\"*\"],refer_to=[\"housing\"]}}}},\
          {{id=\"housing\",name_en=\"Housing\",name_ar=\"الإسكان\",policy={{allow=[\"*\"]}},\
          adapter={{kind=\"grpc\",endpoint=\"https://{agency_addr}\",server_name=\"localhost\"}}}}]"
     );
-    std::process::Command::new(env!("CARGO_BIN_EXE_jisr"))
+    serve_command(env, &format!("127.0.0.1:{port}"))
+        .env("JISR_DELIVERY__TIMEOUT_MS", "1000")
+        .env("JISR_DELIVERY__INITIAL_BACKOFF_MS", "20")
+        .env("JISR_DELIVERY__POLL_INTERVAL_MS", "50")
+        .env("JISR_AGENCIES", agencies)
+        // The sample's joint services name agencies this registry may not have.
+        .env("JISR_JOINT_SERVICES", "[]")
+        // One agency's load in the crash tests: its limits raised (docs/benchmarks.md).
+        .env("JISR_LIMITS__REQUESTS_PER_SECOND", "100000")
+        .env("JISR_LIMITS__BURST", "100000")
+        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
+        .spawn()
+        .unwrap()
+}
+
+/// `jisr serve` as a process, on `listen_addr`, with the test bench's certificates,
+/// database, signing key and documents, logging warnings to nowhere.
+pub fn serve_command(env: &TestEnv, listen_addr: &str) -> std::process::Command {
+    let c = &env.config;
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_jisr"));
+    command
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .arg("serve")
-        .env("JISR_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("JISR_LISTEN_ADDR", listen_addr)
         .env("JISR_ADMIN__LISTEN_ADDR", "127.0.0.1:0")
         .env("JISR_TLS__CA_CERT", &c.tls.ca_cert)
         .env("JISR_TLS__SERVER_CERT", &c.tls.server_cert)
@@ -551,21 +570,10 @@ pub fn spawn_gateway_with(
         .env("JISR_DOCUMENTS__DIR", &c.documents.dir)
         .env("JISR_DELIVERY__CLIENT_CERT", &c.delivery.client_cert)
         .env("JISR_DELIVERY__CLIENT_KEY", &c.delivery.client_key)
-        .env("JISR_DELIVERY__TIMEOUT_MS", "1000")
-        .env("JISR_DELIVERY__INITIAL_BACKOFF_MS", "20")
-        .env("JISR_DELIVERY__POLL_INTERVAL_MS", "50")
-        .env("JISR_AGENCIES", agencies)
-        // The sample's joint services name agencies this registry may not have.
-        .env("JISR_JOINT_SERVICES", "[]")
-        // One agency's load in the crash tests: its limits raised (docs/benchmarks.md).
-        .env("JISR_LIMITS__REQUESTS_PER_SECOND", "100000")
-        .env("JISR_LIMITS__BURST", "100000")
         .env("JISR_LOG", "warn")
-        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
+        .stderr(std::process::Stdio::null());
+    command
 }
 
 pub async fn connect_when_up(

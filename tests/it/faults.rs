@@ -5,7 +5,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use jisr::pb::v1::referral_service_client::ReferralServiceClient;
 use jisr::pb::v1::*;
+use jisr::server::Gateway;
+use tonic::transport::Channel;
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -58,19 +61,7 @@ async fn postgres_dropping_its_connections_under_load_gives_quick_unavailable_an
     let mut acknowledged = HashMap::new();
     let mut unavailable: Vec<String> = Vec::new();
     for (request_id, outcome) in outcomes {
-        match outcome {
-            Ok(answer) => {
-                acknowledged.insert(request_id, answer.referral.unwrap().id);
-            }
-            Err(status) => {
-                assert_eq!(status.code(), Code::Unavailable, "{request_id}: {status:?}");
-                assert!(
-                    status.get_details_retry_info().is_some(),
-                    "{request_id}: UNAVAILABLE says when to retry: {status:?}"
-                );
-                unavailable.push(request_id);
-            }
-        }
+        sort_outcome(request_id, outcome, &mut acknowledged, &mut unavailable);
     }
     assert!(!acknowledged.is_empty());
     assert!(
@@ -79,16 +70,51 @@ async fn postgres_dropping_its_connections_under_load_gives_quick_unavailable_an
         acknowledged.len()
     );
 
-    // Served again without a restart: the refused calls, retried with their request ids,
-    // are answered (from the idempotency record where the cut-off commit had landed).
+    // Served again without a restart (the cut-off commit's retry answered from its
+    // idempotency record where it had landed).
     let mut social = env.client(&gw, "social-services").await;
-    for request_id in &unavailable {
-        let id = submitted_id(&mut social, request_id, referral_to("housing")).await;
+    retried_and_nothing_lost(&mut social, &gw, acknowledged, &unavailable).await;
+    gw.shutdown().await.unwrap();
+    db.drop_database().await;
+}
+
+/// Files a submission's answer: acknowledged (with its referral id), or refused, which must
+/// be UNAVAILABLE with a retry hint (never INTERNAL).
+fn sort_outcome(
+    request_id: String,
+    outcome: Result<SubmitReferralResponse, tonic::Status>,
+    acknowledged: &mut HashMap<String, String>,
+    refused: &mut Vec<String>,
+) {
+    match outcome {
+        Ok(answer) => {
+            acknowledged.insert(request_id, answer.referral.unwrap().id);
+        }
+        Err(status) => {
+            assert_eq!(status.code(), Code::Unavailable, "{request_id}: {status:?}");
+            assert!(
+                status.get_details_retry_info().is_some(),
+                "{request_id}: UNAVAILABLE says when to retry: {status:?}"
+            );
+            refused.push(request_id);
+        }
+    }
+}
+
+/// The refused submissions, retried with their request ids, are answered; nothing
+/// acknowledged is lost, and each request id made one referral.
+async fn retried_and_nothing_lost(
+    social: &mut ReferralServiceClient<Channel>,
+    gw: &Gateway,
+    mut acknowledged: HashMap<String, String>,
+    refused: &[String],
+) {
+    for request_id in refused {
+        let id = submitted_id(social, request_id, referral_to("housing")).await;
         acknowledged.insert(request_id.clone(), id);
     }
-    // Nothing acknowledged is lost, and each request id made one referral.
     for (request_id, id) in &acknowledged {
-        let r = fetched(&mut social, id).await;
+        let r = fetched(social, id).await;
         assert_eq!(&r.request_id, request_id);
     }
     let (stored,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM referrals")
@@ -100,8 +126,6 @@ async fn postgres_dropping_its_connections_under_load_gives_quick_unavailable_an
         acknowledged.len(),
         "one referral per request id"
     );
-    gw.shutdown().await.unwrap();
-    db.drop_database().await;
 }
 
 /// A size-limited filesystem (tmpfs, 16 MiB) holding the SQLite database. Root only: outside
@@ -188,21 +212,14 @@ async fn sqlite_disk_full_gives_quick_unavailable_not_ready_and_recovers_when_sp
         let answer = tokio::time::timeout(Duration::from_secs(5), call)
             .await
             .unwrap_or_else(|_| panic!("{request_id}: no answer in 5 s with the disk full"));
-        match answer {
-            Ok(r) => {
-                acknowledged.insert(request_id, r.into_inner().referral.unwrap().id);
-            }
-            Err(status) => {
-                assert_eq!(status.code(), Code::Unavailable, "{request_id}: {status:?}");
-                assert!(
-                    status.get_details_retry_info().is_some(),
-                    "{request_id}: UNAVAILABLE says when to retry: {status:?}"
-                );
-                refused.push(request_id);
-                if refused.len() == 3 {
-                    break;
-                }
-            }
+        sort_outcome(
+            request_id,
+            answer.map(|r| r.into_inner()),
+            &mut acknowledged,
+            &mut refused,
+        );
+        if refused.len() == 3 {
+            break;
         }
     }
     assert_eq!(refused.len(), 3, "a full disk refuses writes");
@@ -215,23 +232,7 @@ async fn sqlite_disk_full_gives_quick_unavailable_not_ready_and_recovers_when_sp
         http_get(admin, "/readyz").await.0 == 200
     })
     .await;
-    for request_id in &refused {
-        let id = submitted_id(&mut social, request_id, referral_to("housing")).await;
-        acknowledged.insert(request_id.clone(), id);
-    }
-    for (request_id, id) in &acknowledged {
-        let r = fetched(&mut social, id).await;
-        assert_eq!(&r.request_id, request_id);
-    }
-    let (stored,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM referrals")
-        .fetch_one(gw.store.pool())
-        .await
-        .unwrap();
-    assert_eq!(
-        stored as usize,
-        acknowledged.len(),
-        "one referral per request id"
-    );
+    retried_and_nothing_lost(&mut social, &gw, acknowledged, &refused).await;
     gw.shutdown().await.unwrap();
 }
 

@@ -334,30 +334,12 @@ impl Drop for GatewayProcess {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_a_crl_long_before_the_interval() {
     let env = TestEnv::sqlite();
-    let c = &env.config;
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let gateway = GatewayProcess(
-        std::process::Command::new(env!("CARGO_BIN_EXE_jisr"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .arg("serve")
-            .env("JISR_LISTEN_ADDR", &addr)
-            .env("JISR_ADMIN__LISTEN_ADDR", "127.0.0.1:0")
-            .env("JISR_TLS__CA_CERT", &c.tls.ca_cert)
-            .env("JISR_TLS__SERVER_CERT", &c.tls.server_cert)
-            .env("JISR_TLS__SERVER_KEY", &c.tls.server_key)
-            .env("JISR_TLS__DEV_PKI", "false")
-            .env("JISR_TLS__CRLS", toml_paths(&c.tls.crls))
+        serve_command(&env, &addr)
             // An hour: only SIGHUP can explain a reload within this test.
             .env("JISR_TLS__RELOAD_INTERVAL_SECS", "3600")
-            .env("JISR_DATABASE__URL", &c.database.url)
-            .env("JISR_AUDIT__SIGNING_KEY", &c.audit.signing_key)
-            .env("JISR_DOCUMENTS__DIR", &c.documents.dir)
-            .env("JISR_DELIVERY__CLIENT_CERT", &c.delivery.client_cert)
-            .env("JISR_DELIVERY__CLIENT_KEY", &c.delivery.client_key)
-            .env("JISR_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap(),
     );
