@@ -15,8 +15,8 @@ use crate::config::ConfigError;
 use crate::delivery::{Adapter, AgencyReceipt, DeliveryError, OutboundDelivery};
 use crate::pb::adapter_v1::agency_endpoint_service_client::AgencyEndpointServiceClient;
 use crate::pb::adapter_v1::{
-    delivery, DeliverInformationRequestRequest, DeliverInformationResponseRequest,
-    DeliverReferralRequest, DeliverStatusUpdateRequest,
+    delivery, DeliverClearanceRequestRequest, DeliverInformationRequestRequest,
+    DeliverInformationResponseRequest, DeliverReferralRequest, DeliverStatusUpdateRequest,
 };
 use crate::tls::client::{endpoint, AgencyCredentials};
 
@@ -155,6 +155,16 @@ impl Adapter for GrpcAdapter {
                         DeliverInformationResponseRequest {
                             metadata,
                             information_request: Some(request.clone()),
+                        },
+                        &traceparent,
+                    ))
+                    .await
+                    .map(|r| r.into_inner().receipt_id),
+                Some(delivery::Payload::ClearanceRequest(application)) => client
+                    .deliver_clearance_request(traced(
+                        DeliverClearanceRequestRequest {
+                            metadata,
+                            application: Some(application.clone()),
                         },
                         &traceparent,
                     ))

@@ -47,6 +47,7 @@ pub async fn seed(store: &Store, n: u64, agency: &str, other: &str) -> anyhow::R
                             note: "",
                             outcome: ReferralOutcome::Unspecified.as_str_name(),
                             occurred_at: r.created_at,
+                            ..NewEvent::default()
                         })
                         .await?;
                     }

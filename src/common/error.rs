@@ -99,13 +99,19 @@ reasons! {
     RequestIdReused = "REQUEST_ID_REUSED", [AlreadyExists],
         "The request_id was already used by the agency for a different request: retry with the identical request or a new request_id.";
     TransitionNotAllowed = "TRANSITION_NOT_ALLOWED", [FailedPrecondition],
-        "The referral's lifecycle does not allow this move from its current status (metadata current_status, requested_status).";
+        "The referral's or clearance's lifecycle does not allow this move from its current status (metadata current_status, requested_status).";
     StatusNotSettableByCaller = "STATUS_NOT_SETTABLE_BY_CALLER", [FailedPrecondition],
         "The caller's side may never set this status (the recipient cannot withdraw, only the gateway sets DELIVERED and FAILED).";
     NotOpen = "NOT_OPEN", [FailedPrecondition],
         "The information request is no longer OPEN (metadata current_status): it was answered, declined or has expired.";
     NotTheAskedAgency = "NOT_THE_ASKED_AGENCY", [PermissionDenied],
         "Only the agency asked may respond to an information request (metadata asked_agency).";
+    NotAClearingAgency = "NOT_A_CLEARING_AGENCY", [PermissionDenied],
+        "Only a clearing agency of the application moves a clearance, and only its own (metadata application_id); the lead withdraws instead.";
+    NotTheLeadAgency = "NOT_THE_LEAD_AGENCY", [PermissionDenied],
+        "Only the application's lead agency may withdraw it (metadata lead_agency).";
+    ApplicationDecided = "APPLICATION_DECIDED", [FailedPrecondition],
+        "The application is already APPROVED, REJECTED or WITHDRAWN (metadata current_status): nothing in it moves any more.";
     NotAnInboxAgency = "NOT_AN_INBOX_AGENCY", [FailedPrecondition],
         "The agency's deliveries are pushed by its adapter; only agencies with adapter kind \"inbox\" pull.";
     // ---- documents ----

@@ -5,15 +5,18 @@ use prost::Message;
 use prost_types::Timestamp;
 
 use crate::pb::adapter_v1::{
-    delivery, status_update, Delivery, InformationRequestStatusUpdate, ReferralStatusUpdate,
-    StatusUpdate,
+    delivery, status_update, ApplicationStatusUpdate, Delivery, InformationRequestStatusUpdate,
+    ReferralStatusUpdate, StatusUpdate,
 };
-use crate::pb::v1::{InformationRequest, InformationRequestStatus, Referral, StatusChange};
+use crate::pb::v1::{
+    Application, InformationRequest, InformationRequestStatus, Referral, StatusChange,
+};
 
 pub const KIND_REFERRAL: &str = "referral";
 pub const KIND_STATUS_UPDATE: &str = "status_update";
 pub const KIND_INFORMATION_REQUEST: &str = "information_request";
 pub const KIND_INFORMATION_RESPONSE: &str = "information_response";
+pub const KIND_CLEARANCE_REQUEST: &str = "clearance_request";
 
 fn encode(payload: delivery::Payload) -> Vec<u8> {
     Delivery {
@@ -62,5 +65,17 @@ pub fn information_request_status(
                 overdue,
             },
         )),
+    }))
+}
+
+/// A clearance request, to the clearing agency: the application as it sees it.
+pub fn clearance_request(a: &Application) -> Vec<u8> {
+    encode(delivery::Payload::ClearanceRequest(a.clone()))
+}
+
+/// A change of an application, to the lead or a clearing agency.
+pub fn application_status(update: ApplicationStatusUpdate) -> Vec<u8> {
+    encode(delivery::Payload::StatusUpdate(StatusUpdate {
+        target: Some(status_update::Target::Application(update)),
     }))
 }

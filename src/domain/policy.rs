@@ -8,6 +8,7 @@
 //! allow = ["jisr.v1.ReferralService/*", "jisr.v1.DirectoryService/ListAgencies"]
 //! refer_to = ["housing", "police/urgent-protection"]   # agency, or agency/service; "*" any
 //! ask = ["*"]                                          # information requests: agencies
+//! apply = ["building-completion-certificate"]          # joint services it may lead; "*" any
 //! officer_required = ["jisr.v1.ReferralService/SubmitReferral"]
 //! ```
 
@@ -52,6 +53,9 @@ pub struct PolicyConfig {
     /// Which agencies it may send information requests to: `agency` or `*`.
     #[serde(default)]
     pub ask: Vec<String>,
+    /// Which joint services it may submit applications for (lead): codes, or `*`.
+    #[serde(default)]
+    pub apply: Vec<String>,
     /// RPCs it may call only with a valid officer token (same patterns as `allow`).
     #[serde(default)]
     pub officer_required: Vec<String>,
@@ -199,6 +203,15 @@ impl Policy {
         match rules.and_then(|r| r.iter().find(|rule| target_matches(rule, to, None))) {
             Some(rule) => Decision::allow(format!("policy.ask:{rule}")),
             None => Decision::deny("policy.ask.default-deny"),
+        }
+    }
+
+    /// May `lead` submit applications for joint service `service`?
+    pub fn may_apply(&self, lead: &str, service: &str) -> Decision {
+        let rules = self.0.get(lead).map(|p| &p.config.apply);
+        match rules.and_then(|r| r.iter().find(|rule| *rule == "*" || *rule == service)) {
+            Some(rule) => Decision::allow(format!("policy.apply:{rule}")),
+            None => Decision::deny("policy.apply.default-deny"),
         }
     }
 }

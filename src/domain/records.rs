@@ -24,12 +24,17 @@ pub struct ReferralRow {
     pub body: Vec<u8>,
 }
 
-/// An event of a referral, or of an information request (`information_request_id`
-/// non-empty; its `referral_id` is the referral it belongs to, or empty).
-#[derive(Debug, Clone)]
+/// An event of a referral, of an information request (`information_request_id`
+/// non-empty; its `referral_id` is the referral it belongs to, or empty), or of an
+/// application (`application_id` non-empty; `status` is the application's, and a
+/// clearance's events name the clearing agency and the clearance's status).
+#[derive(Debug, Clone, Default)]
 pub struct NewEvent<'a> {
     pub referral_id: &'a str,
     pub information_request_id: &'a str,
+    pub application_id: &'a str,
+    pub clearance_agency: &'a str,
+    pub clearance_status: &'a str,
     pub from_agency: &'a str,
     pub to_agency: &'a str,
     pub event_type: &'a str,
@@ -48,6 +53,9 @@ impl NewEvent<'_> {
             seq,
             referral_id: self.referral_id.to_string(),
             information_request_id: self.information_request_id.to_string(),
+            application_id: self.application_id.to_string(),
+            clearance_agency: self.clearance_agency.to_string(),
+            clearance_status: self.clearance_status.to_string(),
             from_agency: self.from_agency.to_string(),
             to_agency: self.to_agency.to_string(),
             event_type: self.event_type.to_string(),
@@ -61,13 +69,18 @@ impl NewEvent<'_> {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct EventRow {
     pub seq: i64,
     /// Empty for an information request that stands alone.
     pub referral_id: String,
     /// Empty for a referral's own events.
     pub information_request_id: String,
+    /// Set for an application's events.
+    pub application_id: String,
+    /// Set for a clearance's events.
+    pub clearance_agency: String,
+    pub clearance_status: String,
     pub from_agency: String,
     pub to_agency: String,
     pub event_type: String,
@@ -93,6 +106,34 @@ pub struct InformationRequestRow {
     pub updated_at: i64,
     /// The jisr.v1.InformationRequest as sent, with its response once there is one.
     pub body: Vec<u8>,
+}
+
+/// An application for a joint service.
+#[derive(Debug, Clone)]
+pub struct ApplicationRow {
+    pub id: String,
+    pub lead_agency: String,
+    pub request_id: String,
+    pub service_code: String,
+    pub status: String,
+    /// The expected completion at submission.
+    pub due_at: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// The jisr.v1.Application with every clearance's state, protobuf-encoded.
+    pub body: Vec<u8>,
+}
+
+/// One clearance's row beside its application's body: who clears it, and its deadline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClearanceRow {
+    pub application_id: String,
+    pub agency: String,
+    pub status: String,
+    /// Set once requested.
+    pub due_at: Option<i64>,
+    /// Requested, open, and its deadline not handled yet.
+    pub awaiting_deadline: bool,
 }
 
 #[derive(Debug, Clone)]

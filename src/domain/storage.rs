@@ -10,8 +10,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use super::records::{
-    EventRow, IdempotentRecord, InformationRequestRow, NewDelivery, NewEvent, OutboxRow,
-    ReferralRow,
+    ApplicationRow, ClearanceRow, EventRow, IdempotentRecord, InformationRequestRow, NewDelivery,
+    NewEvent, OutboxRow, ReferralRow,
 };
 use crate::audit::context::AuditContext;
 use crate::audit::entry::AuditEntry;
@@ -106,6 +106,31 @@ pub trait ExchangeTx: Send {
         before: i64,
         limit: i64,
     ) -> impl Future<Output = Result<Vec<InformationRequestRow>, ApiError>> + Send;
+
+    // ---- applications ----
+    fn application(
+        &mut self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<ApplicationRow>, ApiError>> + Send;
+    /// Stores a new application and its clearances' rows.
+    fn insert_application(
+        &mut self,
+        row: &ApplicationRow,
+        clearances: &[ClearanceRow],
+    ) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// Records the application's new body and status, and its clearances' rows.
+    fn update_application(
+        &mut self,
+        row: &ApplicationRow,
+        clearances: &[ClearanceRow],
+    ) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// Clearances awaiting their deadline that passed before `now` (each is taken: not
+    /// answered again).
+    fn take_clearances_due(
+        &mut self,
+        now: i64,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<ClearanceRow>, ApiError>> + Send;
 
     // ---- documents ----
     /// Lets `to` read the documents `from` may read, for exchange `subject_id`; answers

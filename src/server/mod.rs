@@ -215,6 +215,7 @@ impl Gateway {
                 information_request_grace: Duration::from_secs(
                     config.information_requests.expire_after_secs,
                 ),
+                joint_services: config.joint_services.clone().into(),
             },
         );
         let referrals = ReferralApi::new(

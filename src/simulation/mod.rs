@@ -287,6 +287,24 @@ impl AgencyEndpointService for MockEndpoint {
             duplicate: false,
         }))
     }
+    async fn deliver_clearance_request(
+        &self,
+        r: Request<DeliverClearanceRequestRequest>,
+    ) -> Result<Response<DeliverClearanceRequestResponse>, Status> {
+        self.note_traceparent(&r);
+        let r = r.into_inner();
+        let id = r.application.map(|x| x.id).unwrap_or_default();
+        let receipt_id = self.record(
+            delivery_id(&r.metadata),
+            format!("clearance_request {id}"),
+            id,
+        )?;
+        self.answer().await;
+        Ok(Response::new(DeliverClearanceRequestResponse {
+            receipt_id,
+            duplicate: false,
+        }))
+    }
     async fn deliver_status_update(
         &self,
         r: Request<DeliverStatusUpdateRequest>,
@@ -309,6 +327,18 @@ impl AgencyEndpointService for MockEndpoint {
                     status
                 };
                 (u.information_request_id, status)
+            }
+            Some(status_update::Target::Application(u)) => {
+                let mut status = short_name(u.status().as_str_name(), "APPLICATION_STATUS_");
+                if !u.clearance_agency.is_empty() {
+                    let clearance =
+                        short_name(u.clearance_status().as_str_name(), "CLEARANCE_STATUS_");
+                    status = format!("{status} {}={clearance}", u.clearance_agency);
+                }
+                if u.overdue {
+                    status += " OVERDUE";
+                }
+                (u.application_id, status)
             }
             None => (String::new(), String::new()),
         };

@@ -10,8 +10,8 @@ use crate::audit::entry::AuditEntry;
 use crate::audit::Receipt;
 use crate::common::{ApiError, BoxFuture};
 use crate::domain::records::{
-    EventRow, IdempotentRecord, InformationRequestRow, NewDelivery, NewEvent, OutboxRow,
-    ReferralRow,
+    ApplicationRow, ClearanceRow, EventRow, IdempotentRecord, InformationRequestRow, NewDelivery,
+    NewEvent, OutboxRow, ReferralRow,
 };
 use crate::domain::storage::{ExchangeTx, Storage};
 
@@ -64,6 +64,10 @@ impl ExchangeTx for WriteTx {
         fn update_information_request(&mut self, row: &InformationRequestRow) -> ();
         fn take_newly_overdue_information_requests(&mut self, now: i64, limit: i64) -> Vec<InformationRequestRow>;
         fn open_information_requests_due_before(&mut self, before: i64, limit: i64) -> Vec<InformationRequestRow>;
+        fn application(&mut self, id: &str) -> Option<ApplicationRow>;
+        fn insert_application(&mut self, row: &ApplicationRow, clearances: &[ClearanceRow]) -> ();
+        fn update_application(&mut self, row: &ApplicationRow, clearances: &[ClearanceRow]) -> ();
+        fn take_clearances_due(&mut self, now: i64, limit: i64) -> Vec<ClearanceRow>;
         fn share_documents(
             &mut self,
             document_ids: &[&str],

@@ -8,6 +8,7 @@
 //! event N has seen every event before N). Across PostgreSQL replicas, batches are
 //! serialized by a transaction-scoped advisory lock.
 
+pub mod applications;
 pub mod audit;
 pub mod blobs;
 pub mod documents;
@@ -442,6 +443,11 @@ fn migrator(backend: Backend) -> Migrator {
                 "operations",
                 include_str!("../../migrations/sqlite/0011_operations.sql"),
             ),
+            (
+                12,
+                "applications",
+                include_str!("../../migrations/sqlite/0012_applications.sql"),
+            ),
         ],
         Backend::Postgres => &[
             (
@@ -498,6 +504,11 @@ fn migrator(backend: Backend) -> Migrator {
                 11,
                 "operations",
                 include_str!("../../migrations/postgres/0011_operations.sql"),
+            ),
+            (
+                12,
+                "applications",
+                include_str!("../../migrations/postgres/0012_applications.sql"),
             ),
         ],
     };

@@ -32,8 +32,10 @@ pub struct ListFilter {
 const REFERRAL_COLUMNS: &str = "id, from_agency, to_agency, request_id, service_code, category, \
      priority, status, due_at, created_at, updated_at, body";
 const EVENT_COLUMNS: &str = "seq, COALESCE(referral_id, '') AS referral_id, \
-     COALESCE(information_request_id, '') AS information_request_id, from_agency, to_agency, \
-     event_type, status, actor_agency, reason_code, note, outcome, occurred_at";
+     COALESCE(information_request_id, '') AS information_request_id, \
+     COALESCE(application_id, '') AS application_id, clearance_agency, clearance_status, \
+     from_agency, to_agency, event_type, status, actor_agency, reason_code, note, outcome, \
+     occurred_at";
 
 /// Referrals past due at `now`, not final and not yet told overdue, by due date: the
 /// overdue sweep. Its WHERE is the predicate of the partial index it walks
@@ -96,12 +98,16 @@ impl WriteTx {
     /// Appends an event and returns its sequence number.
     pub async fn insert_event(&mut self, e: &NewEvent<'_>) -> Result<i64, StoreError> {
         let seq: i64 = q(
-            "INSERT INTO referral_events (referral_id, information_request_id, from_agency, \
-             to_agency, event_type, status, actor_agency, reason_code, note, outcome, occurred_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING seq",
+            "INSERT INTO referral_events (referral_id, information_request_id, application_id, \
+             clearance_agency, clearance_status, from_agency, to_agency, event_type, status, \
+             actor_agency, reason_code, note, outcome, occurred_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING seq",
         )
         .bind((!e.referral_id.is_empty()).then_some(e.referral_id))
         .bind((!e.information_request_id.is_empty()).then_some(e.information_request_id))
+        .bind((!e.application_id.is_empty()).then_some(e.application_id))
+        .bind(e.clearance_agency)
+        .bind(e.clearance_status)
         .bind(e.from_agency)
         .bind(e.to_agency)
         .bind(e.event_type)
@@ -275,6 +281,9 @@ fn event_row(r: &impl Row) -> Result<EventRow, StoreError> {
         seq: r.col("seq")?,
         referral_id: r.col("referral_id")?,
         information_request_id: r.col("information_request_id")?,
+        application_id: r.col("application_id")?,
+        clearance_agency: r.col("clearance_agency")?,
+        clearance_status: r.col("clearance_status")?,
         from_agency: r.col("from_agency")?,
         to_agency: r.col("to_agency")?,
         event_type: r.col("event_type")?,

@@ -13,19 +13,22 @@ use time::OffsetDateTime;
 
 use crate::delivery::OutboundDelivery;
 use crate::domain::payload::{
-    KIND_INFORMATION_REQUEST, KIND_INFORMATION_RESPONSE, KIND_REFERRAL, KIND_STATUS_UPDATE,
+    KIND_CLEARANCE_REQUEST, KIND_INFORMATION_REQUEST, KIND_INFORMATION_RESPONSE, KIND_REFERRAL,
+    KIND_STATUS_UPDATE,
 };
 use crate::pb::adapter_v1::{
-    delivery, status_update, InformationRequestStatusUpdate, ReferralStatusUpdate,
+    delivery, status_update, ApplicationStatusUpdate, InformationRequestStatusUpdate,
+    ReferralStatusUpdate,
 };
 use crate::pb::v1::{
-    Consent, ContactDetails, DeclineReason, DocumentReference, IdentifierType, InformationRequest,
-    InformationRequestStatus, PersonIdentifier, Referral, ReferralCategory, ReferralOutcome,
-    ReferralPriority, ReferralStatus, StatusChange, StatusReason, Subject,
+    Application, ApplicationStatus, Clearance, ClearanceStatus, Consent, ContactDetails,
+    DeclineReason, DocumentReference, IdentifierType, InformationRequest, InformationRequestStatus,
+    PersonIdentifier, Referral, ReferralCategory, ReferralOutcome, ReferralPriority,
+    ReferralStatus, StatusChange, StatusReason, Subject,
 };
 
-/// The message kind (`referral`, `information_request`, `information_response` or
-/// `status_update`) and its canonical JSON object, or why the rest adapter cannot carry it.
+/// The message kind (`referral`, `information_request`, `information_response`,
+/// `clearance_request` or `status_update`) and its canonical JSON object, or why the rest adapter cannot carry it.
 pub fn canonical(d: &OutboundDelivery) -> Result<(&'static str, Map<String, Value>), String> {
     let (kind, payload) = match &d.message.payload {
         Some(delivery::Payload::Referral(r)) => (KIND_REFERRAL, referral(r)),
@@ -35,10 +38,14 @@ pub fn canonical(d: &OutboundDelivery) -> Result<(&'static str, Map<String, Valu
         Some(delivery::Payload::InformationResponse(r)) => {
             (KIND_INFORMATION_RESPONSE, information_request(r))
         }
+        Some(delivery::Payload::ClearanceRequest(a)) => (KIND_CLEARANCE_REQUEST, application(a)),
         Some(delivery::Payload::StatusUpdate(u)) => match &u.target {
             Some(status_update::Target::Referral(u)) => (KIND_STATUS_UPDATE, status_update(u)),
             Some(status_update::Target::InformationRequest(u)) => {
                 (KIND_STATUS_UPDATE, information_request_status(u))
+            }
+            Some(status_update::Target::Application(u)) => {
+                (KIND_STATUS_UPDATE, application_status(u))
             }
             None => return Err("the status update names no referral or request".into()),
         },
@@ -182,6 +189,94 @@ fn information_request_status(u: &InformationRequestStatusUpdate) -> Map<String,
     m
 }
 
+fn application(a: &Application) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("id".into(), json!(a.id));
+    m.insert("request_id".into(), json!(a.request_id));
+    m.insert("lead_agency".into(), json!(a.lead_agency));
+    m.insert("service_code".into(), json!(a.service_code));
+    m.insert(
+        "subject".into(),
+        a.subject.as_ref().map_or(Value::Null, subject),
+    );
+    m.insert("summary".into(), json!(a.summary));
+    m.insert(
+        "references".into(),
+        Value::Array(
+            a.references
+                .iter()
+                .map(|r| json!({ "name": r.name, "value": r.value }))
+                .collect(),
+        ),
+    );
+    m.insert(
+        "attachments".into(),
+        Value::Array(a.attachments.iter().map(document).collect()),
+    );
+    m.insert(
+        "status".into(),
+        enum_name::<ApplicationStatus>(a.status, "APPLICATION_STATUS_"),
+    );
+    m.insert(
+        "clearances".into(),
+        Value::Array(a.clearances.iter().map(clearance).collect()),
+    );
+    m.insert("required_approvals".into(), json!(a.required_approvals));
+    m.insert("due_at".into(), timestamp(a.due_at.as_ref()));
+    m.insert(
+        "expected_completion_at".into(),
+        timestamp(a.expected_completion_at.as_ref()),
+    );
+    m.insert("decided_at".into(), timestamp(a.decided_at.as_ref()));
+    m.insert("created_at".into(), timestamp(a.created_at.as_ref()));
+    m.insert("updated_at".into(), timestamp(a.updated_at.as_ref()));
+    m.insert("overdue".into(), json!(a.overdue));
+    m.insert("trace_id".into(), json!(a.trace_id));
+    m.insert("withdrawal_reason".into(), json!(a.withdrawal_reason));
+    m
+}
+
+fn clearance(c: &Clearance) -> Value {
+    json!({
+        "agency": c.agency,
+        "status": enum_name::<ClearanceStatus>(c.status, "CLEARANCE_STATUS_"),
+        "after": c.after,
+        "requested_at": timestamp(c.requested_at.as_ref()),
+        "due_at": timestamp(c.due_at.as_ref()),
+        "decided_at": timestamp(c.decided_at.as_ref()),
+        "overdue": c.overdue,
+        "deemed_approved": c.deemed_approved,
+        "conditions": c.conditions,
+        "reason": c.reason,
+        "note": c.note,
+        "information_request_id": c.information_request_id,
+        "updated_at": timestamp(c.updated_at.as_ref()),
+    })
+}
+
+fn application_status(u: &ApplicationStatusUpdate) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("application_id".into(), json!(u.application_id));
+    m.insert(
+        "status".into(),
+        enum_name::<ApplicationStatus>(u.status, "APPLICATION_STATUS_"),
+    );
+    m.insert("clearance_agency".into(), json!(u.clearance_agency));
+    m.insert(
+        "clearance_status".into(),
+        enum_name::<ClearanceStatus>(u.clearance_status, "CLEARANCE_STATUS_"),
+    );
+    m.insert("changed_at".into(), timestamp(u.changed_at.as_ref()));
+    m.insert("overdue".into(), json!(u.overdue));
+    m.insert(
+        "expected_completion_at".into(),
+        timestamp(u.expected_completion_at.as_ref()),
+    );
+    m.insert("actor_agency".into(), json!(u.actor_agency));
+    m.insert("note".into(), json!(u.note));
+    m
+}
+
 fn status_update(u: &ReferralStatusUpdate) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("referral_id".into(), json!(u.referral_id));
@@ -261,6 +356,8 @@ macro_rules! proto_enum {
     )*};
 }
 proto_enum!(
+    ApplicationStatus,
+    ClearanceStatus,
     DeclineReason,
     InformationRequestStatus,
     ReferralCategory,

@@ -4,7 +4,8 @@
 //!   given up on becomes FAILED, and either way the sender is told (its adapter, its watch);
 //! - time frames: a referral or information request that passes its due date gets one
 //!   OVERDUE event, told to both parties; an information request still OPEN after the
-//!   grace period becomes EXPIRED.
+//!   grace period becomes EXPIRED; a clearance past its deadline is deemed approved or
+//!   told overdue (`application`).
 
 use super::referral::{parse_status, status_event, tell};
 use super::{information_request, record, Exchange};
@@ -21,7 +22,7 @@ use crate::pb::v1::{
 };
 
 /// Most rows one sweep handles; the rest wait for the next one.
-const SWEEP_BATCH: i64 = 100;
+pub(super) const SWEEP_BATCH: i64 = 100;
 
 /// How a delivery ended.
 #[derive(Debug, Clone, Copy)]
@@ -109,11 +110,14 @@ pub struct Swept {
     pub referrals_overdue: usize,
     pub information_requests_overdue: usize,
     pub information_requests_expired: usize,
+    pub clearances_overdue: usize,
+    pub clearances_deemed_approved: usize,
 }
 
 impl<S: Storage> Exchange<S> {
     /// One sweep of the time frames at `now`: new OVERDUE events for referrals and
-    /// information requests past due, EXPIRED for requests past due and the grace period.
+    /// information requests past due, EXPIRED for requests past due and the grace period,
+    /// and the clearances whose deadline passed (deemed approved, or overdue).
     pub async fn sweep(&self, now: i64) -> Result<Swept, ApiError> {
         let referrals_overdue = self.mark_overdue(now).await?;
         let grace = self.settings.information_request_grace.as_millis() as i64;
@@ -124,10 +128,13 @@ impl<S: Storage> Exchange<S> {
             })
             .await?
             .0;
+        let (clearances_overdue, clearances_deemed_approved) = self.clearances_due(now).await?;
         Ok(Swept {
             referrals_overdue,
             information_requests_overdue: overdue,
             information_requests_expired: expired,
+            clearances_overdue,
+            clearances_deemed_approved,
         })
     }
 

@@ -326,6 +326,7 @@ pub(crate) fn event<'a>(
         note,
         outcome: "",
         occurred_at: now,
+        ..NewEvent::default()
     }
 }
 

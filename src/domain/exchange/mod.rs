@@ -11,11 +11,12 @@
 //! 4. the call's audit entry sealed into the same commit, its receipt in the answer.
 //!
 //! The rules themselves are pure functions (`domain::referral`,
-//! `domain::information_request`, the planning functions here), tested without a database.
+//! `domain::information_request`, `domain::application`, the planning functions here), tested without a database.
 //! Handlers (`api`) validate input and call this; the dispatcher and the inbox call
 //! [`gateway::settle_delivery`]; the time-frame sweeps call [`Exchange::sweep`]. Nothing
 //! else writes exchange state.
 
+pub mod application;
 pub mod gateway;
 pub mod information_request;
 pub mod referral;
@@ -26,6 +27,7 @@ use std::time::Duration;
 use prost::Message;
 use sha2::{Digest, Sha256};
 
+use super::application::JointServiceSpec;
 use super::policy::Policy;
 use super::records::{IdempotentRecord, NewDelivery, NewEvent};
 use super::storage::{ExchangeTx, Storage};
@@ -62,6 +64,9 @@ pub struct Settings {
     pub information_request_days: u32,
     /// An OPEN information request expires this long after its due date.
     pub information_request_grace: Duration,
+    /// The joint services applications can be submitted for (the directory config's
+    /// `[[joint_services]]`).
+    pub joint_services: Arc<[JointServiceSpec]>,
 }
 
 /// The exchange service over storage `S`.

@@ -280,6 +280,7 @@ pub(crate) fn status_event<'a>(
         note,
         outcome: outcome.as_str_name(),
         occurred_at: now,
+        ..NewEvent::default()
     }
 }
 
@@ -456,6 +457,7 @@ mod tests {
                 note: String::new(),
                 outcome: outcome.as_str_name().into(),
                 occurred_at: 5,
+                ..EventRow::default()
             };
         let history = [
             event(
