@@ -2,6 +2,7 @@
 //! every change (or the store for a read), and map the answer; errors become statuses in
 //! one place (`common::error`), after `reply` notes a refusal in the call's audit entry.
 
+pub mod application;
 pub mod audit;
 pub mod convert;
 pub mod directory;

@@ -286,6 +286,14 @@ impl ApiError {
         match self {
             ApiError::NotParty { kind, .. } => Some(format!("{}.party", kind.replace(' ', "_"))),
             ApiError::NotAskedAgency { .. } => Some("information_request.asked-agency".into()),
+            ApiError::Refused {
+                reason: Reason::NotAClearingAgency,
+                ..
+            } => Some("application.clearing-agency".into()),
+            ApiError::Refused {
+                reason: Reason::NotTheLeadAgency,
+                ..
+            } => Some("application.lead-agency".into()),
             ApiError::PolicyDenied { rule, .. } => Some(rule.clone()),
             ApiError::Hidden {
                 refused_by: Some(rule),

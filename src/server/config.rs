@@ -214,6 +214,18 @@ impl Config {
                 }
             }
         }
+        // policy.apply names joint services (which policy::check cannot see).
+        for (i, agency) in self.agencies.iter().enumerate() {
+            for (j, code) in agency.policy.apply.iter().enumerate() {
+                if code != "*" && !codes.contains(code.as_str()) {
+                    return Err(ConfigError::invalid(
+                        format!("agencies[{i}].policy.apply[{j}]"),
+                        code,
+                        "the code of a [[joint_services]] entry, or \"*\"",
+                    ));
+                }
+            }
+        }
         // Services, contacts, the calendar and the routing questionnaire.
         crate::directory::config::validate(&self.directory())?;
         crate::layers::officer::validate(&self.officers)?;
@@ -371,6 +383,23 @@ mod tests {
             Some(crate::directory::calendar::add_working_days(
                 start, 14, &calendar
             ))
+        );
+    }
+
+    #[test]
+    fn policy_apply_must_name_a_joint_service() {
+        let lead = "apply = [\"building-completion-certificate\"]";
+        assert!(SAMPLE.contains(lead), "the sample's lead agency");
+        let e = Config::parse(
+            Path::new("config/jisr.toml"),
+            &SAMPLE.replacen(lead, "apply = [\"no-such-service\"]", 1),
+            std::iter::empty(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("policy.apply[0]") && e.contains("no-such-service"),
+            "{e}"
         );
     }
 

@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Server;
 
+use crate::api::application::ApplicationApi;
 use crate::api::audit::AuditApi;
 use crate::api::directory::DirectoryApi;
 use crate::api::document::DocumentApi;
@@ -28,6 +29,7 @@ use crate::domain::policy::{Policy, ROLE_AUDITOR};
 use crate::layers::officer::OfficerVerifier;
 use crate::pb;
 use crate::pb::adapter_v1::inbox_service_server::InboxServiceServer;
+use crate::pb::v1::application_service_server::ApplicationServiceServer;
 use crate::pb::v1::audit_service_server::AuditServiceServer;
 use crate::pb::v1::directory_service_server::DirectoryServiceServer;
 use crate::pb::v1::document_service_server::DocumentServiceServer;
@@ -118,9 +120,10 @@ pub struct Gateway {
 }
 
 /// The gateway's services, as the health service reports them.
-const SERVICES: [&str; 6] = [
+const SERVICES: [&str; 7] = [
     "jisr.v1.ReferralService",
     "jisr.v1.InformationRequestService",
+    "jisr.v1.ApplicationService",
     "jisr.v1.DocumentService",
     "jisr.v1.AuditService",
     "jisr.v1.DirectoryService",
@@ -226,6 +229,7 @@ impl Gateway {
         );
         let information_requests =
             InformationRequestApi::new(exchange.clone(), store.clone(), registry);
+        let applications = ApplicationApi::new(exchange.clone(), store.clone());
         let documents = DocumentApi::new(store.clone(), &config.documents)
             .with_context(|| format!("document directory {}", config.documents.dir.display()))?;
         let overdue = crate::delivery::sweeper::spawn(
@@ -254,6 +258,9 @@ impl Gateway {
             .add_service(
                 InformationRequestServiceServer::new(information_requests)
                     .max_decoding_message_size(max_message),
+            )
+            .add_service(
+                ApplicationServiceServer::new(applications).max_decoding_message_size(max_message),
             )
             .add_service(
                 DocumentServiceServer::new(documents)

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use jisr::pb::v1::application_service_client::ApplicationServiceClient;
 use jisr::pb::v1::document_service_client::DocumentServiceClient;
 use jisr::pb::v1::information_request_service_client::InformationRequestServiceClient;
 use jisr::pb::v1::referral_service_client::ReferralServiceClient;
@@ -299,6 +300,33 @@ pub async fn downloaded(
 }
 
 /// A complete, valid information request to `to`, with two questions.
+/// An ApplicationService client connected as `agency`.
+pub async fn application_client(
+    env: &TestEnv,
+    gw: &Gateway,
+    agency: &str,
+) -> ApplicationServiceClient<Channel> {
+    ApplicationServiceClient::new(
+        env.channel(gw, &env.agency_cert(agency))
+            .await
+            .expect("agency connects"),
+    )
+}
+
+/// An application for the sample's building completion certificate (no attachments).
+pub fn building_certificate() -> Application {
+    Application {
+        service_code: "building-completion-certificate".into(),
+        subject: referral_to("housing").subject,
+        summary: "Villa on plot 118-204, construction finished".into(),
+        references: vec![ReferenceField {
+            name: "plot-number".into(),
+            value: "118-204".into(),
+        }],
+        ..Application::default()
+    }
+}
+
 pub fn information_request_to(to: &str) -> InformationRequest {
     let referral = referral_to(to);
     InformationRequest {

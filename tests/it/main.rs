@@ -1,6 +1,7 @@
 //! Integration tests: a real gateway on loopback, real TLS with real client
 //! certificates, real SQLite and PostgreSQL. One test binary, one link.
 
+mod applications;
 mod audit;
 mod cli;
 mod common;

@@ -92,6 +92,32 @@ const MATRIX: &[(&str, &str, [Expect; 4])] = &[
         [Ok, Ok, Ok, PD],
     ),
     (
+        "jisr.v1.ApplicationService/SubmitApplication",
+        "city-municipality",
+        [Ok, PD, PD, PD],
+    ),
+    (
+        "jisr.v1.ApplicationService/GetApplication",
+        "city-municipality",
+        [Ok, PD, Ok, PD],
+    ),
+    (
+        "jisr.v1.ApplicationService/ListApplications",
+        "city-municipality",
+        [Ok, PD, Ok, PD],
+    ),
+    // The digital office clears too, but only after the others: its clearance waits.
+    (
+        "jisr.v1.ApplicationService/UpdateClearance",
+        "planning-survey",
+        [Ok, PD, Allowed, PD],
+    ),
+    (
+        "jisr.v1.ApplicationService/WithdrawApplication",
+        "city-municipality",
+        [Ok, PD, PD, PD],
+    ),
+    (
         "jisr.v1.DocumentService/UploadDocument",
         "social-services",
         [Ok, Ok, Ok, PD],
@@ -165,10 +191,12 @@ fn every_rpc_has_a_row() {
 }
 
 /// What the calls of the matrix are about: a referral from social-services to housing, an
-/// information request from social-services to housing, a document of social-services, and
-/// a delivery waiting in housing's inbox.
+/// information request from social-services to housing, a document of social-services, a
+/// delivery waiting in housing's inbox, and a building completion certificate application
+/// led by the city municipality (the digital office one of its clearing agencies).
 struct World {
     referral_id: String,
+    application_id: String,
     information_request_id: String,
     document_id: String,
     delivery_id: String,
@@ -212,8 +240,21 @@ async fn world(env: &TestEnv, gw: &Gateway) -> World {
         .and_then(|d| d.metadata.as_ref())
         .map(|m| m.delivery_id.clone())
         .expect("housing has a delivery");
+    let application_id = application_client(env, gw, "city-municipality")
+        .await
+        .submit_application(SubmitApplicationRequest {
+            request_id: "matrix-app".into(),
+            application: Some(building_certificate()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .application
+        .unwrap()
+        .id;
     World {
         referral_id,
+        application_id,
         information_request_id,
         document_id,
         delivery_id,
@@ -241,6 +282,8 @@ async fn call(env: &TestEnv, gw: &Gateway, w: &World, rpc: &str, agency: &str, n
         jisr::pb::v1::document_service_client::DocumentServiceClient::new(channel.clone());
     let mut directory = DirectoryServiceClient::new(channel.clone());
     let mut audit = AuditServiceClient::new(channel.clone());
+    let mut applications =
+        jisr::pb::v1::application_service_client::ApplicationServiceClient::new(channel.clone());
     let mut inbox = InboxServiceClient::new(channel);
     let key = format!("matrix-{agency}-{n}");
     let code = |r: Result<(), Status>| r.err().map_or(Code::Ok, |s| s.code());
@@ -313,6 +356,50 @@ async fn call(env: &TestEnv, gw: &Gateway, w: &World, rpc: &str, agency: &str, n
         "ListInformationRequests" => code(
             information
                 .list_information_requests(ListInformationRequestsRequest::default())
+                .await
+                .map(drop),
+        ),
+        "SubmitApplication" => code(
+            applications
+                .submit_application(SubmitApplicationRequest {
+                    request_id: key,
+                    application: Some(building_certificate()),
+                })
+                .await
+                .map(drop),
+        ),
+        "GetApplication" => code(
+            applications
+                .get_application(GetApplicationRequest {
+                    application_id: w.application_id.clone(),
+                })
+                .await
+                .map(drop),
+        ),
+        "ListApplications" => code(
+            applications
+                .list_applications(ListApplicationsRequest::default())
+                .await
+                .map(drop),
+        ),
+        "UpdateClearance" => code(
+            applications
+                .update_clearance(UpdateClearanceRequest {
+                    application_id: w.application_id.clone(),
+                    request_id: key,
+                    status: ClearanceStatus::Accepted as i32,
+                    ..UpdateClearanceRequest::default()
+                })
+                .await
+                .map(drop),
+        ),
+        "WithdrawApplication" => code(
+            applications
+                .withdraw_application(WithdrawApplicationRequest {
+                    application_id: w.application_id.clone(),
+                    request_id: key,
+                    reason: "the applicant asked".into(),
+                })
                 .await
                 .map(drop),
         ),

@@ -11,9 +11,10 @@ use tonic_health::pb::HealthCheckRequest;
 use crate::common::*;
 
 /// The services of the contract the gateway serves.
-const SERVICES: [&str; 6] = [
+const SERVICES: [&str; 7] = [
     "jisr.v1.ReferralService",
     "jisr.v1.InformationRequestService",
+    "jisr.v1.ApplicationService",
     "jisr.v1.DocumentService",
     "jisr.v1.DirectoryService",
     "jisr.v1.AuditService",

@@ -87,6 +87,7 @@ fn event<'a>(r: &'a ReferralRow, status: &'a str) -> NewEvent<'a> {
         note: "نص عربي",
         outcome: "REFERRAL_OUTCOME_UNSPECIFIED",
         occurred_at: 42,
+        ..NewEvent::default()
     }
 }
 

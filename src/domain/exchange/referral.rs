@@ -374,7 +374,14 @@ pub fn event_to_proto(e: &EventRow) -> Result<ReferralEvent, ApiError> {
         occurred_at: Some(timestamp(e.occurred_at)),
         ..ReferralEvent::default()
     };
-    if e.information_request_id.is_empty() {
+    if !e.application_id.is_empty() {
+        event.application_id = e.application_id.clone();
+        event.application_status =
+            ApplicationStatus::from_str_name(&e.status).unwrap_or_default() as i32;
+        event.clearance_agency = e.clearance_agency.clone();
+        event.clearance_status =
+            ClearanceStatus::from_str_name(&e.clearance_status).unwrap_or_default() as i32;
+    } else if e.information_request_id.is_empty() {
         event.status = parse_status(&e.status)? as i32;
         event.change = (kind != ReferralEventType::Overdue)
             .then(|| status_change(e))
