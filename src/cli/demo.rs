@@ -5,6 +5,11 @@
 //! Agencies, one per adapter kind: the Social Services Department pulls from its inbox
 //! (`inbox`); the Housing Department's system is called over mTLS (`grpc`); the Charity
 //! Association's system takes HTTPS/JSON, reshaped by a declarative mapping (`rest`).
+//!
+//! `jisr demo joint` walks an application for the building completion certificate through
+//! its nine clearances instead (`joint.rs`).
+
+mod joint;
 
 use std::time::{Duration, Instant};
 
@@ -20,15 +25,21 @@ use crate::pb::v1::referral_service_client::ReferralServiceClient;
 use crate::pb::v1::*;
 use crate::simulation::MockEndpoint;
 
-const STEP_TIMEOUT: Duration = Duration::from_secs(15);
+pub(super) const STEP_TIMEOUT: Duration = Duration::from_secs(15);
 
-struct Timeline {
+pub(super) struct Timeline {
     started: Instant,
     step: usize,
 }
 
 impl Timeline {
-    fn ok(&mut self, text: String) {
+    pub(super) fn new() -> Timeline {
+        Timeline {
+            started: Instant::now(),
+            step: 0,
+        }
+    }
+    pub(super) fn ok(&mut self, text: String) {
         self.step += 1;
         println!(
             "[{:>7.3}s] step {:>2} ✓ {text}",
@@ -36,12 +47,24 @@ impl Timeline {
             self.step
         );
     }
-    fn fail(&self, name: &str, e: anyhow::Error) -> anyhow::Error {
+    pub(super) fn fail(&self, name: &str, e: anyhow::Error) -> anyhow::Error {
         anyhow::anyhow!("demo step {} ({name}) failed: {e:#}", self.step + 1)
     }
 }
 
-pub async fn run() -> anyhow::Result<()> {
+/// Which loop the demo walks.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Scenario {
+    /// A referral across three agencies, one per adapter kind.
+    Referral,
+    /// An application for a joint service through its clearances.
+    Joint,
+}
+
+pub async fn run(scenario: Scenario) -> anyhow::Result<()> {
+    if let Scenario::Joint = scenario {
+        return joint::run().await;
+    }
     println!("Jisr demo: a referral's closed loop across three agencies, on loopback.\n");
     let mapping: crate::adapters::rest::RestMappings = toml::from_str(CHARITY_MAPPING)?;
     let (sandbox, systems) = Sandbox::start(&["housing"], &["charity"], mapping)
@@ -51,10 +74,7 @@ pub async fn run() -> anyhow::Result<()> {
     println!("  Social Services Department: pulls from its inbox           (adapter inbox)");
     println!("  Housing Department:         its system is called over gRPC (adapter grpc)");
     println!("  Charity Association:        its system takes HTTPS/JSON    (adapter rest)\n");
-    let mut t = Timeline {
-        started: Instant::now(),
-        step: 0,
-    };
+    let mut t = Timeline::new();
     let result = walk(&sandbox, &systems, &mut t).await;
     let verify = sandbox_verify(sandbox).await;
     match (result, verify) {
@@ -307,7 +327,7 @@ async fn hear(
 }
 
 /// Stops the gateway (its final checkpoint) and verifies the audit trail it wrote.
-async fn sandbox_verify(mut sandbox: Sandbox) -> anyhow::Result<String> {
+pub(super) async fn sandbox_verify(mut sandbox: Sandbox) -> anyhow::Result<String> {
     let config = sandbox.config.clone();
     let key = std::fs::read_to_string(crate::audit::verifier_key_path(&config.audit.signing_key))?;
     sandbox.stop().await?;

@@ -65,8 +65,13 @@ enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
-    /// The closed loop of a referral, end to end, on loopback, with nothing to set up.
-    Demo,
+    /// The closed loop end to end, on loopback, with nothing to set up: a referral
+    /// (default), or `joint`: an application for the building completion certificate
+    /// through its nine clearances.
+    Demo {
+        #[arg(value_enum, default_value = "referral")]
+        scenario: demo::Scenario,
+    },
     /// Deliveries to agencies: list, retry dead ones, replay delivered ones.
     Outbox {
         #[command(subcommand)]
@@ -115,7 +120,7 @@ pub fn main() -> ExitCode {
     };
     // The demo brings its own configuration; every other command reads the file.
     let config = match cli.command {
-        Command::Demo => None,
+        Command::Demo { .. } => None,
         _ => match Config::load(&cli.config) {
             Ok(config) => Some(config),
             Err(e) => {
@@ -139,7 +144,7 @@ pub fn main() -> ExitCode {
                 }
             }
         }
-        (Command::Demo, _) => {
+        (Command::Demo { .. }, _) => {
             crate::telemetry::init_with_default("warn");
             Default::default()
         }
@@ -161,7 +166,11 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli, config: Option<Config>) -> anyhow::Result<()> {
     let Some(config) = config else {
-        return demo::run().await;
+        let scenario = match cli.command {
+            Command::Demo { scenario } => scenario,
+            _ => demo::Scenario::Referral,
+        };
+        return demo::run(scenario).await;
     };
     match cli.command {
         Command::Serve => serve(config).await,
@@ -236,7 +245,7 @@ async fn run(cli: Cli, config: Option<Config>) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(&config, args).await,
         Command::Audit { command } => audit::run(&config, command).await,
         Command::Outbox { command } => outbox::run(&config, command).await,
-        Command::Demo => demo::run().await,
+        Command::Demo { scenario } => demo::run(scenario).await,
     }
 }
 

@@ -93,9 +93,9 @@ reasons! {
         "Only agencies with the auditor role may call AuditService.";
     // ---- exchanges ----
     NotFound = "NOT_FOUND", [NotFound],
-        "No such referral, information request, document or delivery that the caller may see (metadata kind, id).";
+        "No such referral, information request, application, document or delivery that the caller may see (metadata kind, id).";
     NotAParty = "NOT_A_PARTY", [PermissionDenied],
-        "Only the exchange's sender and recipient may see or change it (metadata kind, id).";
+        "Only the exchange's parties may see or change it: a referral's or information request's sender and recipient, an application's lead and clearing agencies (metadata kind, id).";
     RequestIdReused = "REQUEST_ID_REUSED", [AlreadyExists],
         "The request_id was already used by the agency for a different request: retry with the identical request or a new request_id.";
     TransitionNotAllowed = "TRANSITION_NOT_ALLOWED", [FailedPrecondition],
@@ -141,7 +141,7 @@ pub enum ApiError {
     Invalid(Vec<FieldViolation>),
     #[error("{kind} {id} not found")]
     NotFound { kind: &'static str, id: String },
-    #[error("{kind} {id} is visible only to its sender and its recipient")]
+    #[error("{kind} {id} is visible only to the agencies party to it")]
     NotParty { kind: &'static str, id: String },
     #[error(
         "request_id {request_id:?} was already used by your agency for a different request; \

@@ -64,17 +64,20 @@ pub struct RestMappings {
     #[serde(default)]
     pub information_response: Option<RestMapping>,
     #[serde(default)]
+    pub clearance_request: Option<RestMapping>,
+    #[serde(default)]
     pub status_update: Option<RestMapping>,
 }
 
 impl RestMappings {
     /// Each message kind with its mapping, if configured.
-    pub fn by_kind(&self) -> [(&'static str, &Option<RestMapping>); 4] {
+    pub fn by_kind(&self) -> [(&'static str, &Option<RestMapping>); 5] {
         use crate::domain::payload::*;
         [
             (KIND_REFERRAL, &self.referral),
             (KIND_INFORMATION_REQUEST, &self.information_request),
             (KIND_INFORMATION_RESPONSE, &self.information_response),
+            (KIND_CLEARANCE_REQUEST, &self.clearance_request),
             (KIND_STATUS_UPDATE, &self.status_update),
         ]
     }

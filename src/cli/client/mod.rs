@@ -1,7 +1,8 @@
 //! `jisr client`: call the gateway as one agency, for the tour in the README and for
-//! operators checking a deployment. Referrals here; information requests and documents in
-//! their own files.
+//! operators checking a deployment. Referrals here; information requests, applications and
+//! documents in their own files.
 
+pub(super) mod applications;
 mod documents;
 mod information;
 
@@ -108,6 +109,8 @@ enum ClientCommand {
     Information(information::Command),
     #[command(flatten)]
     Documents(documents::Command),
+    #[command(flatten)]
+    Applications(applications::Command),
 }
 
 pub async fn run(config: &Config, args: ClientArgs) -> anyhow::Result<()> {
@@ -120,6 +123,7 @@ pub async fn run(config: &Config, args: ClientArgs) -> anyhow::Result<()> {
     let result = match args.command {
         ClientCommand::Information(command) => return information::run(channel, command).await,
         ClientCommand::Documents(command) => return documents::run(channel, command).await,
+        ClientCommand::Applications(command) => return applications::run(channel, command).await,
         ClientCommand::Submit {
             to,
             service,
@@ -280,8 +284,10 @@ pub async fn run(config: &Config, args: ClientArgs) -> anyhow::Result<()> {
                         }
                         Some(Ok(item)) => {
                             if let Some(e) = item.event {
-                                // An information request's event names the request.
-                                let (id, status) = if e.information_request_id.is_empty() {
+                                // An information request's or application's event names it.
+                                let (id, status) = if !e.application_id.is_empty() {
+                                    (&e.application_id, e.application_status().as_str_name())
+                                } else if e.information_request_id.is_empty() {
                                     (&e.referral_id, e.status().as_str_name())
                                 } else {
                                     (
@@ -336,6 +342,8 @@ pub(super) fn short(name: &str) -> &str {
         "REFERRAL_OUTCOME_",
         "INFORMATION_REQUEST_STATUS_",
         "DECLINE_REASON_",
+        "APPLICATION_STATUS_",
+        "CLEARANCE_STATUS_",
     ] {
         if let Some(rest) = name.strip_prefix(prefix) {
             return rest;
