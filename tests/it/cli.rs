@@ -246,6 +246,34 @@ fn jisr_demo_walks_the_closed_loop_and_exits_zero_with_nothing_set_up() {
 }
 
 #[test]
+fn jisr_demo_joint_takes_an_application_through_its_clearances_to_approved() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_jisr"))
+        .current_dir(dir.path())
+        .args(["demo", "joint"])
+        .output()
+        .unwrap();
+    let stdout = succeeded(&out);
+    let steps = [
+        "expected completion 20",
+        "waiting for their prerequisites: civil-defence, digital",
+        "its clearance is INFORMATION_REQUESTED",
+        "the lead answered; the utilities authority reviewed and APPROVED",
+        "now civil defence is asked",
+        "the application is APPROVED",
+        "the lead's own system heard the decision",
+        "the audit trail verifies",
+    ];
+    let mut at = 0;
+    for step in steps {
+        let found = stdout[at..]
+            .find(step)
+            .unwrap_or_else(|| panic!("missing {step:?} (in this order) in:\n{stdout}"));
+        at += found;
+    }
+}
+
+#[test]
 fn certs_revoke_puts_the_agency_certificate_on_the_development_crl() {
     use jisr::tls::crl;
     let dir = tempfile::tempdir().unwrap();
