@@ -814,8 +814,8 @@ mod tests {
 
     #[test]
     fn hot_queries_walk_indexes() {
-        use super::audit::{entries_query, AuditFilter};
         use super::applications::{list_query as app_list, ApplicationFilter};
+        use super::audit::{entries_query, AuditFilter};
         use super::information_requests::{list_query as ir_list, InformationRequestFilter};
         use super::referrals::{events_after_query, history_query, list_query, ListFilter};
         let conn = rusqlite::Connection::open_in_memory().unwrap();

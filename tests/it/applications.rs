@@ -20,6 +20,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 use tonic_types::StatusExt;
 
+use crate::audit::entries;
 use crate::common::*;
 use crate::delivery::{ack, inbox, mock_agency, pull, push_to};
 
@@ -312,7 +313,7 @@ async fn closed_loop(s: &Setup) -> String {
     }];
     let first = submit(&mut lead, "app-1", app.clone()).await.unwrap();
     assert!(first.audit_receipt.is_some());
-    let a = first.application.unwrap();
+    let a = first.application.clone().unwrap();
     let id = a.id.clone();
     assert_eq!(a.status(), ApplicationStatus::InProgress);
     assert_eq!(a.lead_agency, LEAD);
@@ -533,30 +534,73 @@ async fn closed_loop(s: &Setup) -> String {
         &format!("status {id} APPROVED {PLANNING}=APPROVED"),
     )
     .await;
+
+    // One audit entry per call: the submission's receipt names its entry, which names the
+    // application; the utilities authority's three moves are three entries.
+    let logged = entries(s.gw.store.pool()).await;
+    let receipt = first.audit_receipt.unwrap();
+    let entry = &logged[receipt.leaf_index as usize];
+    assert_eq!(
+        entry.method,
+        "/jisr.v1.ApplicationService/SubmitApplication"
+    );
+    assert_eq!(entry.caller_agency, LEAD);
+    assert!(entry.target_ids.contains(&id), "{entry:?}");
+    let moves = logged
+        .iter()
+        .filter(|e| {
+            e.method == "/jisr.v1.ApplicationService/UpdateClearance"
+                && e.caller_agency == UTILITIES
+        })
+        .count();
+    assert_eq!(moves, 3);
     id
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn all_approve_through_a_dependency_and_an_information_request_on_sqlite() {
-    let s = setup(None).await;
-    closed_loop(&s).await;
-    s.gw.shutdown().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn all_approve_through_a_dependency_and_an_information_request_on_postgresql() {
-    let Some(pg) = postgres_database().await else {
-        return;
+/// Each scenario as two tests: on SQLite, and on PostgreSQL.
+macro_rules! on_both_backends {
+    ($($scenario:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let s = super::setup(None).await;
+                    super::$scenario(&s).await;
+                    s.gw.shutdown().await.unwrap();
+                }
+            )+
+        }
+        mod postgresql {
+            use crate::common::postgres_database;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let Some(pg) = postgres_database().await else {
+                        return;
+                    };
+                    let s = super::setup(Some(pg.url.clone())).await;
+                    super::$scenario(&s).await;
+                    s.gw.shutdown().await.unwrap();
+                    pg.drop_database().await;
+                }
+            )+
+        }
     };
-    let s = setup(Some(pg.url.clone())).await;
-    closed_loop(&s).await;
-    s.gw.shutdown().await.unwrap();
-    pg.drop_database().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_rejection_decides_at_once_and_the_others_are_told() {
-    let s = setup(None).await;
+on_both_backends!(
+    all_approve_through_a_dependency_and_an_information_request,
+    one_rejection_decides_at_once_and_the_others_are_told,
+    two_of_three_approve_despite_a_rejection,
+    at_the_deadline_silence_is_consent_where_the_service_says_so_and_overdue_elsewhere,
+    the_lead_withdraws_and_every_asked_agency_is_told,
+);
+
+async fn all_approve_through_a_dependency_and_an_information_request(s: &Setup) {
+    closed_loop(s).await;
+}
+
+async fn one_rejection_decides_at_once_and_the_others_are_told(s: &Setup) {
     let mut lead = s.client(LEAD).await;
     let id = submitted(&mut lead, "app-r", "permit").await.id;
     let mut utilities = s.client(UTILITIES).await;
@@ -605,12 +649,9 @@ async fn one_rejection_decides_at_once_and_the_others_are_told() {
     );
     // Civil defence was never asked: no request, no decision in its inbox.
     assert!(pull(&mut s.inbox(CIVIL).await, 300).await.is_empty());
-    s.gw.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_of_three_approve_despite_a_rejection() {
-    let s = setup(None).await;
+async fn two_of_three_approve_despite_a_rejection(s: &Setup) {
     let mut lead = s.client(LEAD).await;
     let a = submitted(&mut lead, "app-k", "two-of-three").await;
     assert_eq!(a.required_approvals, 2);
@@ -640,7 +681,6 @@ async fn two_of_three_approve_despite_a_rejection() {
     )
     .await;
     assert_eq!(last.status(), ApplicationStatus::Approved);
-    s.gw.shutdown().await.unwrap();
 }
 
 /// Moves the deadline of `agency`'s clearance into the past, in its row and in the stored
@@ -675,9 +715,9 @@ async fn run_out(gw: &Gateway, id: &str, agency: &str) {
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn at_the_deadline_silence_is_consent_where_the_service_says_so_and_overdue_elsewhere() {
-    let s = setup(None).await;
+async fn at_the_deadline_silence_is_consent_where_the_service_says_so_and_overdue_elsewhere(
+    s: &Setup,
+) {
     let mut lead = s.client(LEAD).await;
     let mut lead_watch = s.watch(LEAD).await;
     let mut utilities_watch = s.watch(UTILITIES).await;
@@ -755,12 +795,9 @@ async fn at_the_deadline_silence_is_consent_where_the_service_says_so_and_overdu
         .filter(|w| w.ends_with("OVERDUE"))
         .count();
     assert_eq!(told, 1, "told once, not at every sweep");
-    s.gw.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_lead_withdraws_and_every_asked_agency_is_told() {
-    let s = setup(None).await;
+async fn the_lead_withdraws_and_every_asked_agency_is_told(s: &Setup) {
     let mut lead = s.client(LEAD).await;
     let id = submitted(&mut lead, "app-w", "permit").await.id;
     let withdrawal = |agency: &str| WithdrawApplicationRequest {
@@ -830,5 +867,4 @@ async fn the_lead_withdraws_and_every_asked_agency_is_told() {
     .await
     .unwrap_err();
     assert_eq!(reason(&e), "APPLICATION_DECIDED");
-    s.gw.shutdown().await.unwrap();
 }
