@@ -617,6 +617,87 @@ async fn a_referral_reaches_a_rest_agency_mapped_and_is_delivered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clearance_request_reaches_a_rest_agency_mapped() {
+    use jisr::domain::application::{ClearanceSpec, JointServiceSpec, OnDeadline};
+    let mut env = TestEnv::sqlite();
+    let (addr, charity) = rest_mock(&env, MockAuth::Mtls).await;
+    let mut rest = rest_config(addr, RestAuth::Mtls);
+    rest.mapping = toml::from_str(
+        r#"
+        [clearance_request]
+        path = "/clearances"
+        rename = { "id" = "application_ref", "lead_agency" = "requested_by" }
+        constants = { "source" = "jisr" }
+        drop = ["attachments"]
+        "#,
+    )
+    .expect("mapping parses");
+    push_to(&mut env, AGENCY, rest);
+    let lead = "city-municipality";
+    env.config.joint_services = vec![JointServiceSpec {
+        code: "charity-clearance".into(),
+        clearances: ["planning-survey", AGENCY]
+            .iter()
+            .map(|agency| ClearanceSpec {
+                agency: agency.to_string(),
+                time_frame_working_days: 3,
+                after: vec![],
+                on_deadline: OnDeadline::StaysOverdue,
+            })
+            .collect(),
+        required_approvals: None,
+    }];
+    let a = env
+        .config
+        .agencies
+        .iter_mut()
+        .find(|a| a.id == lead)
+        .unwrap();
+    a.policy.apply = vec!["*".into()];
+    let gw = env.start().await;
+    let id = application_client(&env, &gw, lead)
+        .await
+        .submit_application(SubmitApplicationRequest {
+            request_id: "rest-app-1".into(),
+            application: Some(Application {
+                service_code: "charity-clearance".into(),
+                ..building_certificate()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .application
+        .unwrap()
+        .id;
+    eventually("the clearance request is posted", || {
+        !charity.posts().is_empty()
+    })
+    .await;
+    let post = &charity.posts()[0];
+    assert_eq!(post.path, "/api/jisr/clearances");
+    let body = post.json();
+    assert_eq!(body["kind"], "clearance_request");
+    assert_eq!(body["application_ref"], id.as_str());
+    assert_eq!(body["requested_by"], lead);
+    assert_eq!(body["source"], "jisr");
+    assert_eq!(body["status"], "IN_PROGRESS");
+    assert_eq!(body["service_code"], "charity-clearance");
+    assert_eq!(
+        body["references"],
+        json!([{ "name": "plot-number", "value": "118-204" }])
+    );
+    assert!(body.get("attachments").is_none());
+    // Only its own clearance, requested, with its due date.
+    let clearances = body["clearances"].as_array().unwrap();
+    assert_eq!(clearances.len(), 1, "{clearances:?}");
+    assert_eq!(clearances[0]["agency"], AGENCY);
+    assert_eq!(clearances[0]["status"], "REQUESTED");
+    assert!(clearances[0]["due_at"].as_str().unwrap().ends_with('Z'));
+    gw.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_change_reaches_a_rest_sender_mapped() {
     let mut env = TestEnv::sqlite();
     let (addr, charity) = rest_mock(&env, MockAuth::Mtls).await;
