@@ -5,6 +5,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use jisr::tls::identity::agency_identity;
+
+use crate::common::free_port;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
@@ -271,6 +273,109 @@ fn jisr_demo_joint_takes_an_application_through_its_clearances_to_approved() {
             .unwrap_or_else(|| panic!("missing {step:?} (in this order) in:\n{stdout}"));
         at += found;
     }
+}
+
+/// The README's joint-service commands against a `jisr serve` process: the lead applies, a
+/// clearing agency approves with a condition, the dependent clearance is then requested, a
+/// premature move is refused with its reason, the lead withdraws.
+#[test]
+fn jisr_client_applies_clears_and_withdraws_an_application() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut gateway = jisr(dir.path())
+        .arg("serve")
+        .env("JISR_LISTEN_ADDR", &addr)
+        .env("JISR_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "jisr serve never listened on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let client = |agency: &str, args: &[&str]| {
+        jisr(dir.path())
+            .env("JISR_LISTEN_ADDR", &addr)
+            .env("JISR_LOG", "warn")
+            .args(["client", "--as", agency])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = client(
+        "city-municipality",
+        &[
+            "apply",
+            "--service",
+            "building-completion-certificate",
+            "--emirates-id",
+            "784-1990-1234567-6",
+            "--name",
+            "Mariam Test",
+            "--ref",
+            "plot-number=118-204",
+        ],
+    );
+    let applied = succeeded(&out);
+    let id = applied
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no id in {applied}"))
+        .to_string();
+    assert!(
+        applied.contains("IN_PROGRESS") && applied.contains("plot-number: 118-204"),
+        "{applied}"
+    );
+    let refused = client("civil-defence", &["clear", &id, "--status", "approved"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("TRANSITION_NOT_ALLOWED") && stderr.contains("planning-survey"),
+        "{stderr}"
+    );
+    let approved = client(
+        "planning-survey",
+        &[
+            "clear",
+            &id,
+            "--status",
+            "approved",
+            "--condition",
+            "setback kept",
+        ],
+    );
+    let approved = succeeded(&approved);
+    assert!(approved.contains("condition: setback kept"), "{approved}");
+    assert!(
+        !approved.contains("civil-defence") && !approved.contains("electricity-water-gas"),
+        "it sees its own clearance only: {approved}"
+    );
+    let seen = client("city-municipality", &["application", &id]);
+    let seen = succeeded(&seen);
+    let line = |agency: &str| {
+        seen.lines()
+            .find(|l| l.trim_start().starts_with(agency))
+            .unwrap_or_else(|| panic!("no {agency} in {seen}"))
+            .to_string()
+    };
+    assert!(line("planning-survey").contains("APPROVED"), "{seen}");
+    assert!(
+        line("civil-defence").contains("REQUESTED"),
+        "requested once planning approved: {seen}"
+    );
+    assert!(line("digital").contains("WAITING"), "{seen}");
+    let withdrawn = client(
+        "city-municipality",
+        &["withdraw", &id, "--reason", "the owner sold the plot"],
+    );
+    assert!(succeeded(&withdrawn).contains("WITHDRAWN"));
+    let _ = gateway.kill();
+    let _ = gateway.wait();
 }
 
 #[test]
