@@ -1,4 +1,4 @@
-//! Joint services (issue #15): one application, a clearance from each of several agencies,
+//! Joint services: one application, a clearance from each of several agencies,
 //! one status derived from the clearances, never set by hand. After HL7 FHIR
 //! RequestOrchestration: one parent (the application), one task per agency (a clearance).
 //!
@@ -14,7 +14,8 @@
 //! Everything here is pure: the definition of a joint service (from the directory config),
 //! its validation, the status the clearances imply, which clearances may be requested now,
 //! and the due dates and expected completion the dependency graph and the calendar give.
-//! The exchange service, the contract and delivery build on it (not yet: see issue #15).
+//! The exchange service builds on it (`domain::exchange::application`): an application's
+//! moves, its fan-out through the outbox, the deadline sweep.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -80,7 +80,7 @@ pub struct Config {
     #[serde(default)]
     pub admin: AdminConfig,
     /// Joint services: one application, a clearance from each of several agencies
-    /// (`domain::application`; the exchange on top of it is issue #15's work in progress).
+    /// (`domain::application`; `jisr.v1.ApplicationService` runs applications for them).
     #[serde(default)]
     pub joint_services: Vec<JointServiceSpec>,
 }
