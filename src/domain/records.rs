@@ -47,7 +47,7 @@ pub struct NewEvent<'a> {
 }
 
 impl NewEvent<'_> {
-    /// The event as stored, as number `seq` (0 where the number is not known yet).
+    /// The event as stored, once inserted as number `seq`.
     pub fn stored(&self, seq: i64) -> EventRow {
         EventRow {
             seq,

@@ -145,11 +145,11 @@ pub trait ExchangeTx: Send {
     ) -> impl Future<Output = Result<Vec<usize>, ApiError>> + Send;
 
     // ---- events and the outbox ----
-    /// Appends an event to the feed (its sequence number is its commit order).
+    /// Appends an event to the feed; answers its sequence number.
     fn insert_event(
         &mut self,
         event: &NewEvent<'_>,
-    ) -> impl Future<Output = Result<(), ApiError>> + Send;
+    ) -> impl Future<Output = Result<i64, ApiError>> + Send;
     /// Enqueues a delivery; answers its delivery id.
     fn enqueue(
         &mut self,

@@ -44,7 +44,7 @@ impl WriteTx {
         .bind(r.created_at)
         .bind(r.updated_at)
         .bind(r.body.clone())
-        .defer(self.conn())
+        .execute(self.conn())
         .await?;
         for c in clearances {
             q("INSERT INTO clearances (application_id, agency, status, due_at, awaiting_deadline) \
@@ -54,7 +54,7 @@ impl WriteTx {
             .bind(&c.status)
             .bind(c.due_at)
             .bind(i64::from(c.awaiting_deadline))
-            .defer(self.conn())
+            .execute(self.conn())
             .await?;
         }
         Ok(())
@@ -78,7 +78,7 @@ impl WriteTx {
             .bind(r.body.clone())
             .bind(r.updated_at)
             .bind(&r.id)
-            .defer(self.conn())
+            .execute(self.conn())
             .await?;
         for c in clearances {
             q(
@@ -91,7 +91,7 @@ impl WriteTx {
             .bind(c.due_at)
             .bind(&c.application_id)
             .bind(&c.agency)
-            .defer(self.conn())
+            .execute(self.conn())
             .await?;
         }
         Ok(())

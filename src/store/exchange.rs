@@ -76,7 +76,7 @@ impl ExchangeTx for WriteTx {
             subject_id: &str,
             now: i64
         ) -> Vec<usize>;
-        fn insert_event(&mut self, event: &NewEvent<'_>) -> ();
+        fn insert_event(&mut self, event: &NewEvent<'_>) -> i64;
         fn enqueue(&mut self, delivery: &NewDelivery<'_>, now: i64) -> String;
         fn mark_delivered(&mut self, delivery_id: &str, receipt: &str, now: i64) -> ();
         fn mark_dead(&mut self, delivery_id: &str, error: &str, now: i64) -> ();

@@ -45,7 +45,7 @@ impl WriteTx {
         .bind(r.created_at)
         .bind(r.updated_at)
         .bind(r.body.clone())
-        .defer(self.conn())
+        .execute(self.conn())
         .await?;
         Ok(())
     }
@@ -68,7 +68,7 @@ impl WriteTx {
             .bind(r.body.clone())
             .bind(r.updated_at)
             .bind(&r.id)
-            .defer(self.conn())
+            .execute(self.conn())
             .await?;
         Ok(())
     }

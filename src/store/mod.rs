@@ -372,7 +372,7 @@ impl WriteTx {
         .bind(request_sha256.to_vec())
         .bind(response.to_vec())
         .bind(now_ms)
-        .defer(self.conn())
+        .execute(self.conn())
         .await?;
         Ok(())
     }

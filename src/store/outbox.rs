@@ -27,7 +27,7 @@ impl WriteTx {
         .bind(d.payload.clone())
         .bind(d.traceparent)
         .bind(now)
-        .defer(self.conn())
+        .execute(self.conn())
         .await?;
         self.outbox_changed = true;
         Ok(id)

@@ -69,7 +69,7 @@ impl WriteTx {
         .bind(r.created_at)
         .bind(r.updated_at)
         .bind(r.body.clone())
-        .defer(self.conn())
+        .execute(self.conn())
         .await?;
         Ok(())
     }
@@ -90,48 +90,38 @@ impl WriteTx {
             .bind(status)
             .bind(updated_at)
             .bind(id)
-            .defer(self.conn())
+            .execute(self.conn())
             .await?;
         Ok(())
     }
 
-    /// Appends an event. Its sequence number is its commit order: SQLite knows it at once;
-    /// on PostgreSQL the insert is deferred with the job's other writes, and the batch
-    /// reads the last number before it commits (watchers are woken with it).
-    pub async fn insert_event(&mut self, e: &NewEvent<'_>) -> Result<(), StoreError> {
-        let insert = |returning: &str| {
-            q(format!(
-                "INSERT INTO referral_events (referral_id, information_request_id, application_id, \
-                 clearance_agency, clearance_status, from_agency, to_agency, event_type, status, \
-                 actor_agency, reason_code, note, outcome, occurred_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14){returning}"
-            ))
-            .bind((!e.referral_id.is_empty()).then_some(e.referral_id))
-            .bind((!e.information_request_id.is_empty()).then_some(e.information_request_id))
-            .bind((!e.application_id.is_empty()).then_some(e.application_id))
-            .bind(e.clearance_agency)
-            .bind(e.clearance_status)
-            .bind(e.from_agency)
-            .bind(e.to_agency)
-            .bind(e.event_type)
-            .bind(e.status)
-            .bind(e.actor_agency)
-            .bind(e.reason_code)
-            .bind(e.note)
-            .bind(e.outcome)
-            .bind(e.occurred_at)
-        };
-        if self.conn().defers() {
-            insert("").defer(self.conn()).await?;
-            self.events_deferred = true;
-        } else {
-            let seq: i64 = insert(" RETURNING seq")
-                .fetch_one(self.conn())
-                .await?
-                .col("seq")?;
-            self.last_event = Some(seq);
-        }
-        Ok(())
+    /// Appends an event and returns its sequence number.
+    pub async fn insert_event(&mut self, e: &NewEvent<'_>) -> Result<i64, StoreError> {
+        let seq: i64 = q(
+            "INSERT INTO referral_events (referral_id, information_request_id, application_id, \
+             clearance_agency, clearance_status, from_agency, to_agency, event_type, status, \
+             actor_agency, reason_code, note, outcome, occurred_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING seq",
+        )
+        .bind((!e.referral_id.is_empty()).then_some(e.referral_id))
+        .bind((!e.information_request_id.is_empty()).then_some(e.information_request_id))
+        .bind((!e.application_id.is_empty()).then_some(e.application_id))
+        .bind(e.clearance_agency)
+        .bind(e.clearance_status)
+        .bind(e.from_agency)
+        .bind(e.to_agency)
+        .bind(e.event_type)
+        .bind(e.status)
+        .bind(e.actor_agency)
+        .bind(e.reason_code)
+        .bind(e.note)
+        .bind(e.outcome)
+        .bind(e.occurred_at)
+        .fetch_one(self.conn())
+        .await?
+        .col("seq")?;
+        self.last_event = Some(seq);
+        Ok(seq)
     }
 
     /// Referrals past due_at, not final, whose OVERDUE event was not emitted yet; each is

@@ -426,9 +426,8 @@ impl Conn for ReadConn<'_> {
 
 /// The writer's connection for one batch.
 pub(crate) enum WriterConn {
-    /// A sqlx transaction (PostgreSQL), and the deferred statements not sent yet (see
-    /// [`Query::defer`]), `;`-terminated.
-    Any(sqlx::Transaction<'static, Any>, String),
+    /// A sqlx transaction (PostgreSQL).
+    Any(sqlx::Transaction<'static, Any>),
     /// The SQLite writer's own connection, inside `BEGIN IMMEDIATE`, with every
     /// statement of the batch that may have changed something, in order (see
     /// [`WriterConn::undo_after`]).
@@ -440,7 +439,7 @@ impl WriterConn {
     /// [`WriterConn::undo_after`].
     pub(crate) fn mark(&self) -> usize {
         match self {
-            WriterConn::Any(..) => 0,
+            WriterConn::Any(_) => 0,
             WriterConn::Lite(_, journal) => journal.len(),
         }
     }
@@ -459,7 +458,7 @@ impl WriterConn {
     /// has written.
     pub(crate) fn undo_after(&mut self, mark: usize) -> Result<(), StoreError> {
         match self {
-            WriterConn::Any(..) => Err(StoreError::Corrupt(
+            WriterConn::Any(_) => Err(StoreError::Corrupt(
                 "undo_after is for the SQLite writer".into(),
             )),
             WriterConn::Lite(conn, journal) => {
@@ -479,120 +478,16 @@ impl WriterConn {
 
 impl WriterConn {
     /// Statements without parameters, sent together: on PostgreSQL one round trip (the
-    /// simple query protocol), after the deferred statements, in the same round trip. For
-    /// transaction control only: SQLite's replay journal does not record them.
+    /// simple query protocol). For transaction control only: SQLite's replay journal does
+    /// not record them.
     pub(crate) async fn simple(&mut self, sql: &str) -> Result<(), StoreError> {
         match self {
-            WriterConn::Any(tx, deferred) => {
-                deferred.push_str(sql);
-                let batch = std::mem::take(deferred);
+            WriterConn::Any(tx) => {
                 // A bare string is sent with the simple query protocol.
-                sqlx::Executor::execute(&mut **tx, batch.as_str()).await?;
+                sqlx::Executor::execute(&mut **tx, sql).await?;
                 Ok(())
             }
             WriterConn::Lite(conn, _) => conn.execute_batch(sql).map_err(lite_error),
-        }
-    }
-
-    /// Sends the deferred statements (PostgreSQL; one round trip), so what follows sees
-    /// them and a failure among them is known now. SQLite defers nothing.
-    pub(crate) async fn flush(&mut self) -> Result<(), StoreError> {
-        match self {
-            WriterConn::Any(tx, deferred) if !deferred.is_empty() => {
-                let batch = std::mem::take(deferred);
-                sqlx::Executor::execute(&mut **tx, batch.as_str()).await?;
-                Ok(())
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Forgets the deferred statements not sent yet (a job that failed before they were).
-    pub(crate) fn discard_deferred(&mut self) {
-        if let WriterConn::Any(_, deferred) = self {
-            deferred.clear();
-        }
-    }
-
-    /// Whether statements are deferred (PostgreSQL's writer) rather than run at once.
-    pub(crate) fn defers(&self) -> bool {
-        matches!(self, WriterConn::Any(..))
-    }
-}
-
-impl Query {
-    /// A write whose result nobody reads, run when the writer next needs the database: on
-    /// PostgreSQL it joins the statements sent together in one round trip (the next read,
-    /// the job's end with its savepoint, or [`WriterConn::flush`]), its parameters written
-    /// as literals; on SQLite it runs now (no round trip to save). Its failure is the
-    /// failure of the job that deferred it: the writer flushes at every job's end.
-    pub(crate) async fn defer(self, conn: &mut WriterConn) -> Result<(), StoreError> {
-        match conn {
-            WriterConn::Any(_, deferred) => {
-                deferred.push_str(&self.literal_sql());
-                deferred.push_str(";\n");
-                Ok(())
-            }
-            lite => self.execute(lite).await.map(drop),
-        }
-    }
-
-    /// The statement with each `$N` (outside string literals) replaced by parameter N as a
-    /// PostgreSQL literal: text as an escape string (`E'…'`, backslashes and quotes
-    /// doubled, so it reads the same whatever `standard_conforming_strings` says), bytes as
-    /// `bytea` hex, numbers as digits, a missing value as NULL.
-    pub(crate) fn literal_sql(&self) -> String {
-        let mut out = String::with_capacity(self.sql.len() + 64);
-        let mut quoted = false;
-        let mut chars = self.sql.chars().peekable();
-        while let Some(c) = chars.next() {
-            if c == '\'' {
-                quoted = !quoted;
-            }
-            if c == '$' && !quoted && chars.peek().is_some_and(char::is_ascii_digit) {
-                let mut n = 0usize;
-                while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
-                    n = n * 10 + d as usize;
-                    chars.next();
-                }
-                match n.checked_sub(1).and_then(|i| self.params.get(i)) {
-                    Some(p) => push_literal(&mut out, p),
-                    // Not ours to fill: left for the server to refuse.
-                    None => out.push_str(&format!("${n}")),
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    }
-}
-
-fn push_literal(out: &mut String, p: &Param) {
-    use std::fmt::Write;
-    let text = |out: &mut String, s: &str| {
-        out.push_str("E'");
-        for c in s.chars() {
-            match c {
-                '\'' => out.push_str("''"),
-                '\\' => out.push_str("\\\\"),
-                c => out.push(c),
-            }
-        }
-        out.push('\'');
-    };
-    match p {
-        Param::Text(s) | Param::OptText(Some(s)) => text(out, s),
-        Param::Int(i) | Param::OptInt(Some(i)) => {
-            let _ = write!(out, "{i}");
-        }
-        Param::OptText(None) | Param::OptInt(None) => out.push_str("NULL"),
-        Param::Blob(b) => {
-            out.push_str("E'\\\\x");
-            for byte in b {
-                let _ = write!(out, "{byte:02x}");
-            }
-            out.push_str("'::bytea");
         }
     }
 }
@@ -609,9 +504,8 @@ impl Query {
 
 impl Conn for &mut WriterConn {
     async fn execute(self, q: Query) -> Result<u64, StoreError> {
-        self.flush().await?;
         match self {
-            WriterConn::Any(tx, _) => Ok(q.sqlx().execute(&mut **tx).await?.rows_affected()),
+            WriterConn::Any(tx) => Ok(q.sqlx().execute(&mut **tx).await?.rows_affected()),
             WriterConn::Lite(conn, journal) => {
                 let changed = q.lite_statement(conn)?.raw_execute().map_err(lite_error)? as u64;
                 if !q.reads_only() {
@@ -623,9 +517,8 @@ impl Conn for &mut WriterConn {
     }
 
     async fn fetch_all(self, q: Query) -> Result<Vec<DbRow>, StoreError> {
-        self.flush().await?;
         match self {
-            WriterConn::Any(tx, _) => {
+            WriterConn::Any(tx) => {
                 let rows = q.sqlx().fetch_all(&mut **tx).await?;
                 Ok(rows.into_iter().map(DbRow::Any).collect())
             }
@@ -649,21 +542,6 @@ mod tests {
         assert_eq!(
             sqlite_placeholders("SELECT a FROM t WHERE x = $1 AND y IN ($2, $10) AND z = '$3'"),
             "SELECT a FROM t WHERE x = ?1 AND y IN (?2, ?10) AND z = '$3'"
-        );
-    }
-
-    #[test]
-    fn deferred_statements_carry_their_parameters_as_literals() {
-        let q = q("INSERT INTO t (a, b, c, d, e) VALUES ($1, $2, $3, $4, $5) -- '$1'")
-            .bind("it's a \\ $2")
-            .bind(Option::<&str>::None)
-            .bind(-7_i64)
-            .bind(vec![0u8, 0xab, 0xff])
-            .bind(Some("x"));
-        assert_eq!(
-            q.literal_sql(),
-            "INSERT INTO t (a, b, c, d, e) VALUES (E'it''s a \\\\ $2', NULL, -7, \
-             E'\\\\x00abff'::bytea, E'x') -- '$1'"
         );
     }
 

@@ -49,9 +49,6 @@ pub struct LogSettings {
 pub struct WriteTx {
     tx: WriterConn,
     pub(super) last_event: Option<i64>,
-    /// Events were inserted whose sequence numbers are not known yet (deferred on
-    /// PostgreSQL): the batch reads the last one before it commits.
-    pub(super) events_deferred: bool,
     /// A job enqueued or rescheduled a delivery: wake the dispatcher after commit.
     pub(super) outbox_changed: bool,
     log_id: String,
@@ -103,16 +100,7 @@ fn receipt(entry: &AuditEntry, hash: &Hash) -> Receipt {
     }
 }
 
-type Completion = Box<dyn FnOnce(Result<Option<Receipt>, Failed>) + Send>;
-
-/// Why a job's work did not commit.
-pub(super) enum Failed {
-    /// The batch failed (its commit, or a statement outside any one job).
-    Batch(Arc<StoreError>),
-    /// One of the job's own deferred writes failed at its end (PostgreSQL): the caller
-    /// hears that error, as it would have had the statement run at once.
-    Own(StoreError),
-}
+type Completion = Box<dyn FnOnce(Result<Option<Receipt>, Arc<StoreError>>) + Send>;
 type JobFn = Box<dyn for<'t> FnOnce(&'t mut WriteTx) -> BoxFuture<'t, (bool, Completion)> + Send>;
 
 /// What the writer's channel carries.
@@ -262,10 +250,7 @@ impl WriterHandle {
                     let outcome = match (commit, result) {
                         (Ok(receipt), Ok(value)) => Ok((value, receipt)),
                         (_, Err(e)) => Err(e),
-                        (Err(Failed::Own(e)), Ok(_)) => Err(E::from(e)),
-                        (Err(Failed::Batch(e)), Ok(_)) => {
-                            Err(E::from(StoreError::commit_failed(&e)))
-                        }
+                        (Err(e), Ok(_)) => Err(E::from(StoreError::commit_failed(&e))),
                     };
                     // The call's entry is durable (sealed in this commit) or was not written;
                     // either way the call's context knows before anyone is answered.
@@ -762,7 +747,7 @@ async fn begin(
         }
         return Ok(WriterConn::Lite(Box::new(conn), Vec::new()));
     }
-    let tx = match backend {
+    Ok(WriterConn::Any(match backend {
         // The SQLite writer always has its own connection back between batches.
         Backend::Sqlite => {
             return Err(StoreError::Setup(
@@ -773,14 +758,14 @@ async fn begin(
         Backend::Postgres => {
             let mut tx = pool.begin().await?;
             // Replicas sharing the database serialize their batches, so event sequence
-            // numbers follow commit order across the whole deployment. The first job's
-            // savepoint in the same round trip.
-            let lock = format!("SELECT pg_advisory_xact_lock({PG_WRITE_LOCK}); SAVEPOINT job");
-            sqlx::Executor::execute(&mut *tx, lock.as_str()).await?;
+            // numbers follow commit order across the whole deployment.
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(PG_WRITE_LOCK)
+                .execute(&mut *tx)
+                .await?;
             tx
         }
-    };
-    Ok(WriterConn::Any(tx, String::new()))
+    }))
 }
 
 /// Commits (or, on `Err`, rolls back) the batch; the SQLite connection goes back to
@@ -791,13 +776,8 @@ async fn finish(
     outcome: Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     match tx {
-        WriterConn::Any(mut tx, deferred) => match outcome {
-            Ok(()) => {
-                if !deferred.is_empty() {
-                    sqlx::Executor::execute(&mut *tx, deferred.as_str()).await?;
-                }
-                Ok(tx.commit().await?)
-            }
+        WriterConn::Any(tx) => match outcome {
+            Ok(()) => Ok(tx.commit().await?),
             // Dropping the transaction rolls it back.
             Err(e) => Err(e),
         },
@@ -831,7 +811,6 @@ async fn commit_batch(
         Ok(tx) => WriteTx {
             tx,
             last_event: None,
-            events_deferred: false,
             outbox_changed: false,
             log_id: log.settings.log_id.clone(),
             next_leaf: log.tree.size(),
@@ -855,6 +834,7 @@ async fn commit_batch(
         return Err(e);
     }
     let outcome: Result<(), StoreError> = async {
+        let mut savepoint = false;
         for job in batch {
             w.next_leaf = log.tree.size() + appended.len() as u64;
             w.not_before_ms = appended.last().map_or(log.last_time_ms, |a| a.0.time_ms);
@@ -867,22 +847,22 @@ async fn commit_batch(
                     w.draft = draft;
                     w.started = started;
                     w.finalized = None;
-                    // PostgreSQL: a savepoint per job, and the job's writes deferred to its
-                    // end, sent with the release of its savepoint and the next one's in one
-                    // round trip. SQLite: the batch's statements so far, replayed if this
-                    // job fails after it has written (undo_after).
-                    let deferring = w.tx.defers();
+                    // PostgreSQL: a savepoint per job (the one before it released in the
+                    // same round trip). SQLite: the batch's statements so far, replayed if
+                    // this job fails after it has written (undo_after).
+                    let lite = matches!(w.tx, WriterConn::Lite(..));
+                    if !lite {
+                        let sql = if savepoint {
+                            "RELEASE SAVEPOINT job; SAVEPOINT job"
+                        } else {
+                            "SAVEPOINT job"
+                        };
+                        w.tx.simple(sql).await?;
+                        savepoint = true;
+                    }
                     let mark = w.tx.mark();
                     let (events_before, outbox_before) = (w.last_event, w.outbox_changed);
-                    let (mut ok, mut complete) = run(&mut w).await;
-                    if deferring && ok {
-                        if let Err(e) = w.tx.simple("RELEASE SAVEPOINT job; SAVEPOINT job").await {
-                            // One of its own writes failed: it alone hears why.
-                            ok = false;
-                            let answer = complete;
-                            complete = Box::new(move |_| answer(Err(Failed::Own(e))));
-                        }
-                    }
+                    let (ok, complete) = run(&mut w).await;
                     // Recorded first, so a failure below reaches this caller as an error.
                     let at = if ok {
                         w.finalized.take().map(|f| {
@@ -897,13 +877,11 @@ async fn commit_batch(
                         w.last_event = events_before;
                         w.outbox_changed = outbox_before;
                     }
-                    // A job that succeeded keeps its writes; one that failed is undone.
-                    match (deferring, ok) {
-                        (true, false) => {
-                            w.tx.discard_deferred();
-                            w.tx.simple("ROLLBACK TO SAVEPOINT job").await?
-                        }
-                        (false, false) if w.tx.changed_since(mark) => w.tx.undo_after(mark)?,
+                    // A job that succeeded keeps its savepoint until the next job begins
+                    // (COMMIT releases the last).
+                    match (lite, ok) {
+                        (false, false) => w.tx.simple("ROLLBACK TO SAVEPOINT job").await?,
+                        (true, false) if w.tx.changed_since(mark) => w.tx.undo_after(mark)?,
                         _ => {}
                     }
                 }
@@ -921,10 +899,6 @@ async fn commit_batch(
                     appended.push((entry, bytes, hash));
                     let at = appended.len() - 1;
                     let complete: Completion = Box::new(move |r| {
-                        let r = r.map_err(|f| match f {
-                            Failed::Batch(e) => e,
-                            Failed::Own(e) => Arc::new(e),
-                        });
                         let _ = done.send(r.and_then(|receipt| {
                             receipt.ok_or_else(|| Arc::new(StoreError::WriterGone))
                         }));
@@ -934,12 +908,6 @@ async fn commit_batch(
             }
         }
         insert_entries(w.conn(), &appended).await?;
-        if w.events_deferred {
-            // Writers are serialized (the advisory lock), so the newest event is this
-            // batch's last.
-            let seq = super::latest_event_seq(w.conn()).await?;
-            w.last_event = Some(seq).filter(|&s| s > 0);
-        }
         Ok(())
     }
     .await;
@@ -1014,7 +982,7 @@ async fn commit_batch(
         Err(e) => {
             let e = Arc::new(e);
             for (complete, _) in completions {
-                complete(Err(Failed::Batch(e.clone())));
+                complete(Err(e.clone()));
             }
             Err(e)
         }

@@ -102,33 +102,24 @@ async fn referrals_events_and_idempotency_keys_round_trip() {
         );
         let b = row("01B", "housing", "police", "REFERRAL_CATEGORY_OTHER");
         let (a2, b2) = (a.clone(), b.clone());
-        write(&store, move |tx| {
+        let (s1, s2) = write(&store, move |tx| {
             Box::pin(async move {
                 tx.insert_referral(&a2).await?;
                 tx.insert_referral(&b2).await?;
-                tx.insert_event(&event(&a2, "REFERRAL_STATUS_SUBMITTED"))
+                let s1 = tx
+                    .insert_event(&event(&a2, "REFERRAL_STATUS_SUBMITTED"))
                     .await?;
-                tx.insert_event(&event(&b2, "REFERRAL_STATUS_SUBMITTED"))
+                let s2 = tx
+                    .insert_event(&event(&b2, "REFERRAL_STATUS_SUBMITTED"))
                     .await?;
                 tx.record_idempotent("social-services", "k1", "M", &[9; 32], b"resp", 7)
                     .await?;
-                Ok(())
+                Ok((s1, s2))
             })
         })
         .await
         .unwrap();
-        // Sequence numbers in the order written (housing is party to both).
-        let seqs: Vec<(String, i64)> = store
-            .events_after("housing", 0, 10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|e| (e.referral_id, e.seq))
-            .collect();
-        assert_eq!(seqs.len(), 2, "{seqs:?}");
-        assert_eq!((seqs[0].0.as_str(), seqs[1].0.as_str()), ("01A", "01B"));
-        assert!(seqs[1].1 > seqs[0].1);
-        assert_eq!(store.latest_event_seq().await.unwrap(), seqs[1].1);
+        assert!(s2 > s1);
 
         let got = store.referral("01A").await.unwrap().expect("stored");
         assert_eq!((got.body.as_slice(), got.due_at), (a.body.as_slice(), None));
@@ -331,9 +322,13 @@ async fn uncommitted_writes_vanish_and_concurrent_writers_commit_in_sequence_ord
                 })
             })
             .collect();
+        let mut seqs = Vec::new();
         for w in writers {
-            w.await.unwrap();
+            seqs.push(w.await.unwrap());
         }
+        seqs.sort();
+        seqs.dedup();
+        assert_eq!(seqs.len(), 16, "every writer got its own sequence number");
         let stored: Vec<_> = store
             .events_after("housing", 0, 100)
             .await
@@ -341,17 +336,9 @@ async fn uncommitted_writes_vanish_and_concurrent_writers_commit_in_sequence_ord
             .iter()
             .map(|e| e.seq)
             .collect();
-        assert_eq!(
-            stored.len(),
-            16,
-            "every committed event is visible: {stored:?}"
-        );
-        assert!(
-            stored.windows(2).all(|w| w[0] < w[1]),
-            "each its own sequence number, in order: {stored:?}"
-        );
+        assert_eq!(stored, seqs, "every committed event is visible, in order");
         assert!(wake.has_changed().unwrap(), "commits wake watchers");
-        assert_eq!(*wake.borrow_and_update(), *stored.last().unwrap());
+        assert_eq!(*wake.borrow_and_update(), *seqs.last().unwrap());
     })
     .await;
 }
@@ -440,8 +427,8 @@ async fn a_failing_job_hears_its_own_error_and_the_jobs_batched_with_it_commit()
 }
 
 /// A job whose own write fails at the database (here a duplicate primary key, after it has
-/// written other rows; on PostgreSQL its writes are deferred to its end) hears the database's
-/// error, none of its rows stay, and the jobs batched with it commit.
+/// written other rows) hears the database's error, none of its rows stay, and the jobs
+/// batched with it commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_own_write_fails_hears_the_database_error_and_its_batchmates_commit() {
     on_both_backends(|store, _| async move {
@@ -491,38 +478,6 @@ async fn a_job_whose_own_write_fails_hears_the_database_error_and_its_batchmates
         }
         let events = store.events_after("housing", 0, 100).await.unwrap();
         assert_eq!(events.len(), 8, "only the committed jobs' events");
-    })
-    .await;
-}
-
-/// Text with quotes, backslashes, dollar signs and non-ASCII, and bytes of every value,
-/// written through the writer (deferred, as literals, on PostgreSQL) read back unchanged.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn written_values_come_back_byte_for_byte() {
-    on_both_backends(|store, _| async move {
-        let mut r = row("01LIT", "charity", "housing", "REFERRAL_CATEGORY_OTHER");
-        r.service_code = "it's \\ a $1 'test' \\' E'x' -- ; DROP TABLE referrals; نص".into();
-        r.body = (0..=255u8).chain([0, 0, b'\'', b'\\']).collect();
-        r.due_at = None;
-        let written = r.clone();
-        write(&store, move |tx| {
-            Box::pin(async move {
-                tx.insert_referral(&written).await?;
-                tx.insert_event(&event(&written, "REFERRAL_STATUS_SUBMITTED"))
-                    .await
-            })
-        })
-        .await
-        .unwrap();
-        let got = store.referral("01LIT").await.unwrap().expect("stored");
-        assert_eq!(got.service_code, r.service_code);
-        assert_eq!(got.body, r.body);
-        assert_eq!(got.due_at, None);
-        let history = store
-            .referral_history(&["01LIT".to_string()])
-            .await
-            .unwrap();
-        assert_eq!(history[0].note, "نص عربي");
     })
     .await;
 }

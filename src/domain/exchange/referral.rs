@@ -111,10 +111,9 @@ impl<S: Storage> Exchange<S> {
                         ReferralOutcome::Unspecified,
                         now,
                     );
-                    tx.insert_event(&submitted).await?;
-                    // A new referral's history is the event just written (a history has no
-                    // use for its sequence number, known only once the batch commits).
-                    let history = [submitted.stored(0)];
+                    let seq = tx.insert_event(&submitted).await?;
+                    // A new referral's history is the event just written.
+                    let history = [submitted.stored(seq)];
                     if let Some(entry) = tx.audit() {
                         entry.target_ids.push(row.id.clone());
                     }
