@@ -681,6 +681,60 @@ async fn two_of_three_approve_despite_a_rejection(s: &Setup) {
     )
     .await;
     assert_eq!(last.status(), ApplicationStatus::Approved);
+
+    // Lists page like ListReferrals: newest first, a token bound to its filters.
+    for k in ["app-k2", "app-k3"] {
+        submitted(&mut lead, k, "two-of-three").await;
+    }
+    let page = |token: &str, statuses: Vec<i32>| ListApplicationsRequest {
+        direction: ApplicationDirection::Led as i32,
+        page_size: 2,
+        page_token: token.into(),
+        statuses,
+        ..ListApplicationsRequest::default()
+    };
+    let first = lead
+        .list_applications(page("", vec![]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.applications.len(), 2);
+    assert!(
+        first.applications[0].id > first.applications[1].id,
+        "newest first"
+    );
+    assert!(!first.next_page_token.is_empty());
+    let second = lead
+        .list_applications(page(&first.next_page_token, vec![]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.applications.len(), 1);
+    assert_eq!(second.applications[0].id, id, "the oldest last");
+    assert!(second.next_page_token.is_empty());
+    let e = lead
+        .list_applications(page(
+            &first.next_page_token,
+            vec![ApplicationStatus::Approved as i32],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::InvalidArgument,
+        "a token is bound to its filters"
+    );
+    let approved = lead
+        .list_applications(page("", vec![ApplicationStatus::Approved as i32]))
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<_> = approved
+        .applications
+        .iter()
+        .map(|a| a.id.as_str())
+        .collect();
+    assert_eq!(ids, [id.as_str()]);
 }
 
 /// Moves the deadline of `agency`'s clearance into the past, in its row and in the stored
