@@ -66,12 +66,7 @@ impl ApplicationService for ApplicationApi {
         request: Request<UpdateClearanceRequest>,
     ) -> Result<Response<UpdateClearanceResponse>, Status> {
         let caller = auth::caller(&request)?;
-        let req = request.into_inner();
-        let result = match validate_update(&req) {
-            Ok(()) => self.exchange.update_clearance(&caller, req, now_ms()).await,
-            Err(e) => Err(e),
-        };
-        super::reply(&caller, result)
+        super::reply(&caller, self.update(&caller, request.into_inner()).await)
     }
 
     async fn withdraw_application(
@@ -79,16 +74,7 @@ impl ApplicationService for ApplicationApi {
         request: Request<WithdrawApplicationRequest>,
     ) -> Result<Response<WithdrawApplicationResponse>, Status> {
         let caller = auth::caller(&request)?;
-        let req = request.into_inner();
-        let result = match validate_withdrawal(&req) {
-            Ok(()) => {
-                self.exchange
-                    .withdraw_application(&caller, req, now_ms())
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        super::reply(&caller, result)
+        super::reply(&caller, self.withdraw(&caller, request.into_inner()).await)
     }
 }
 
@@ -101,6 +87,26 @@ impl ApplicationApi {
         let app = validate_submission(&req)?;
         self.exchange
             .submit_application(caller, app, req.request_id, now_ms())
+            .await
+    }
+
+    async fn update(
+        &self,
+        caller: &Caller,
+        req: UpdateClearanceRequest,
+    ) -> Result<UpdateClearanceResponse, ApiError> {
+        validate_update(&req)?;
+        self.exchange.update_clearance(caller, req, now_ms()).await
+    }
+
+    async fn withdraw(
+        &self,
+        caller: &Caller,
+        req: WithdrawApplicationRequest,
+    ) -> Result<WithdrawApplicationResponse, ApiError> {
+        validate_withdrawal(&req)?;
+        self.exchange
+            .withdraw_application(caller, req, now_ms())
             .await
     }
 

@@ -99,7 +99,7 @@ impl<S: Storage> Exchange<S> {
                     let due_at = expected_completion(&spec, &app, now, &calendar).unwrap_or(now);
                     app.due_at = Some(timestamp(due_at));
                     share_attachments(tx, &app, now).await?;
-                    let row = stored(&app, now)?;
+                    let row = stored(&app, now);
                     tx.insert_application(&row, &clearance_rows(&app)).await?;
                     if let Some(entry) = tx.audit() {
                         entry.target_ids.push(app.id.clone());
@@ -121,7 +121,7 @@ impl<S: Storage> Exchange<S> {
                     )
                     .await?;
                     Ok(SubmitApplicationResponse {
-                        application: Some(view(&spec, &app, &lead, now, &calendar)?),
+                        application: Some(view(&spec, &app, &lead, now, &calendar)),
                         audit_receipt: Some(tx.audit_receipt()?.to_proto()),
                     })
                 })
@@ -209,7 +209,7 @@ impl<S: Storage> Exchange<S> {
                     save(tx, &app, now).await?;
                     publish(tx, spec, &app, &agency, Some(&agency), &note, &advanced, &traceparent, now, calendar).await?;
                     Ok(UpdateClearanceResponse {
-                        application: Some(view(spec, &app, &agency, now, calendar)?),
+                        application: Some(view(spec, &app, &agency, now, calendar)),
                         audit_receipt: Some(tx.audit_receipt()?.to_proto()),
                     })
                 })
@@ -271,7 +271,7 @@ impl<S: Storage> Exchange<S> {
                     )
                     .await?;
                     Ok(WithdrawApplicationResponse {
-                        application: Some(view(spec, &app, &agency, now, calendar)?),
+                        application: Some(view(spec, &app, &agency, now, calendar)),
                         audit_receipt: Some(tx.audit_receipt()?.to_proto()),
                     })
                 })
@@ -369,13 +369,13 @@ impl<S: Storage> Exchange<S> {
         if !is_party(&app, agency) {
             return Err(not_party(&app.id));
         }
-        view(
+        Ok(view(
             self.spec_of(&app)?,
             &app,
             agency,
             now,
             self.directory.calendar(),
-        )
+        ))
     }
 }
 
@@ -614,7 +614,7 @@ pub fn view(
     agency: &str,
     now: i64,
     calendar: &Calendar,
-) -> Result<Application, ApiError> {
+) -> Application {
     let mut out = app.clone();
     if out.lead_agency != agency {
         out.clearances.retain(|c| c.agency == agency);
@@ -626,7 +626,7 @@ pub fn view(
     let due = out.due_at.as_ref().and_then(timestamp_ms);
     out.overdue = out.status() == ApplicationStatus::InProgress && due.is_some_and(|d| now > d);
     out.expected_completion_at = expected_completion(spec, app, now, calendar).map(timestamp);
-    Ok(out)
+    out
 }
 
 /// Documents attached by the lead are shared once with every clearing agency; each must
@@ -726,7 +726,7 @@ async fn publish<T: ExchangeTx>(
             agency,
             kind: KIND_CLEARANCE_REQUEST,
             subject_id: &app.id,
-            payload: payload::clearance_request(&view(spec, app, agency, now, calendar)?),
+            payload: payload::clearance_request(&view(spec, app, agency, now, calendar)),
             traceparent,
         }];
         deliveries.extend(to_lead(Some(c), ""));
@@ -859,12 +859,12 @@ async fn load<T: ExchangeTx>(
 }
 
 async fn save<T: ExchangeTx>(tx: &mut T, app: &Application, now: i64) -> Result<(), ApiError> {
-    tx.update_application(&stored(app, now)?, &clearance_rows(app))
+    tx.update_application(&stored(app, now), &clearance_rows(app))
         .await
 }
 
-fn stored(app: &Application, now: i64) -> Result<ApplicationRow, ApiError> {
-    Ok(ApplicationRow {
+fn stored(app: &Application, now: i64) -> ApplicationRow {
+    ApplicationRow {
         id: app.id.clone(),
         lead_agency: app.lead_agency.clone(),
         request_id: app.request_id.clone(),
@@ -878,7 +878,7 @@ fn stored(app: &Application, now: i64) -> Result<ApplicationRow, ApiError> {
             .unwrap_or(now),
         updated_at: now,
         body: app.encode_to_vec(),
-    })
+    }
 }
 
 /// The clearance rows beside the body; a clearance awaits its deadline while requested
@@ -1122,13 +1122,13 @@ mod tests {
         let (mut app, _) = submitted(&spec);
         app.clearances[1].note = "water's private note".into();
         let cal = Calendar::default();
-        let lead = view(&spec, &app, "city", MONDAY, &cal).unwrap();
+        let lead = view(&spec, &app, "city", MONDAY, &cal);
         assert_eq!(lead.clearances.len(), 3);
-        let planning = view(&spec, &app, "planning", MONDAY, &cal).unwrap();
+        let planning = view(&spec, &app, "planning", MONDAY, &cal);
         assert_eq!(planning.clearances.len(), 1);
         assert_eq!(planning.clearances[0].agency, "planning");
         assert_eq!(planning.status(), ApplicationStatus::InProgress);
-        let late = view(&spec, &app, "planning", MONDAY + 3 * DAY, &cal).unwrap();
+        let late = view(&spec, &app, "planning", MONDAY + 3 * DAY, &cal);
         assert!(late.clearances[0].overdue);
         assert!(
             timestamp_ms(late.expected_completion_at.as_ref().unwrap()).unwrap()
