@@ -148,19 +148,12 @@ impl ApplicationApi {
             false,
             "an ApplicationDirection",
         );
-        let mut statuses = Vec::new();
-        for (i, s) in req.statuses.iter().enumerate() {
-            if let Some(s) = v.enum_value::<ApplicationStatus>(
-                &format!("statuses[{i}]"),
-                *s,
-                true,
-                "an ApplicationStatus",
-            ) {
-                statuses.push(s.as_str_name().to_string());
-            }
-        }
-        statuses.sort();
-        statuses.dedup();
+        let statuses = v.enum_names::<ApplicationStatus>(
+            "statuses",
+            &req.statuses,
+            "an ApplicationStatus",
+            ApplicationStatus::as_str_name,
+        );
         let fingerprint = format!(
             "{}|{}|{:?}|{}",
             caller.agency(),

@@ -142,20 +142,12 @@ impl InformationRequestApi {
             false,
             "an InformationRequestDirection",
         );
-        let mut statuses = Vec::new();
-        for (i, s) in req.statuses.iter().enumerate() {
-            let field = format!("statuses[{i}]");
-            if let Some(s) = v.enum_value::<InformationRequestStatus>(
-                &field,
-                *s,
-                true,
-                "an InformationRequestStatus",
-            ) {
-                statuses.push(s.as_str_name().to_string());
-            }
-        }
-        statuses.sort();
-        statuses.dedup();
+        let statuses = v.enum_names::<InformationRequestStatus>(
+            "statuses",
+            &req.statuses,
+            "an InformationRequestStatus",
+            InformationRequestStatus::as_str_name,
+        );
         if !req.referral_id.is_empty() {
             v.ulid("referral_id", &req.referral_id);
         }

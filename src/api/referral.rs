@@ -169,15 +169,12 @@ impl ReferralApi {
             false,
             "a ReferralDirection",
         );
-        let mut statuses = Vec::new();
-        for (i, s) in req.statuses.iter().enumerate() {
-            let field = format!("statuses[{i}]");
-            if let Some(s) = v.enum_value::<ReferralStatus>(&field, *s, true, "a ReferralStatus") {
-                statuses.push(s.as_str_name().to_string());
-            }
-        }
-        statuses.sort();
-        statuses.dedup();
+        let statuses = v.enum_names::<ReferralStatus>(
+            "statuses",
+            &req.statuses,
+            "a ReferralStatus",
+            ReferralStatus::as_str_name,
+        );
         let category =
             v.enum_value::<ReferralCategory>("category", req.category, false, "a ReferralCategory");
         let priority =

@@ -128,6 +128,26 @@ impl Violations {
         }
     }
 
+    /// A repeated enum filter (`statuses`): each a known value other than UNSPECIFIED; the
+    /// values' names (`name`), sorted and without repeats, so equal filters look equal.
+    pub fn enum_names<E: TryFrom<i32>>(
+        &mut self,
+        field: &str,
+        values: &[i32],
+        hint: &str,
+        name: fn(&E) -> &'static str,
+    ) -> Vec<String> {
+        let mut names: Vec<String> = values
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| self.enum_value::<E>(&format!("{field}[{i}]"), *v, true, hint))
+            .map(|e| name(&e).to_string())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// A gateway-assigned id (ULID).
     pub fn ulid(&mut self, field: &str, value: &str) {
         if value.is_empty() {

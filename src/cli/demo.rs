@@ -19,7 +19,7 @@ use tonic::transport::Channel;
 use super::sandbox::Sandbox;
 use crate::pb::adapter_v1::inbox_service_client::InboxServiceClient;
 use crate::pb::adapter_v1::{
-    delivery, status_update, AckDeliveryRequest, AckOutcome, PullDeliveriesRequest,
+    delivery, status_update, AckDeliveryRequest, AckOutcome, Delivery, PullDeliveriesRequest,
 };
 use crate::pb::v1::referral_service_client::ReferralServiceClient;
 use crate::pb::v1::*;
@@ -76,11 +76,27 @@ pub async fn run(scenario: Scenario) -> anyhow::Result<()> {
     println!("  Charity Association:        its system takes HTTPS/JSON    (adapter rest)\n");
     let mut t = Timeline::new();
     let result = walk(&sandbox, &systems, &mut t).await;
+    conclude(
+        sandbox,
+        t,
+        result,
+        "The loop closed: every status change reached the sender. Done.",
+    )
+    .await
+}
+
+/// Ends a demo: the walk's failure, or the audit trail it wrote verified and `done`.
+pub(super) async fn conclude(
+    sandbox: Sandbox,
+    mut t: Timeline,
+    walked: anyhow::Result<()>,
+    done: &str,
+) -> anyhow::Result<()> {
     let verify = sandbox_verify(sandbox).await;
-    match (result, verify) {
+    match (walked, verify) {
         (Ok(()), Ok(summary)) => {
             t.ok(summary);
-            println!("\nThe loop closed: every status change reached the sender. Done.");
+            println!("\n{done}");
             Ok(())
         }
         (Err(e), _) => Err(e),
@@ -268,16 +284,7 @@ fn family_referral(
         service_code: service.into(),
         category: category as i32,
         priority: priority as i32,
-        subject: Some(Subject {
-            identifier: Some(PersonIdentifier {
-                r#type: IdentifierType::EmiratesId as i32,
-                value: "784-1990-1234567-6".into(),
-                issuing_country: String::new(),
-            }),
-            full_name: "Demo Family".into(),
-            full_name_ar: "أسرة تجريبية".into(),
-            ..Subject::default()
-        }),
+        subject: demo_subject("Demo Family", "أسرة تجريبية"),
         summary: summary.into(),
         ..Referral::default()
     }
@@ -288,6 +295,28 @@ async fn hear(
     inbox: &mut InboxServiceClient<Channel>,
     id: &str,
     want: ReferralStatus,
+) -> anyhow::Result<()> {
+    pull_until(inbox, |d| match &d.payload {
+        Some(delivery::Payload::StatusUpdate(u)) => matches!(
+            &u.target,
+            Some(status_update::Target::Referral(r))
+                if r.referral_id == id && r.change.as_ref().is_some_and(|c| c.status() == want)
+        ),
+        _ => false,
+    })
+    .await
+    .with_context(|| format!("no {want:?} update for {id}"))
+}
+
+/// The demo's person, by the sample Emirates ID number.
+pub(super) fn demo_subject(name: &str, name_ar: &str) -> Option<Subject> {
+    super::client::subject("784-1990-1234567-6".into(), name.into(), name_ar.into())
+}
+
+/// Pulls `inbox` until a delivery `want` accepts arrives; acknowledges everything.
+pub(super) async fn pull_until(
+    inbox: &mut InboxServiceClient<Channel>,
+    want: impl Fn(&Delivery) -> bool,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + STEP_TIMEOUT;
     while Instant::now() < deadline {
@@ -302,14 +331,9 @@ async fn hear(
             .await?
             .into_inner()
             .deliveries;
-        let mut heard = false;
+        let mut found = false;
         for d in pulled {
-            if let Some(delivery::Payload::StatusUpdate(u)) = &d.payload {
-                if let Some(status_update::Target::Referral(r)) = &u.target {
-                    heard |= r.referral_id == id
-                        && r.change.as_ref().is_some_and(|c| c.status() == want);
-                }
-            }
+            found |= want(&d);
             inbox
                 .ack_delivery(AckDeliveryRequest {
                     delivery_id: d.metadata.map(|m| m.delivery_id).unwrap_or_default(),
@@ -319,15 +343,15 @@ async fn hear(
                 })
                 .await?;
         }
-        if heard {
+        if found {
             return Ok(());
         }
     }
-    bail!("no {want:?} update for {id} within {STEP_TIMEOUT:?}")
+    bail!("nothing arrived within {STEP_TIMEOUT:?}")
 }
 
 /// Stops the gateway (its final checkpoint) and verifies the audit trail it wrote.
-pub(super) async fn sandbox_verify(mut sandbox: Sandbox) -> anyhow::Result<String> {
+async fn sandbox_verify(mut sandbox: Sandbox) -> anyhow::Result<String> {
     let config = sandbox.config.clone();
     let key = std::fs::read_to_string(crate::audit::verifier_key_path(&config.audit.signing_key))?;
     sandbox.stop().await?;

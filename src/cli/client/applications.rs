@@ -4,7 +4,7 @@
 use clap::Subcommand;
 use tonic::transport::Channel;
 
-use super::{describe_status, enum_arg, new_request_id, short, when};
+use super::{describe_status, documents, enum_arg, new_request_id, short, subject, when};
 use crate::pb::v1::application_service_client::ApplicationServiceClient;
 use crate::pb::v1::*;
 
@@ -98,24 +98,10 @@ pub async fn run(channel: Channel, command: Command) -> anyhow::Result<()> {
                 .collect::<anyhow::Result<_>>()?;
             let application = Application {
                 service_code: service,
-                subject: Some(Subject {
-                    identifier: Some(PersonIdentifier {
-                        r#type: IdentifierType::EmiratesId as i32,
-                        value: emirates_id,
-                        issuing_country: String::new(),
-                    }),
-                    full_name: name,
-                    ..Subject::default()
-                }),
+                subject: subject(emirates_id, name, String::new()),
                 summary,
                 references,
-                attachments: attachments
-                    .into_iter()
-                    .map(|document_id| DocumentReference {
-                        document_id,
-                        title: String::new(),
-                    })
-                    .collect(),
+                attachments: documents(attachments),
                 ..Application::default()
             };
             client

@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use tonic::transport::Channel;
 
-use super::{describe_status, enum_arg, new_request_id, short, when};
+use super::{describe_status, enum_arg, new_request_id, short, subject, when};
 use crate::pb::v1::information_request_service_client::InformationRequestServiceClient;
 use crate::pb::v1::respond_to_information_request_request::Response as Reply;
 use crate::pb::v1::*;
@@ -104,15 +104,7 @@ pub async fn run(channel: Channel, command: Command) -> anyhow::Result<()> {
             let request = InformationRequest {
                 to_agency: to,
                 referral_id: referral.unwrap_or_default(),
-                subject: Some(Subject {
-                    identifier: Some(PersonIdentifier {
-                        r#type: IdentifierType::EmiratesId as i32,
-                        value: emirates_id,
-                        issuing_country: String::new(),
-                    }),
-                    full_name: name,
-                    ..Subject::default()
-                }),
+                subject: subject(emirates_id, name, String::new()),
                 questions,
                 due_at,
                 ..InformationRequest::default()

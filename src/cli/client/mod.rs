@@ -150,25 +150,10 @@ pub async fn run(config: &Config, args: ClientArgs) -> anyhow::Result<()> {
                     &priority,
                     ReferralPriority::from_str_name,
                 )? as i32,
-                subject: Some(Subject {
-                    identifier: Some(PersonIdentifier {
-                        r#type: IdentifierType::EmiratesId as i32,
-                        value: emirates_id,
-                        issuing_country: String::new(),
-                    }),
-                    full_name: name,
-                    full_name_ar: name_ar,
-                    ..Subject::default()
-                }),
+                subject: subject(emirates_id, name, name_ar),
                 summary,
                 reason,
-                attachments: attachments
-                    .into_iter()
-                    .map(|document_id| DocumentReference {
-                        document_id,
-                        title: String::new(),
-                    })
-                    .collect(),
+                attachments: documents(attachments),
                 ..Referral::default()
             };
             client
@@ -315,6 +300,34 @@ pub async fn run(config: &Config, args: ClientArgs) -> anyhow::Result<()> {
         },
     };
     result.map_err(describe_status)
+}
+
+/// The person an exchange is about, by Emirates ID number and name.
+pub(in crate::cli) fn subject(
+    emirates_id: String,
+    name: String,
+    name_ar: String,
+) -> Option<Subject> {
+    Some(Subject {
+        identifier: Some(PersonIdentifier {
+            r#type: IdentifierType::EmiratesId as i32,
+            value: emirates_id,
+            issuing_country: String::new(),
+        }),
+        full_name: name,
+        full_name_ar: name_ar,
+        ..Subject::default()
+    })
+}
+
+/// Documents referenced by id (from `upload`).
+pub(super) fn documents(ids: Vec<String>) -> Vec<DocumentReference> {
+    ids.into_iter()
+        .map(|document_id| DocumentReference {
+            document_id,
+            title: String::new(),
+        })
+        .collect()
 }
 
 pub(super) fn new_request_id() -> String {

@@ -7,16 +7,14 @@
 //! The City Municipality leads (its system is called over gRPC, so it hears every change
 //! through its adapter); every clearing agency pulls its clearance request from its inbox.
 
-use std::time::Instant;
-
 use anyhow::{bail, Context};
 use tonic::transport::Channel;
 
-use super::{sandbox_verify, Timeline, STEP_TIMEOUT};
+use super::{conclude, demo_subject, pull_until, Timeline, STEP_TIMEOUT};
 use crate::cli::client::applications::print_application;
 use crate::cli::sandbox::Sandbox;
+use crate::pb::adapter_v1::delivery;
 use crate::pb::adapter_v1::inbox_service_client::InboxServiceClient;
-use crate::pb::adapter_v1::{delivery, AckDeliveryRequest, AckOutcome, PullDeliveriesRequest};
 use crate::pb::v1::application_service_client::ApplicationServiceClient;
 use crate::pb::v1::information_request_service_client::InformationRequestServiceClient;
 use crate::pb::v1::respond_to_information_request_request::Response as Reply;
@@ -42,16 +40,13 @@ pub async fn run() -> anyhow::Result<()> {
     println!("  the other clearing agencies: pull from their inboxes       (adapter inbox)\n");
     let mut t = Timeline::new();
     let result = walk(&sandbox, &lead_system, &mut t).await;
-    let verify = sandbox_verify(sandbox).await;
-    match (result, verify) {
-        (Ok(()), Ok(summary)) => {
-            t.ok(summary);
-            println!("\nOne application, nine clearances, one status everyone could follow. Done.");
-            Ok(())
-        }
-        (Err(e), _) => Err(e),
-        (Ok(()), Err(e)) => Err(t.fail("verify the audit trail", e)),
-    }
+    conclude(
+        sandbox,
+        t,
+        result,
+        "One application, nine clearances, one status everyone could follow. Done.",
+    )
+    .await
 }
 
 async fn walk(
@@ -65,16 +60,7 @@ async fn walk(
             request_id: format!("demo-{}", ulid::Ulid::new()),
             application: Some(Application {
                 service_code: SERVICE.into(),
-                subject: Some(Subject {
-                    identifier: Some(PersonIdentifier {
-                        r#type: IdentifierType::EmiratesId as i32,
-                        value: "784-1990-1234567-6".into(),
-                        issuing_country: String::new(),
-                    }),
-                    full_name: "Demo Owner".into(),
-                    full_name_ar: "مالك تجريبي".into(),
-                    ..Subject::default()
-                }),
+                subject: demo_subject("Demo Owner", "مالك تجريبي"),
                 summary: "Villa on plot 118-204: construction finished, ready for occupancy."
                     .into(),
                 references: vec![
@@ -297,41 +283,4 @@ async fn clear(
         .await
         .map(|r| r.into_inner().application.unwrap_or_default())
         .map_err(|s| t.fail(&format!("set {status:?}"), anyhow::anyhow!("{s}")))
-}
-
-/// Pulls `inbox` until a delivery `want` accepts arrives; acknowledges everything.
-async fn pull_until(
-    inbox: &mut InboxServiceClient<Channel>,
-    want: impl Fn(&crate::pb::adapter_v1::Delivery) -> bool,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + STEP_TIMEOUT;
-    while Instant::now() < deadline {
-        let pulled = inbox
-            .pull_deliveries(PullDeliveriesRequest {
-                max_deliveries: 10,
-                wait: Some(prost_types::Duration {
-                    seconds: 2,
-                    nanos: 0,
-                }),
-            })
-            .await?
-            .into_inner()
-            .deliveries;
-        let mut found = false;
-        for d in pulled {
-            found |= want(&d);
-            inbox
-                .ack_delivery(AckDeliveryRequest {
-                    delivery_id: d.metadata.map(|m| m.delivery_id).unwrap_or_default(),
-                    outcome: AckOutcome::Accepted as i32,
-                    receipt_id: "demo".into(),
-                    error_message: String::new(),
-                })
-                .await?;
-        }
-        if found {
-            return Ok(());
-        }
-    }
-    bail!("nothing arrived within {STEP_TIMEOUT:?}")
 }

@@ -48,7 +48,7 @@ impl<S: Storage> Exchange<S> {
         now: i64,
     ) -> Result<SubmitApplicationResponse, ApiError> {
         let lead = caller.agency().to_string();
-        let Some(spec) = self.joint_service(&app.service_code).cloned() else {
+        let Some(spec) = self.joint_service(&app.service_code) else {
             let known: Vec<&str> = self
                 .settings
                 .joint_services
@@ -73,12 +73,14 @@ impl<S: Storage> Exchange<S> {
                 )
             })?;
         let once = Once::new(&lead, &request_id, SUBMIT, &app);
-        let calendar = self.directory.calendar().clone();
+        let exchange = self.clone();
         let traceparent = caller.traceparent.clone();
         let trace_id = caller.trace_id.clone();
         let (response, fresh) = self
             .write_once(caller, once, now, move |tx| {
                 Box::pin(async move {
+                    let spec = exchange.spec_of(&app)?;
+                    let calendar = exchange.directory.calendar();
                     app.id = ulid::Ulid::new().to_string();
                     app.request_id = request_id.clone();
                     app.lead_agency = lead.clone();
@@ -95,8 +97,8 @@ impl<S: Storage> Exchange<S> {
                             ..Clearance::default()
                         })
                         .collect();
-                    let advanced = advance(&spec, &mut app, now, &calendar);
-                    let due_at = expected_completion(&spec, &app, now, &calendar).unwrap_or(now);
+                    let advanced = advance(spec, &mut app, now, calendar);
+                    let due_at = expected_completion(spec, &app, now, calendar).unwrap_or(now);
                     app.due_at = Some(timestamp(due_at));
                     share_attachments(tx, &app, now).await?;
                     let row = stored(&app, now);
@@ -107,21 +109,16 @@ impl<S: Storage> Exchange<S> {
                     let submitted =
                         app_event(&app, ReferralEventType::ApplicationSubmitted, &lead, now);
                     record(tx, &submitted.event(&lead), &[], now).await?;
-                    publish(
-                        tx,
-                        &spec,
-                        &app,
-                        &lead,
-                        None,
-                        "",
-                        &advanced,
-                        &traceparent,
+                    let mover = Mover {
+                        spec,
+                        calendar,
+                        actor: &lead,
+                        traceparent: &traceparent,
                         now,
-                        &calendar,
-                    )
-                    .await?;
+                    };
+                    mover.publish(tx, &app, None, "", &advanced).await?;
                     Ok(SubmitApplicationResponse {
-                        application: Some(view(&spec, &app, &lead, now, &calendar)),
+                        application: Some(mover.view(&app, &lead)),
                         audit_receipt: Some(tx.audit_receipt()?.to_proto()),
                     })
                 })
@@ -205,11 +202,16 @@ impl<S: Storage> Exchange<S> {
                         _ => {}
                     }
                     let note = if req.reason.is_empty() { req.note.clone() } else { req.reason.clone() };
-                    let advanced = advance(spec, &mut app, now, calendar);
-                    save(tx, &app, now).await?;
-                    publish(tx, spec, &app, &agency, Some(&agency), &note, &advanced, &traceparent, now, calendar).await?;
+                    let mover = Mover {
+                        spec,
+                        calendar,
+                        actor: &agency,
+                        traceparent: &traceparent,
+                        now,
+                    };
+                    mover.settle(tx, &mut app, Some(&agency), &note).await?;
                     Ok(UpdateClearanceResponse {
-                        application: Some(view(spec, &app, &agency, now, calendar)),
+                        application: Some(mover.view(&app, &agency)),
                         audit_receipt: Some(tx.audit_receipt()?.to_proto()),
                     })
                 })
@@ -255,23 +257,16 @@ impl<S: Storage> Exchange<S> {
                     let spec = exchange.spec_of(&app)?;
                     let calendar = exchange.directory.calendar();
                     app.withdrawal_reason = req.reason.clone();
-                    let advanced = advance(spec, &mut app, now, calendar);
-                    save(tx, &app, now).await?;
-                    publish(
-                        tx,
+                    let mover = Mover {
                         spec,
-                        &app,
-                        &agency,
-                        None,
-                        &req.reason,
-                        &advanced,
-                        &traceparent,
-                        now,
                         calendar,
-                    )
-                    .await?;
+                        actor: &agency,
+                        traceparent: &traceparent,
+                        now,
+                    };
+                    mover.settle(tx, &mut app, None, &req.reason).await?;
                     Ok(WithdrawApplicationResponse {
-                        application: Some(view(spec, &app, &agency, now, calendar)),
+                        application: Some(mover.view(&app, &agency)),
                         audit_receipt: Some(tx.audit_receipt()?.to_proto()),
                     })
                 })
@@ -298,6 +293,13 @@ impl<S: Storage> Exchange<S> {
                         let Some(i) = app.clearances.iter().position(|x| x.agency == c.agency) else {
                             continue;
                         };
+                        let mover = Mover {
+                            spec,
+                            calendar,
+                            actor: GATEWAY_ACTOR,
+                            traceparent: "",
+                            now,
+                        };
                         let cl = &app.clearances[i];
                         let due_at = cl.due_at.as_ref().and_then(timestamp_ms).unwrap_or(now);
                         if app.status() != ApplicationStatus::InProgress || !is_open(cl.status()) {
@@ -314,9 +316,7 @@ impl<S: Storage> Exchange<S> {
                                 rfc3339(due_at)
                             );
                             cl.note = note.clone();
-                            let advanced = advance(spec, &mut app, now, calendar);
-                            save(tx, &app, now).await?;
-                            publish(tx, spec, &app, GATEWAY_ACTOR, Some(&c.agency), &note, &advanced, "", now, calendar).await?;
+                            mover.settle(tx, &mut app, Some(&c.agency), &note).await?;
                             deemed += 1;
                             tracing::info!(application_id = %app.id, agency = %c.agency, "clearance deemed approved");
                         } else {
@@ -324,19 +324,11 @@ impl<S: Storage> Exchange<S> {
                             let e = app_event(&app, ReferralEventType::ClearanceOverdue, GATEWAY_ACTOR, now)
                                 .clearance(&app.clearances[i])
                                 .note(&note);
-                            let update = status_update(spec, &app, Some(&app.clearances[i]), GATEWAY_ACTOR, &note, now, calendar);
-                            let deliveries = [&app.lead_agency, &c.agency]
-                                .into_iter()
-                                .collect::<std::collections::BTreeSet<_>>()
-                                .into_iter()
-                                .map(|a| NewDelivery {
-                                    agency: a,
-                                    kind: KIND_STATUS_UPDATE,
-                                    subject_id: &app.id,
-                                    payload: payload::application_status(update.clone()),
-                                    traceparent: "",
-                                })
-                                .collect::<Vec<_>>();
+                            let late = Some(&app.clearances[i]);
+                            let mut deliveries = vec![mover.told(&app, &app.lead_agency, late, &note)];
+                            if c.agency != app.lead_agency {
+                                deliveries.push(mover.told(&app, &c.agency, late, &note));
+                            }
                             record(tx, &e.event(&c.agency), &deliveries, now).await?;
                             overdue += 1;
                             tracing::info!(application_id = %app.id, agency = %c.agency, "clearance overdue");
@@ -669,96 +661,142 @@ async fn share_attachments<T: ExchangeTx>(
     Ok(())
 }
 
-/// Tells everyone what a change means: the changed clearance (if any) to the lead; each
-/// clearance requested now to its agency through its adapter (with the application as it
-/// sees it); and a decision to the lead and every agency that was asked. `actor` made the
-/// change: the lead is not told of its own moves through its adapter (it has the answer).
-#[allow(clippy::too_many_arguments)]
-async fn publish<T: ExchangeTx>(
-    tx: &mut T,
-    spec: &JointServiceSpec,
-    app: &Application,
-    actor: &str,
-    changed: Option<&str>,
-    note: &str,
-    advanced: &Advanced,
-    traceparent: &str,
+/// Who moves an application, and when: the service's rules, the calendar and the call's
+/// trace, everything the consequences of a move are computed with.
+struct Mover<'a> {
+    spec: &'a JointServiceSpec,
+    calendar: &'a Calendar,
+    /// The agency that made the change; "jisr" for the gateway's.
+    actor: &'a str,
+    traceparent: &'a str,
     now: i64,
-    calendar: &Calendar,
-) -> Result<(), ApiError> {
-    let lead = app.lead_agency.as_str();
-    let clearance = |agency: &str| app.clearances.iter().find(|c| c.agency == agency);
-    let to_lead = |c: Option<&Clearance>, note: &str| -> Vec<NewDelivery<'_>> {
-        if actor == lead {
-            return Vec::new();
+}
+
+impl<'a> Mover<'a> {
+    /// After a change to `app` (of clearance `changed`, if any): derives its status,
+    /// requests what became ready or cancels what is left, stores it, tells everyone.
+    async fn settle<T: ExchangeTx>(
+        &self,
+        tx: &mut T,
+        app: &mut Application,
+        changed: Option<&str>,
+        note: &str,
+    ) -> Result<(), ApiError> {
+        let advanced = advance(self.spec, app, self.now, self.calendar);
+        save(tx, app, self.now).await?;
+        self.publish(tx, app, changed, note, &advanced).await
+    }
+
+    /// The application as `agency` sees it now.
+    fn view(&self, app: &Application, agency: &str) -> Application {
+        view(self.spec, app, agency, self.now, self.calendar)
+    }
+
+    /// Tells everyone what a change means: the changed clearance (if any) to the lead;
+    /// each clearance requested now to its agency through its adapter (with the
+    /// application as it sees it); and a decision to the lead and every agency that was
+    /// asked. The lead is not told of its own moves through its adapter (it has the
+    /// answer).
+    async fn publish<T: ExchangeTx>(
+        &self,
+        tx: &mut T,
+        app: &Application,
+        changed: Option<&str>,
+        note: &str,
+        advanced: &Advanced,
+    ) -> Result<(), ApiError> {
+        let (actor, now) = (self.actor, self.now);
+        let lead = app.lead_agency.as_str();
+        let clearance = |agency: &str| app.clearances.iter().find(|c| c.agency == agency);
+        let to_lead = |c: Option<&Clearance>, note: &str| -> Vec<NewDelivery<'_>> {
+            if actor == lead {
+                return Vec::new();
+            }
+            vec![self.told(app, lead, c, note)]
+        };
+        if let Some(c) = changed.and_then(clearance) {
+            let e = app_event(app, ReferralEventType::ClearanceChanged, actor, now)
+                .clearance(c)
+                .note(note);
+            let mut deliveries = to_lead(Some(c), note);
+            if actor == GATEWAY_ACTOR && c.agency != lead {
+                // The gateway moved it (deemed approval): its agency hears it too.
+                deliveries.push(self.told(app, &c.agency, Some(c), note));
+            }
+            record(tx, &e.event(&c.agency), &deliveries, now).await?;
         }
-        let update = status_update(spec, app, c, actor, note, now, calendar);
-        vec![NewDelivery {
-            agency: &app.lead_agency,
+        for agency in &advanced.requested {
+            let Some(c) = clearance(agency) else { continue };
+            let e = app_event(app, ReferralEventType::ClearanceChanged, actor, now).clearance(c);
+            let mut deliveries = vec![NewDelivery {
+                agency,
+                kind: KIND_CLEARANCE_REQUEST,
+                subject_id: &app.id,
+                payload: payload::clearance_request(&self.view(app, agency)),
+                traceparent: self.traceparent,
+            }];
+            deliveries.extend(to_lead(Some(c), ""));
+            record(tx, &e.event(agency), &deliveries, now).await?;
+        }
+        for agency in &advanced.cancelled {
+            let Some(c) = clearance(agency) else { continue };
+            let e = app_event(app, ReferralEventType::ClearanceChanged, GATEWAY_ACTOR, now)
+                .clearance(c)
+                .note("cancelled: the application was decided");
+            record(tx, &e.event(agency), &[], now).await?;
+        }
+        if advanced.decided {
+            let decided =
+                app_event(app, ReferralEventType::ApplicationDecided, actor, now).note(note);
+            record(tx, &decided.event(lead), &to_lead(None, note), now).await?;
+            for c in app
+                .clearances
+                .iter()
+                .filter(|c| c.requested_at.is_some() && c.agency != lead)
+            {
+                let delivery = self.told(app, &c.agency, Some(c), note);
+                record(tx, &decided.event(&c.agency), &[delivery], now).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A status update to `agency` about `app` (and clearance `c`, if any), through its
+    /// adapter.
+    fn told<'d>(
+        &self,
+        app: &'d Application,
+        agency: &'d str,
+        c: Option<&Clearance>,
+        note: &str,
+    ) -> NewDelivery<'d>
+    where
+        'a: 'd,
+    {
+        let now = self.now;
+        let due = |t: &Option<prost_types::Timestamp>| t.as_ref().and_then(timestamp_ms);
+        let overdue =
+            c.is_some_and(|c| is_open(c.status()) && due(&c.due_at).is_some_and(|d| now > d));
+        let update = ApplicationStatusUpdate {
+            application_id: app.id.clone(),
+            status: app.status,
+            clearance_agency: c.map(|c| c.agency.clone()).unwrap_or_default(),
+            clearance_status: c.map_or(0, |c| c.status),
+            changed_at: Some(timestamp(now)),
+            overdue,
+            expected_completion_at: expected_completion(self.spec, app, now, self.calendar)
+                .map(timestamp),
+            actor_agency: self.actor.to_string(),
+            note: note.to_string(),
+        };
+        NewDelivery {
+            agency,
             kind: KIND_STATUS_UPDATE,
             subject_id: &app.id,
             payload: payload::application_status(update),
-            traceparent,
-        }]
-    };
-    if let Some(c) = changed.and_then(clearance) {
-        let e = app_event(app, ReferralEventType::ClearanceChanged, actor, now)
-            .clearance(c)
-            .note(note);
-        let mut deliveries = to_lead(Some(c), note);
-        if actor == GATEWAY_ACTOR && c.agency != lead {
-            // The gateway moved it (deemed approval): its agency hears it too.
-            let update = status_update(spec, app, Some(c), actor, note, now, calendar);
-            deliveries.push(NewDelivery {
-                agency: &c.agency,
-                kind: KIND_STATUS_UPDATE,
-                subject_id: &app.id,
-                payload: payload::application_status(update),
-                traceparent,
-            });
-        }
-        record(tx, &e.event(&c.agency), &deliveries, now).await?;
-    }
-    for agency in &advanced.requested {
-        let Some(c) = clearance(agency) else { continue };
-        let e = app_event(app, ReferralEventType::ClearanceChanged, actor, now).clearance(c);
-        let mut deliveries = vec![NewDelivery {
-            agency,
-            kind: KIND_CLEARANCE_REQUEST,
-            subject_id: &app.id,
-            payload: payload::clearance_request(&view(spec, app, agency, now, calendar)),
-            traceparent,
-        }];
-        deliveries.extend(to_lead(Some(c), ""));
-        record(tx, &e.event(agency), &deliveries, now).await?;
-    }
-    for agency in &advanced.cancelled {
-        let Some(c) = clearance(agency) else { continue };
-        let e = app_event(app, ReferralEventType::ClearanceChanged, GATEWAY_ACTOR, now)
-            .clearance(c)
-            .note("cancelled: the application was decided");
-        record(tx, &e.event(agency), &[], now).await?;
-    }
-    if advanced.decided {
-        let decided = app_event(app, ReferralEventType::ApplicationDecided, actor, now).note(note);
-        record(tx, &decided.event(lead), &to_lead(None, note), now).await?;
-        for c in app
-            .clearances
-            .iter()
-            .filter(|c| c.requested_at.is_some() && c.agency != lead)
-        {
-            let update = status_update(spec, app, Some(c), actor, note, now, calendar);
-            let delivery = NewDelivery {
-                agency: &c.agency,
-                kind: KIND_STATUS_UPDATE,
-                subject_id: &app.id,
-                payload: payload::application_status(update),
-                traceparent,
-            };
-            record(tx, &decided.event(&c.agency), &[delivery], now).await?;
+            traceparent: self.traceparent,
         }
     }
-    Ok(())
 }
 
 /// An application's event in the making; [`AppEvent::event`] addresses it.
@@ -819,33 +857,6 @@ impl<'a> AppEvent<'a> {
             occurred_at: self.now,
             ..NewEvent::default()
         }
-    }
-}
-
-fn status_update(
-    spec: &JointServiceSpec,
-    app: &Application,
-    c: Option<&Clearance>,
-    actor: &str,
-    note: &str,
-    now: i64,
-    calendar: &Calendar,
-) -> ApplicationStatusUpdate {
-    let due = |t: &Option<prost_types::Timestamp>| t.as_ref().and_then(timestamp_ms);
-    let overdue = match c {
-        Some(c) => is_open(c.status()) && due(&c.due_at).is_some_and(|d| now > d),
-        None => false,
-    };
-    ApplicationStatusUpdate {
-        application_id: app.id.clone(),
-        status: app.status,
-        clearance_agency: c.map(|c| c.agency.clone()).unwrap_or_default(),
-        clearance_status: c.map_or(0, |c| c.status),
-        changed_at: Some(timestamp(now)),
-        overdue,
-        expected_completion_at: expected_completion(spec, app, now, calendar).map(timestamp),
-        actor_agency: actor.to_string(),
-        note: note.to_string(),
     }
 }
 
