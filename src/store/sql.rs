@@ -104,14 +104,21 @@ impl Query {
             })
     }
 
-    /// The statement, prepared (cached per connection) and bound, as SQLite runs it:
-    /// `$N` placeholders as SQLite's `?N`.
+    /// The statement, prepared (cached per connection) and bound, as SQLite runs it.
+    /// SQLite reads `$N` as a named parameter, numbered in the order the names first
+    /// appear: the text is used as written (no copy per call) when that order is `$1`,
+    /// `$2`, …, as the queries are written, and with `?N` placeholders otherwise.
     fn lite_statement<'c>(
         &self,
         conn: &'c rusqlite::Connection,
     ) -> Result<rusqlite::CachedStatement<'c>, StoreError> {
-        let sql = sqlite_placeholders(&self.sql);
-        let mut stmt = conn.prepare_cached(&sql).map_err(lite_error)?;
+        let mut stmt = conn.prepare_cached(&self.sql).map_err(lite_error)?;
+        if !numbered_in_order(&stmt) {
+            drop(stmt);
+            stmt = conn
+                .prepare_cached(&sqlite_placeholders(&self.sql))
+                .map_err(lite_error)?;
+        }
         for (i, p) in self.params.iter().enumerate() {
             let at = i + 1;
             match p {
@@ -177,6 +184,16 @@ impl Query {
         drop(rows);
         (n, stmt.get_status(rusqlite::StatementStatus::VmStep))
     }
+}
+
+/// Whether parameter `i` of `stmt` is named `$i`, for every `i`.
+fn numbered_in_order(stmt: &rusqlite::Statement<'_>) -> bool {
+    (1..=stmt.parameter_count()).all(|i| {
+        stmt.parameter_name(i)
+            .and_then(|name| name.strip_prefix('$'))
+            .and_then(|n| n.parse::<usize>().ok())
+            == Some(i)
+    })
 }
 
 /// `$12` → `?12`, outside string literals.
@@ -542,6 +559,24 @@ mod tests {
         assert_eq!(
             sqlite_placeholders("SELECT a FROM t WHERE x = $1 AND y IN ($2, $10) AND z = '$3'"),
             "SELECT a FROM t WHERE x = ?1 AND y IN (?2, ?10) AND z = '$3'"
+        );
+    }
+
+    #[test]
+    fn numbered_parameters_bind_by_number_in_any_order() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let in_order = q("SELECT $1 AS a, $2 AS b, $1 AS c").bind("x").bind("y");
+        let out_of_order = q("SELECT $2 AS b, $1 AS a, '$3' AS d").bind("x").bind("y");
+        let first = in_order.lite(&conn).unwrap();
+        let second = out_of_order.lite(&conn).unwrap();
+        let col = |rows: &[DbRow], name: &str| rows[0].col::<String>(name).unwrap();
+        assert_eq!(
+            (col(&first, "a"), col(&first, "b"), col(&first, "c")),
+            ("x".into(), "y".into(), "x".into())
+        );
+        assert_eq!(
+            (col(&second, "a"), col(&second, "b"), col(&second, "d")),
+            ("x".into(), "y".into(), "$3".into())
         );
     }
 
