@@ -152,8 +152,7 @@ impl<S: Storage> Exchange<S> {
                     if let Some(entry) = tx.audit() {
                         entry.recipient_agency = row.lead_agency.clone();
                     }
-                    let spec = exchange.spec_of(&app)?;
-                    let calendar = exchange.directory.calendar();
+                    let mover = exchange.mover(&app, &agency, &traceparent, now)?;
                     let Some(i) = app.clearances.iter().position(|c| c.agency == agency) else {
                         return Err(if app.lead_agency == agency {
                             ApiError::refused(
@@ -202,13 +201,6 @@ impl<S: Storage> Exchange<S> {
                         _ => {}
                     }
                     let note = if req.reason.is_empty() { req.note.clone() } else { req.reason.clone() };
-                    let mover = Mover {
-                        spec,
-                        calendar,
-                        actor: &agency,
-                        traceparent: &traceparent,
-                        now,
-                    };
                     mover.settle(tx, &mut app, Some(&agency), &note).await?;
                     Ok(UpdateClearanceResponse {
                         application: Some(mover.view(&app, &agency)),
@@ -254,16 +246,8 @@ impl<S: Storage> Exchange<S> {
                         });
                     }
                     still_open(&app)?;
-                    let spec = exchange.spec_of(&app)?;
-                    let calendar = exchange.directory.calendar();
+                    let mover = exchange.mover(&app, &agency, &traceparent, now)?;
                     app.withdrawal_reason = req.reason.clone();
-                    let mover = Mover {
-                        spec,
-                        calendar,
-                        actor: &agency,
-                        traceparent: &traceparent,
-                        now,
-                    };
                     mover.settle(tx, &mut app, None, &req.reason).await?;
                     Ok(WithdrawApplicationResponse {
                         application: Some(mover.view(&app, &agency)),
@@ -288,17 +272,10 @@ impl<S: Storage> Exchange<S> {
                     let (mut overdue, mut deemed) = (0, 0);
                     for c in &due {
                         let (_, mut app) = load(tx, &c.application_id).await?;
-                        let spec = exchange.spec_of(&app)?;
-                        let calendar = exchange.directory.calendar();
+                        let mover = exchange.mover(&app, GATEWAY_ACTOR, "", now)?;
+                        let spec = mover.spec;
                         let Some(i) = app.clearances.iter().position(|x| x.agency == c.agency) else {
                             continue;
-                        };
-                        let mover = Mover {
-                            spec,
-                            calendar,
-                            actor: GATEWAY_ACTOR,
-                            traceparent: "",
-                            now,
                         };
                         let cl = &app.clearances[i];
                         let due_at = cl.due_at.as_ref().and_then(timestamp_ms).unwrap_or(now);
@@ -339,6 +316,23 @@ impl<S: Storage> Exchange<S> {
             })
             .await?;
         Ok(counts)
+    }
+
+    /// What moves `app` on a change by `actor`: its joint service and the calendar.
+    fn mover<'a>(
+        &'a self,
+        app: &Application,
+        actor: &'a str,
+        traceparent: &'a str,
+        now: i64,
+    ) -> Result<Mover<'a>, ApiError> {
+        Ok(Mover {
+            spec: self.spec_of(app)?,
+            calendar: self.directory.calendar(),
+            actor,
+            traceparent,
+            now,
+        })
     }
 
     fn spec_of(&self, app: &Application) -> Result<&JointServiceSpec, ApiError> {
