@@ -28,7 +28,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Executor};
 
-use sql::{q, Conn, Row};
+use sql::{q, Conn, Param, Query, Row, Table};
 use tokio::sync::watch;
 
 use crate::audit::context::AuditContext;
@@ -330,19 +330,40 @@ async fn connect_pool(config: &DatabaseConfig) -> Result<(AnyPool, Backend), Sto
     Ok((pool, backend))
 }
 
+/// An idempotent write's first answer: inserted with the rest of its batch's when the
+/// job has just found its key absent (in the batch's deferred rows too).
+static IDEMPOTENCY_KEYS: Table = Table::new(
+    "idempotency_keys",
+    "agency, request_id, method, request_sha256, response, created_at",
+    None,
+    1,
+);
+
 impl WriteTx {
     pub async fn idempotent_record(
         &mut self,
         agency: &str,
         request_id: &str,
     ) -> Result<Option<IdempotentRecord>, StoreError> {
-        let row = q(
+        let lookup = q(
             "SELECT method, request_sha256, response FROM idempotency_keys WHERE agency = $1 AND request_id = $2",
         )
         .bind(agency)
-        .bind(request_id)
-        .fetch_optional(self.conn())
-        .await?;
+        .bind(request_id);
+        // Only a key deferred in this batch needs the batch's rows in first.
+        let deferred = self
+            .conn()
+            .deferred(&IDEMPOTENCY_KEYS)
+            .any(|row| row[0].is_text(agency) && row[1].is_text(request_id));
+        let lookup = if deferred {
+            lookup
+        } else {
+            lookup.beside_deferred()
+        };
+        let row = lookup.fetch_optional(self.conn()).await?;
+        if row.is_none() {
+            self.absent_key = Some((agency.to_string(), request_id.to_string()));
+        }
         row.map(|r| {
             Ok(IdempotentRecord {
                 method: r.col("method")?,
@@ -362,18 +383,24 @@ impl WriteTx {
         response: &[u8],
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        q(
-            "INSERT INTO idempotency_keys (agency, request_id, method, request_sha256, response, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(agency)
-        .bind(request_id)
-        .bind(method)
-        .bind(request_sha256.to_vec())
-        .bind(response.to_vec())
-        .bind(now_ms)
-        .execute(self.conn())
-        .await?;
+        let row = vec![
+            Param::from(agency),
+            Param::from(request_id),
+            Param::from(method),
+            Param::from(request_sha256.to_vec()),
+            Param::from(response.to_vec()),
+            Param::from(now_ms),
+        ];
+        // Deferred only right after this job found the key absent, so the insert cannot
+        // fail later; otherwise now, so that a duplicate fails this job alone.
+        let checked = self.absent_key.take();
+        if checked.is_some_and(|(a, r)| a == agency && r == request_id) {
+            self.conn().insert(&IDEMPOTENCY_KEYS, row).await?;
+        } else {
+            Query::insert(&IDEMPOTENCY_KEYS, 1, row)
+                .execute(self.conn())
+                .await?;
+        }
         Ok(())
     }
 }
@@ -605,7 +632,7 @@ impl SqlBuilder {
 
     pub(crate) fn query(self, sql: &str) -> sql::Query {
         sql::Query::with_params(
-            sql,
+            sql.to_string(),
             self.args
                 .into_iter()
                 .map(|a| match a {

@@ -2,7 +2,7 @@
 
 use sqlx::AnyPool;
 
-use super::sql::{q, Query, Row};
+use super::sql::{q, Param, Query, Row, Table};
 
 use super::{Arg, SqlBuilder, StoreError, WriteTx};
 pub use crate::domain::records::{NewDelivery, OutboxRow, DEAD, DELIVERED, LEASED, PENDING};
@@ -11,24 +11,36 @@ const COLUMNS: &str =
     "seq, delivery_id, agency, kind, subject_id, payload, traceparent, state, attempts, \
      next_attempt_at, created_at, updated_at, last_error, receipt_id";
 
+/// A delivery: a fresh id, inserted with the rest of its batch's; its `seq` (the order of
+/// delivery) is the order of insertion.
+static OUTBOX: Table = Table::new(
+    "outbox",
+    "delivery_id, agency, kind, subject_id, payload, traceparent, state, attempts, \
+              next_attempt_at, created_at, updated_at, last_error, receipt_id",
+    None,
+    1,
+);
+
 impl WriteTx {
     /// Enqueues a delivery and returns its delivery id.
     pub async fn enqueue(&mut self, d: &NewDelivery<'_>, now: i64) -> Result<String, StoreError> {
         let id = ulid::Ulid::new().to_string();
-        q(
-            "INSERT INTO outbox (delivery_id, agency, kind, subject_id, payload, traceparent, state, attempts, \
-             next_attempt_at, created_at, updated_at, last_error, receipt_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7, $7, '', '')",
-        )
-        .bind(&id)
-        .bind(d.agency)
-        .bind(d.kind)
-        .bind(d.subject_id)
-        .bind(d.payload.clone())
-        .bind(d.traceparent)
-        .bind(now)
-        .execute(self.conn())
-        .await?;
+        let row = vec![
+            Param::from(&id),
+            Param::from(d.agency),
+            Param::from(d.kind),
+            Param::from(d.subject_id),
+            Param::from(d.payload.clone()),
+            Param::from(d.traceparent),
+            Param::from(PENDING),
+            Param::Int(0),
+            Param::Int(now),
+            Param::Int(now),
+            Param::Int(now),
+            Param::from(""),
+            Param::from(""),
+        ];
+        self.conn().insert(&OUTBOX, row).await?;
         self.outbox_changed = true;
         Ok(id)
     }

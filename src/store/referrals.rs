@@ -1,6 +1,6 @@
 //! Referral rows and their events.
 
-use super::sql::{q, Conn, Query, Row};
+use super::sql::{q, Conn, Param, Query, Row, Table};
 
 use super::{Arg, SqlBuilder, Store, StoreError, WriteTx};
 pub use crate::domain::records::{EventRow, NewEvent, ReferralRow};
@@ -37,6 +37,24 @@ const EVENT_COLUMNS: &str = "seq, COALESCE(referral_id, '') AS referral_id, \
      from_agency, to_agency, event_type, status, actor_agency, reason_code, note, outcome, \
      occurred_at";
 
+/// A referral's row.
+static REFERRALS: Table = Table::new(
+    "referrals",
+    REFERRAL_COLUMNS,
+    None,
+    0,
+);
+
+/// An event: numbered in commit order, after the exchange it belongs to.
+static EVENTS: Table = Table::new(
+    "referral_events",
+    "referral_id, information_request_id, application_id, clearance_agency, \
+              clearance_status, from_agency, to_agency, event_type, status, actor_agency, \
+              reason_code, note, outcome, occurred_at",
+    Some("seq"),
+    1,
+);
+
 /// Referrals past due at `now`, not final and not yet told overdue, by due date: the
 /// overdue sweep. Its WHERE is the predicate of the partial index it walks
 /// (`referrals_awaiting_overdue`, migration 0009), which holds only such referrals.
@@ -53,24 +71,26 @@ pub(super) fn overdue_query(now: i64, limit: i64) -> Query {
 
 impl WriteTx {
     pub async fn insert_referral(&mut self, r: &ReferralRow) -> Result<(), StoreError> {
-        q(format!(
-            "INSERT INTO referrals ({REFERRAL_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-        ))
-        .bind(&r.id)
-        .bind(&r.from_agency)
-        .bind(&r.to_agency)
-        .bind(&r.request_id)
-        .bind(&r.service_code)
-        .bind(&r.category)
-        .bind(&r.priority)
-        .bind(&r.status)
-        .bind(r.due_at)
-        .bind(r.created_at)
-        .bind(r.updated_at)
-        .bind(r.body.clone())
-        .execute(self.conn())
-        .await?;
+        let row = vec![
+            Param::from(&r.id),
+            Param::from(&r.from_agency),
+            Param::from(&r.to_agency),
+            Param::from(&r.request_id),
+            Param::from(&r.service_code),
+            Param::from(&r.category),
+            Param::from(&r.priority),
+            Param::from(&r.status),
+            Param::from(r.due_at),
+            Param::from(r.created_at),
+            Param::from(r.updated_at),
+            Param::from(r.body.clone()),
+        ];
+        // Not deferred: its id is the caller's, so a duplicate fails this job alone. It
+        // goes in beside the batch's deferred rows, none of which is a referral.
+        Query::insert(&REFERRALS, 1, row)
+            .beside_deferred()
+            .execute(self.conn())
+            .await?;
         Ok(())
     }
 
@@ -97,29 +117,27 @@ impl WriteTx {
 
     /// Appends an event and returns its sequence number.
     pub async fn insert_event(&mut self, e: &NewEvent<'_>) -> Result<i64, StoreError> {
-        let seq: i64 = q(
-            "INSERT INTO referral_events (referral_id, information_request_id, application_id, \
-             clearance_agency, clearance_status, from_agency, to_agency, event_type, status, \
-             actor_agency, reason_code, note, outcome, occurred_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING seq",
-        )
-        .bind((!e.referral_id.is_empty()).then_some(e.referral_id))
-        .bind((!e.information_request_id.is_empty()).then_some(e.information_request_id))
-        .bind((!e.application_id.is_empty()).then_some(e.application_id))
-        .bind(e.clearance_agency)
-        .bind(e.clearance_status)
-        .bind(e.from_agency)
-        .bind(e.to_agency)
-        .bind(e.event_type)
-        .bind(e.status)
-        .bind(e.actor_agency)
-        .bind(e.reason_code)
-        .bind(e.note)
-        .bind(e.outcome)
-        .bind(e.occurred_at)
-        .fetch_one(self.conn())
-        .await?
-        .col("seq")?;
+        let row = vec![
+            Param::from((!e.referral_id.is_empty()).then_some(e.referral_id)),
+            Param::from((!e.information_request_id.is_empty()).then_some(e.information_request_id)),
+            Param::from((!e.application_id.is_empty()).then_some(e.application_id)),
+            Param::from(e.clearance_agency),
+            Param::from(e.clearance_status),
+            Param::from(e.from_agency),
+            Param::from(e.to_agency),
+            Param::from(e.event_type),
+            Param::from(e.status),
+            Param::from(e.actor_agency),
+            Param::from(e.reason_code),
+            Param::from(e.note),
+            Param::from(e.outcome),
+            Param::from(e.occurred_at),
+        ];
+        let seq = self
+            .conn()
+            .insert(&EVENTS, row)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("an event without a sequence number".into()))?;
         self.last_event = Some(seq);
         Ok(seq)
     }

@@ -6,7 +6,8 @@
 //! A query is its SQL text (numbered placeholders `$1`, `$2`, …, which both accept) and its
 //! parameters; a row is read by column name with [`Row::col`]. Every query is written once.
 
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
 
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::{Any, AnyPool, Row as _};
@@ -45,17 +46,33 @@ param_from! {
     Vec<u8> => |v| Param::Blob(v);
 }
 
+impl Param {
+    /// Whether it is the text `s`.
+    pub(crate) fn is_text(&self, s: &str) -> bool {
+        matches!(self, Param::Text(t) if t == s)
+    }
+}
+
 /// A query and its parameters, run with `execute` or `fetch_*` on a [`Conn`].
 pub(crate) struct Query {
-    sql: String,
+    sql: Cow<'static, str>,
     params: Vec<Param>,
+    /// On the SQLite writer: the batch's deferred rows go in first (see
+    /// [`Query::beside_deferred`]).
+    after_deferred: bool,
+    /// Its placeholders are `$1`, `$2`, … in order by construction (a [`Table`]'s
+    /// inserts), so SQLite need not be asked (which costs a look-up per parameter that
+    /// grows with their number).
+    in_order: bool,
 }
 
 /// `sqlx::query`'s shape: `q(sql).bind(a).bind(b).fetch_all(conn)`.
-pub(crate) fn q(sql: impl Into<String>) -> Query {
+pub(crate) fn q(sql: impl Into<Cow<'static, str>>) -> Query {
     Query {
         sql: sql.into(),
         params: Vec::new(),
+        after_deferred: true,
+        in_order: false,
     }
 }
 
@@ -66,11 +83,30 @@ impl Query {
     }
 
     /// With parameters collected elsewhere (`SqlBuilder`).
-    pub(crate) fn with_params(sql: impl Into<String>, params: Vec<Param>) -> Query {
+    pub(crate) fn with_params(sql: impl Into<Cow<'static, str>>, params: Vec<Param>) -> Query {
         Query {
             sql: sql.into(),
             params,
+            after_deferred: true,
+            in_order: false,
         }
+    }
+
+    /// A [`Table`]'s insert of `rows` rows.
+    pub(crate) fn insert(table: &'static Table, rows: usize, params: Vec<Param>) -> Query {
+        Query {
+            in_order: true,
+            ..Query::with_params(table.insert_sql(rows, false), params)
+        }
+    }
+
+    /// Runs on the SQLite writer without first inserting the batch's deferred rows
+    /// ([`WriterConn::insert`]): for a point look-up that checks them itself
+    /// ([`WriterConn::deferred`]), so that looking up one key does not end the batching
+    /// of every table's rows.
+    pub(crate) fn beside_deferred(mut self) -> Query {
+        self.after_deferred = false;
+        self
     }
 
     pub(crate) async fn execute(self, conn: impl Conn) -> Result<u64, StoreError> {
@@ -112,25 +148,7 @@ impl Query {
         &self,
         conn: &'c rusqlite::Connection,
     ) -> Result<rusqlite::CachedStatement<'c>, StoreError> {
-        let mut stmt = conn.prepare_cached(&self.sql).map_err(lite_error)?;
-        if !numbered_in_order(&stmt) {
-            drop(stmt);
-            stmt = conn
-                .prepare_cached(&sqlite_placeholders(&self.sql))
-                .map_err(lite_error)?;
-        }
-        for (i, p) in self.params.iter().enumerate() {
-            let at = i + 1;
-            match p {
-                Param::Text(s) => stmt.raw_bind_parameter(at, s),
-                Param::OptText(s) => stmt.raw_bind_parameter(at, s),
-                Param::Int(v) => stmt.raw_bind_parameter(at, v),
-                Param::OptInt(v) => stmt.raw_bind_parameter(at, v),
-                Param::Blob(b) => stmt.raw_bind_parameter(at, b),
-            }
-            .map_err(lite_error)?;
-        }
-        Ok(stmt)
+        lite_statement(conn, &self.sql, self.in_order, self.params.iter())
     }
 
     /// Its rows, on a SQLite connection.
@@ -157,10 +175,10 @@ impl Query {
 #[cfg(test)]
 impl Query {
     pub(crate) fn plan(&self, conn: &rusqlite::Connection) -> Vec<String> {
-        let explain = Query {
-            sql: format!("EXPLAIN QUERY PLAN {}", self.sql),
-            params: self.params.clone(),
-        };
+        let explain = Query::with_params(
+            format!("EXPLAIN QUERY PLAN {}", self.sql),
+            self.params.clone(),
+        );
         explain
             .lite(conn)
             .expect("the query plans")
@@ -184,6 +202,57 @@ impl Query {
         drop(rows);
         (n, stmt.get_status(rusqlite::StatementStatus::VmStep))
     }
+}
+
+/// `sql` prepared (cached per connection) with `params` bound (see
+/// [`Query::lite_statement`]).
+fn lite_statement<'c, 'p>(
+    conn: &'c rusqlite::Connection,
+    sql: &str,
+    in_order: bool,
+    params: impl Iterator<Item = &'p Param>,
+) -> Result<rusqlite::CachedStatement<'c>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(lite_error)?;
+    if !in_order && !numbered_in_order(&stmt) {
+        drop(stmt);
+        stmt = conn
+            .prepare_cached(&sqlite_placeholders(sql))
+            .map_err(lite_error)?;
+    }
+    for (i, p) in params.enumerate() {
+        let at = i + 1;
+        match p {
+            Param::Text(s) => stmt.raw_bind_parameter(at, s),
+            Param::OptText(s) => stmt.raw_bind_parameter(at, s),
+            Param::Int(v) => stmt.raw_bind_parameter(at, v),
+            Param::OptInt(v) => stmt.raw_bind_parameter(at, v),
+            Param::Blob(b) => stmt.raw_bind_parameter(at, b),
+        }
+        .map_err(lite_error)?;
+    }
+    Ok(stmt)
+}
+
+/// Rows in the next multi-row INSERT of `left` rows: the largest power of two up to 64,
+/// so that a table's inserts have few statement shapes to prepare and cache.
+pub(crate) fn rows_per_insert(left: usize) -> usize {
+    let n = left.clamp(1, 1 << (ROW_COUNTS - 1));
+    1 << (usize::BITS - 1 - n.leading_zeros())
+}
+
+/// `($1, $2), ($3, $4)`: the placeholders of `rows` rows of `width` values.
+pub(crate) fn values_list(rows: usize, width: usize) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(rows * width * 5);
+    for r in 0..rows {
+        out.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 1..=width {
+            let sep = if c == 1 { "" } else { ", " };
+            let _ = write!(out, "{sep}${}", r * width + c);
+        }
+        out.push(')');
+    }
+    out
 }
 
 /// Whether parameter `i` of `stmt` is named `$i`, for every `i`.
@@ -441,55 +510,303 @@ impl Conn for ReadConn<'_> {
     }
 }
 
+/// A table the writer inserts rows into, many in a statement ([`WriterConn::insert`],
+/// and the writer's audit entries).
+pub(crate) struct Table {
+    name: &'static str,
+    /// Its columns, in the order of a row's parameters.
+    columns: &'static str,
+    /// An `INTEGER PRIMARY KEY AUTOINCREMENT` column whose number the caller learns at
+    /// insert time. The SQLite writer numbers deferred rows itself (it is the only writer,
+    /// and starts past every number ever used, as AUTOINCREMENT does); PostgreSQL returns
+    /// it.
+    numbered: Option<&'static str>,
+    /// Deferred rows go in by rank, lowest first, so a row goes in after the rows its
+    /// foreign keys point at.
+    rank: u8,
+    /// The text of its INSERT of 1, 2, 4, … 64 rows, without and with the numbered
+    /// column: written once.
+    sql: [[OnceLock<String>; ROW_COUNTS]; 2],
+}
+
+/// How many statement shapes a table's inserts have: 1, 2, 4, … 64 rows.
+const ROW_COUNTS: usize = 7;
+
+impl Table {
+    pub(crate) const fn new(
+        name: &'static str,
+        columns: &'static str,
+        numbered: Option<&'static str>,
+        rank: u8,
+    ) -> Table {
+        Table {
+            name,
+            columns,
+            numbered,
+            rank,
+            sql: [const { [const { OnceLock::new() }; ROW_COUNTS] }; 2],
+        }
+    }
+
+    /// `INSERT INTO t (columns) VALUES …` for `rows` rows (a count
+    /// [`rows_per_insert`] gives), the numbered column first if `numbered`.
+    pub(crate) fn insert_sql(&'static self, rows: usize, numbered: bool) -> &'static str {
+        let numbered = self.numbered.filter(|_| numbered);
+        self.sql[usize::from(numbered.is_some())][rows.trailing_zeros() as usize].get_or_init(
+            || {
+                let head = match numbered {
+                    Some(n) => format!("{n}, {}", self.columns),
+                    None => self.columns.to_string(),
+                };
+                let width = head.split(',').count();
+                format!(
+                    "INSERT INTO {} ({head}) VALUES {}",
+                    self.name,
+                    values_list(rows, width)
+                )
+            },
+        )
+    }
+}
+
 /// The writer's connection for one batch.
 pub(crate) enum WriterConn {
     /// A sqlx transaction (PostgreSQL).
     Any(sqlx::Transaction<'static, Any>),
-    /// The SQLite writer's own connection, inside `BEGIN IMMEDIATE`, with every
-    /// statement of the batch that may have changed something, in order (see
-    /// [`WriterConn::undo_after`]).
-    Lite(Box<rusqlite::Connection>, Vec<Query>),
+    /// The SQLite writer's own connection, inside `BEGIN IMMEDIATE`.
+    Lite(Box<LiteBatch>),
+}
+
+/// The SQLite writer's batch: its connection, what it ran that may have changed
+/// something (to replay, [`WriterConn::undo_after`]), and its deferred rows.
+pub(crate) struct LiteBatch {
+    pub(crate) conn: rusqlite::Connection,
+    journal: Vec<Step>,
+    /// Every row deferred this batch, in order; those before `inserted` are in the
+    /// database (statements run at their `Step::Inserted`).
+    rows: Vec<Deferred>,
+    inserted: usize,
+    /// The next number of each numbered table the batch has inserted into.
+    numbers: Vec<(&'static str, i64)>,
+}
+
+enum Step {
+    Ran(Query),
+    /// The deferred rows `from..to` went in.
+    Inserted(usize, usize),
+}
+
+struct Deferred {
+    table: &'static Table,
+    params: Vec<Param>,
+}
+
+/// Where a batch is, to undo what came after ([`WriterConn::undo_after`]).
+pub(crate) struct Mark {
+    journal: usize,
+    rows: usize,
+    numbers: Vec<(&'static str, i64)>,
+}
+
+#[cfg(test)]
+impl Mark {
+    /// Statements the batch had run that may have changed something.
+    pub(crate) fn statements(&self) -> usize {
+        self.journal
+    }
+}
+
+impl LiteBatch {
+    /// Inserts the rows deferred since the last time, by table (in rank order), in
+    /// multi-row statements.
+    pub(crate) fn insert_deferred(&mut self) -> Result<(), StoreError> {
+        let (from, to) = (self.inserted, self.rows.len());
+        if from == to {
+            return Ok(());
+        }
+        insert_rows(&self.conn, &self.rows[from..to])?;
+        self.inserted = to;
+        self.journal.push(Step::Inserted(from, to));
+        Ok(())
+    }
+
+    fn next_number(&mut self, table: &'static Table) -> Result<i64, StoreError> {
+        if let Some((_, next)) = self.numbers.iter_mut().find(|(t, _)| *t == table.name) {
+            *next += 1;
+            return Ok(*next - 1);
+        }
+        // Past every number AUTOINCREMENT has handed out, deleted rows' included: it
+        // keeps the largest in sqlite_sequence, on every insert.
+        let next: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = $1), 0) + 1",
+            )
+            .and_then(|mut stmt| stmt.query_row([table.name], |r| r.get(0)))
+            .map_err(lite_error)?;
+        self.numbers.push((table.name, next + 1));
+        Ok(next)
+    }
+}
+
+/// `rows` inserted, each table's in order, tables by rank.
+fn insert_rows(conn: &rusqlite::Connection, rows: &[Deferred]) -> Result<(), StoreError> {
+    let mut tables: Vec<&'static Table> = Vec::new();
+    for r in rows {
+        if !tables.iter().any(|t| t.name == r.table.name) {
+            tables.push(r.table);
+        }
+    }
+    tables.sort_by_key(|t| t.rank);
+    for table in tables {
+        let mine: Vec<&Deferred> = rows.iter().filter(|r| r.table.name == table.name).collect();
+        let mut at = 0;
+        while at < mine.len() {
+            let n = rows_per_insert(mine.len() - at);
+            let sql = table.insert_sql(n, table.numbered.is_some());
+            let params = mine[at..at + n].iter().flat_map(|r| r.params.iter());
+            lite_statement(conn, sql, true, params)?
+                .raw_execute()
+                .map_err(lite_error)?;
+            at += n;
+        }
+    }
+    Ok(())
 }
 
 impl WriterConn {
-    /// Where the batch is: how many changing statements it has run (SQLite), for
-    /// [`WriterConn::undo_after`].
-    pub(crate) fn mark(&self) -> usize {
-        match self {
-            WriterConn::Any(_) => 0,
-            WriterConn::Lite(_, journal) => journal.len(),
-        }
+    /// The SQLite writer's batch on `conn` (inside `BEGIN IMMEDIATE`).
+    pub(crate) fn lite(conn: rusqlite::Connection) -> WriterConn {
+        WriterConn::Lite(Box::new(LiteBatch {
+            conn,
+            journal: Vec::new(),
+            rows: Vec::new(),
+            inserted: 0,
+            numbers: Vec::new(),
+        }))
     }
 
-    /// Whether a statement ran since `mark` that may have changed something.
-    pub(crate) fn changed_since(&self, mark: usize) -> bool {
-        self.mark() > mark
-    }
-
-    /// Undoes what the batch did after `mark` (SQLite): the transaction is rolled back and
-    /// begun again, and its statements before `mark` run again, in order. The writer is the
-    /// database's only writer, so the same statements meet the same state and give the same
-    /// rows (sequence numbers included: AUTOINCREMENT's counters roll back too), and what
-    /// the jobs before were told stays true. This replaces a savepoint per job, which costs
-    /// a copy of every page a job touches, and is needed only when a job fails after it
-    /// has written.
-    pub(crate) fn undo_after(&mut self, mark: usize) -> Result<(), StoreError> {
+    /// Inserts a row of `table` (its parameters in the order of `table.columns`) and
+    /// returns its number if the table is numbered. On PostgreSQL it goes in now; the
+    /// SQLite writer defers it and inserts the batch's rows of each table together, in
+    /// multi-row statements, before the next statement that is not
+    /// [`Query::beside_deferred`], and at commit at the latest. Only rows whose insert
+    /// cannot fail go this way (fresh ids, keys checked first): a deferred row's failure
+    /// fails its whole batch.
+    pub(crate) async fn insert(
+        &mut self,
+        table: &'static Table,
+        mut params: Vec<Param>,
+    ) -> Result<Option<i64>, StoreError> {
         match self {
-            WriterConn::Any(_) => Err(StoreError::Corrupt(
-                "undo_after is for the SQLite writer".into(),
-            )),
-            WriterConn::Lite(conn, journal) => {
-                conn.execute_batch("ROLLBACK; BEGIN IMMEDIATE")
-                    .map_err(lite_error)?;
-                journal.truncate(mark);
-                for q in journal.iter() {
-                    let mut stmt = q.lite_statement(conn)?;
-                    let mut rows = stmt.raw_query();
-                    while rows.next().map_err(lite_error)?.is_some() {}
+            WriterConn::Any(_) => {
+                if let Some(n) = table.numbered {
+                    let sql = format!("{} RETURNING {n}", table.insert_sql(1, false));
+                    let row = Query::with_params(sql, params).fetch_one(self).await?;
+                    return Ok(Some(row.col(n)?));
                 }
-                Ok(())
+                Query::insert(table, 1, params).execute(self).await?;
+                Ok(None)
+            }
+            WriterConn::Lite(b) => {
+                let number = match table.numbered {
+                    Some(_) => {
+                        let n = b.next_number(table)?;
+                        params.insert(0, Param::Int(n));
+                        Some(n)
+                    }
+                    None => None,
+                };
+                b.rows.push(Deferred { table, params });
+                Ok(number)
             }
         }
+    }
+
+    /// The parameters of the rows of `table` deferred and not inserted yet.
+    pub(crate) fn deferred<'a>(
+        &'a self,
+        table: &'static Table,
+    ) -> impl Iterator<Item = &'a [Param]> + 'a {
+        let rows = match self {
+            WriterConn::Any(_) => &[][..],
+            WriterConn::Lite(b) => &b.rows[b.inserted..],
+        };
+        let skip = usize::from(table.numbered.is_some());
+        rows.iter()
+            .filter(move |r| r.table.name == table.name)
+            .map(move |r| &r.params[skip..])
+    }
+
+    /// Inserts every deferred row now (before commit).
+    pub(crate) fn insert_deferred(&mut self) -> Result<(), StoreError> {
+        match self {
+            WriterConn::Any(_) => Ok(()),
+            WriterConn::Lite(b) => b.insert_deferred(),
+        }
+    }
+
+    /// Where the batch is, for [`WriterConn::undo_after`].
+    pub(crate) fn mark(&self) -> Mark {
+        match self {
+            WriterConn::Any(_) => Mark {
+                journal: 0,
+                rows: 0,
+                numbers: Vec::new(),
+            },
+            WriterConn::Lite(b) => Mark {
+                journal: b.journal.len(),
+                rows: b.rows.len(),
+                numbers: b.numbers.clone(),
+            },
+        }
+    }
+
+    /// Whether something since `mark` may have changed something.
+    pub(crate) fn changed_since(&self, mark: &Mark) -> bool {
+        match self {
+            WriterConn::Any(_) => false,
+            WriterConn::Lite(b) => b.journal.len() > mark.journal || b.rows.len() > mark.rows,
+        }
+    }
+
+    /// Undoes what the batch did after `mark` (SQLite). Rows deferred since, and not
+    /// inserted yet, are dropped. If statements ran since, the transaction is rolled back
+    /// and begun again, and what ran before `mark` runs again, in order. The writer is the
+    /// database's only writer, so the same statements meet the same state and give the
+    /// same rows (sequence numbers included: AUTOINCREMENT's counters roll back too, and
+    /// so do the writer's own), and what the jobs before were told stays true. This
+    /// replaces a savepoint per job, which costs a copy of every page a job touches, and is
+    /// needed only when a job fails after it has written.
+    pub(crate) fn undo_after(&mut self, mark: Mark) -> Result<(), StoreError> {
+        let WriterConn::Lite(b) = self else {
+            return Err(StoreError::Corrupt(
+                "undo_after is for the SQLite writer".into(),
+            ));
+        };
+        if b.journal.len() > mark.journal {
+            b.conn
+                .execute_batch("ROLLBACK; BEGIN IMMEDIATE")
+                .map_err(lite_error)?;
+            b.journal.truncate(mark.journal);
+            b.inserted = 0;
+            for step in &b.journal {
+                match step {
+                    Step::Ran(q) => {
+                        let mut stmt = q.lite_statement(&b.conn)?;
+                        let mut rows = stmt.raw_query();
+                        while rows.next().map_err(lite_error)?.is_some() {}
+                    }
+                    Step::Inserted(from, to) => {
+                        insert_rows(&b.conn, &b.rows[*from..*to])?;
+                        b.inserted = *to;
+                    }
+                }
+            }
+        }
+        b.rows.truncate(mark.rows);
+        b.numbers = mark.numbers;
+        Ok(())
     }
 }
 
@@ -504,7 +821,7 @@ impl WriterConn {
                 sqlx::Executor::execute(&mut **tx, sql).await?;
                 Ok(())
             }
-            WriterConn::Lite(conn, _) => conn.execute_batch(sql).map_err(lite_error),
+            WriterConn::Lite(b) => b.conn.execute_batch(sql).map_err(lite_error),
         }
     }
 }
@@ -519,17 +836,32 @@ impl Query {
     }
 }
 
+impl LiteBatch {
+    /// Runs `q` with `run` (after the deferred rows, unless it is beside them), and
+    /// journals it if it may have changed something.
+    fn run<T>(
+        &mut self,
+        q: Query,
+        run: impl FnOnce(&Query, &rusqlite::Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if q.after_deferred {
+            self.insert_deferred()?;
+        }
+        let out = run(&q, &self.conn)?;
+        if !q.reads_only() {
+            self.journal.push(Step::Ran(q));
+        }
+        Ok(out)
+    }
+}
+
 impl Conn for &mut WriterConn {
     async fn execute(self, q: Query) -> Result<u64, StoreError> {
         match self {
             WriterConn::Any(tx) => Ok(q.sqlx().execute(&mut **tx).await?.rows_affected()),
-            WriterConn::Lite(conn, journal) => {
-                let changed = q.lite_statement(conn)?.raw_execute().map_err(lite_error)? as u64;
-                if !q.reads_only() {
-                    journal.push(q);
-                }
-                Ok(changed)
-            }
+            WriterConn::Lite(b) => b.run(q, |q, conn| {
+                Ok(q.lite_statement(conn)?.raw_execute().map_err(lite_error)? as u64)
+            }),
         }
     }
 
@@ -539,13 +871,7 @@ impl Conn for &mut WriterConn {
                 let rows = q.sqlx().fetch_all(&mut **tx).await?;
                 Ok(rows.into_iter().map(DbRow::Any).collect())
             }
-            WriterConn::Lite(conn, journal) => {
-                let rows = q.lite(conn)?;
-                if !q.reads_only() {
-                    journal.push(q);
-                }
-                Ok(rows)
-            }
+            WriterConn::Lite(b) => b.run(q, Query::lite),
         }
     }
 }
@@ -588,7 +914,7 @@ mod tests {
              INSERT INTO t (v) VALUES ('committed'); BEGIN IMMEDIATE",
         )
         .unwrap();
-        let mut w = WriterConn::Lite(Box::new(conn), Vec::new());
+        let mut w = WriterConn::lite(conn);
         let insert = |v: &str| q("INSERT INTO t (v) VALUES ($1) RETURNING seq").bind(v);
         let seq = |rows: Vec<DbRow>| rows[0].col::<i64>("seq").unwrap();
         let a = seq(insert("a").fetch_all(&mut w).await.unwrap());
@@ -599,9 +925,9 @@ mod tests {
             .unwrap();
         q("SELECT v FROM t").fetch_all(&mut w).await.unwrap();
         let mark = w.mark();
-        assert!(!w.changed_since(mark), "a read changes nothing");
+        assert!(!w.changed_since(&mark), "a read changes nothing");
         let b = seq(insert("b").fetch_all(&mut w).await.unwrap());
-        assert!(w.changed_since(mark));
+        assert!(w.changed_since(&mark));
         w.undo_after(mark).unwrap();
         // b is gone, a and its update stay, and the next row gets b's number again.
         let c = seq(insert("c").fetch_all(&mut w).await.unwrap());
@@ -616,5 +942,129 @@ mod tests {
             .collect();
         let want = [(1, "committed"), (2, "a2"), (3, "c")];
         assert_eq!(got, want.map(|(s, v)| (s, v.to_string())));
+    }
+}
+
+#[cfg(test)]
+mod deferred_tests {
+    use super::*;
+
+    static PARENTS: Table = Table::new("parents", "id", None, 0);
+    static CHILDREN: Table = Table::new("children", "parent, v", Some("seq"), 1);
+
+    /// A batch on a database with a parent table and a numbered child table whose
+    /// foreign key points at it; child number 7 was used once and deleted.
+    fn batch() -> WriterConn {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "PRAGMA foreign_keys = ON; \
+             CREATE TABLE parents (id TEXT PRIMARY KEY); \
+             CREATE TABLE children (seq INTEGER PRIMARY KEY AUTOINCREMENT, \
+               parent TEXT NOT NULL REFERENCES parents (id), v TEXT NOT NULL); \
+             INSERT INTO parents (id) VALUES ('old'); \
+             INSERT INTO children (seq, parent, v) VALUES (7, 'old', 'deleted'); \
+             DELETE FROM children; BEGIN IMMEDIATE",
+        )
+        .unwrap();
+        WriterConn::lite(conn)
+    }
+
+    async fn child(w: &mut WriterConn, parent: &str, v: &str) -> i64 {
+        let row = vec![Param::from(parent), Param::from(v)];
+        w.insert(&CHILDREN, row).await.unwrap().unwrap()
+    }
+
+    async fn parent(w: &mut WriterConn, id: &str) {
+        let row = vec![Param::from(id)];
+        assert_eq!(w.insert(&PARENTS, row).await.unwrap(), None);
+    }
+
+    async fn children(w: &mut WriterConn) -> Vec<(i64, String, String)> {
+        q("SELECT seq, parent, v FROM children ORDER BY seq")
+            .fetch_all(w)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let col = |c| r.col::<String>(c).unwrap();
+                (r.col("seq").unwrap(), col("parent"), col("v"))
+            })
+            .collect()
+    }
+
+    fn row(seq: i64, parent: &str, v: &str) -> (i64, String, String) {
+        (seq, parent.to_string(), v.to_string())
+    }
+
+    #[tokio::test]
+    async fn deferred_rows_go_in_parents_first_numbered_past_every_used_number() {
+        let mut w = batch();
+        // A child of an existing parent, then a new parent and its child: the second
+        // child's parent is inserted before it although the first child came first.
+        assert_eq!(child(&mut w, "old", "a").await, 8);
+        parent(&mut w, "new").await;
+        assert_eq!(child(&mut w, "new", "b").await, 9);
+        assert_eq!(w.deferred(&CHILDREN).count(), 2);
+        assert!(w.deferred(&CHILDREN).all(|r| r.len() == 2), "numbers left out");
+        // A statement that is not beside them sees them.
+        let got = children(&mut w).await;
+        assert_eq!(got, [row(8, "old", "a"), row(9, "new", "b")]);
+        assert_eq!(w.deferred(&CHILDREN).count(), 0);
+        assert_eq!(child(&mut w, "new", "c").await, 10);
+    }
+
+    #[tokio::test]
+    async fn a_query_beside_the_deferred_rows_does_not_insert_them() {
+        let mut w = batch();
+        child(&mut w, "old", "a").await;
+        let count = || q("SELECT COUNT(*) AS n FROM children");
+        let rows = count().beside_deferred().fetch_all(&mut w).await.unwrap();
+        assert_eq!(rows[0].col::<i64>("n").unwrap(), 0);
+        assert_eq!(w.deferred(&CHILDREN).count(), 1);
+        w.insert_deferred().unwrap();
+        let rows = count().beside_deferred().fetch_all(&mut w).await.unwrap();
+        assert_eq!(rows[0].col::<i64>("n").unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn undoing_a_job_drops_its_rows_and_keeps_the_earlier_jobs_rows() {
+        let mut w = batch();
+        // Job 1 succeeds with deferred rows only.
+        child(&mut w, "old", "job 1").await;
+        // Job 2 defers a row and fails before anything ran: only its row goes.
+        let mark = w.mark();
+        child(&mut w, "old", "job 2").await;
+        assert!(w.changed_since(&mark));
+        w.undo_after(mark).unwrap();
+        // Job 3 defers a row, runs a statement (which inserts job 1's row and its own),
+        // and fails: the transaction is replayed without it, and job 1's row is back
+        // among the deferred ones.
+        let mark = w.mark();
+        assert_eq!(child(&mut w, "old", "job 3").await, 9, "job 2's number again");
+        q("UPDATE parents SET id = id").execute(&mut w).await.unwrap();
+        assert_eq!(w.deferred(&CHILDREN).count(), 0);
+        w.undo_after(mark).unwrap();
+        assert_eq!(w.deferred(&CHILDREN).count(), 1);
+        // Job 4 gets job 3's number.
+        assert_eq!(child(&mut w, "old", "job 4").await, 9);
+        let got = children(&mut w).await;
+        assert_eq!(got, [row(8, "old", "job 1"), row(9, "old", "job 4")]);
+    }
+
+    #[test]
+    fn inserts_come_in_powers_of_two_up_to_64_rows() {
+        let sizes: Vec<usize> = [0, 1, 2, 3, 5, 8, 63, 64, 65, 1000]
+            .into_iter()
+            .map(rows_per_insert)
+            .collect();
+        assert_eq!(sizes, [1, 1, 2, 2, 4, 8, 32, 64, 64, 64]);
+        assert_eq!(
+            CHILDREN.insert_sql(2, true),
+            "INSERT INTO children (seq, parent, v) VALUES ($1, $2, $3), ($4, $5, $6)"
+        );
+        assert_eq!(
+            CHILDREN.insert_sql(1, false),
+            "INSERT INTO children (parent, v) VALUES ($1, $2)"
+        );
     }
 }

@@ -19,7 +19,7 @@ use sqlx::{AnyPool, Row};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
-use super::sql::{lite_error, q, Param, Query, Row as _, WriterConn};
+use super::sql::{lite_error, q, rows_per_insert, Param, Query, Row as _, Table, WriterConn};
 use super::{Backend, StoreError, PG_WRITE_LOCK};
 use crate::audit::checkpoint::{Checkpoint, NoteSigner};
 use crate::audit::context::AuditContext;
@@ -58,6 +58,9 @@ pub struct WriteTx {
     draft: Option<AuditEntry>,
     started: Instant,
     finalized: Option<(AuditEntry, Vec<u8>, Hash)>,
+    /// The idempotency key this job last looked up and found absent (the record may then
+    /// be deferred: see `record_idempotent`).
+    pub(super) absent_key: Option<(String, String)>,
 }
 
 impl WriteTx {
@@ -570,7 +573,7 @@ fn open_sqlite(file: &std::path::Path) -> Result<rusqlite::Connection, StoreErro
          PRAGMA foreign_keys = ON; PRAGMA journal_size_limit = 67108864;",
     )
     .map_err(lite_error)?;
-    conn.set_prepared_statement_cache_capacity(64);
+    conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
 }
 
@@ -745,7 +748,7 @@ async fn begin(
             *lite = Some(conn);
             return Err(lite_error(e));
         }
-        return Ok(WriterConn::Lite(Box::new(conn), Vec::new()));
+        return Ok(WriterConn::lite(conn));
     }
     Ok(WriterConn::Any(match backend {
         // The SQLite writer always has its own connection back between batches.
@@ -781,15 +784,17 @@ async fn finish(
             // Dropping the transaction rolls it back.
             Err(e) => Err(e),
         },
-        WriterConn::Lite(conn, _) => {
+        WriterConn::Lite(mut b) => {
             let result = match outcome {
-                Ok(()) => conn.execute_batch("COMMIT").map_err(lite_error),
+                Ok(()) => b
+                    .insert_deferred()
+                    .and_then(|()| b.conn.execute_batch("COMMIT").map_err(lite_error)),
                 Err(e) => Err(e),
             };
-            if result.is_err() && !conn.is_autocommit() {
-                let _ = conn.execute_batch("ROLLBACK");
+            if result.is_err() && !b.conn.is_autocommit() {
+                let _ = b.conn.execute_batch("ROLLBACK");
             }
-            *lite = Some(*conn);
+            *lite = Some(b.conn);
             result
         }
     }
@@ -818,6 +823,7 @@ async fn commit_batch(
             draft: None,
             started: Instant::now(),
             finalized: None,
+            absent_key: None,
         },
         Err(e) => {
             let e = Arc::new(e);
@@ -847,6 +853,7 @@ async fn commit_batch(
                     w.draft = draft;
                     w.started = started;
                     w.finalized = None;
+                    w.absent_key = None;
                     // PostgreSQL: a savepoint per job (the one before it released in the
                     // same round trip). SQLite: the batch's statements so far, replayed if
                     // this job fails after it has written (undo_after).
@@ -881,7 +888,7 @@ async fn commit_batch(
                     // (COMMIT releases the last).
                     match (lite, ok) {
                         (false, false) => w.tx.simple("ROLLBACK TO SAVEPOINT job").await?,
-                        (true, false) if w.tx.changed_since(mark) => w.tx.undo_after(mark)?,
+                        (true, false) if w.tx.changed_since(&mark) => w.tx.undo_after(mark)?,
                         _ => {}
                     }
                 }
@@ -907,6 +914,7 @@ async fn commit_batch(
                 }
             }
         }
+        w.tx.insert_deferred()?;
         insert_entries(w.conn(), &appended).await?;
         Ok(())
     }
@@ -943,7 +951,7 @@ async fn commit_batch(
         Ok(()) => {
             insert_rows(
                 w.conn(),
-                "INSERT INTO audit_nodes (log_id, level, idx, hash)",
+                &AUDIT_NODES,
                 nodes,
             )
             .await
@@ -1067,40 +1075,40 @@ async fn insert_entries(
     }
     insert_rows(
         conn,
-        "INSERT INTO audit_entries (log_id, leaf_index, time_ms, caller_agency, method, decision, targets, entry, leaf_hash)",
+        &AUDIT_ENTRIES,
         entries,
     )
     .await?;
     insert_rows(
         conn,
-        "INSERT INTO audit_targets (log_id, target_id, leaf_index)",
+        &AUDIT_TARGETS,
         targets,
     )
     .await
 }
 
-/// Inserts `rows` (of the same width) with statements of 64, 8 or 1 rows each: a batch's
-/// rows cost a few statements, and each statement shape is prepared once.
+static AUDIT_ENTRIES: Table = Table::new(
+    "audit_entries",
+    "log_id, leaf_index, time_ms, caller_agency, method, decision, targets, entry, leaf_hash",
+    None,
+    0,
+);
+static AUDIT_TARGETS: Table = Table::new("audit_targets", "log_id, target_id, leaf_index", None, 0);
+static AUDIT_NODES: Table = Table::new("audit_nodes", "log_id, level, idx, hash", None, 0);
+
+/// Inserts `rows` of `table` now, in statements of 64, 32, … 1 rows ([`rows_per_insert`]):
+/// a batch's rows cost a few statements, and each statement shape is prepared once.
 async fn insert_rows(
     conn: &mut WriterConn,
-    head: &str,
+    table: &'static Table,
     rows: Vec<Vec<Param>>,
 ) -> Result<(), StoreError> {
-    let Some(width) = rows.first().map(Vec::len) else {
-        return Ok(());
-    };
     let mut left = rows.len();
     let mut rows = rows.into_iter();
     while left > 0 {
-        let n = [64, 8, 1].into_iter().find(|n| *n <= left).unwrap_or(1);
-        let values: Vec<String> = (0..n)
-            .map(|r| {
-                let row: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
-                format!("({})", row.join(", "))
-            })
-            .collect();
+        let n = rows_per_insert(left);
         let params: Vec<Param> = rows.by_ref().take(n).flatten().collect();
-        Query::with_params(format!("{head} VALUES {}", values.join(", ")), params)
+        Query::insert(table, n, params)
             .execute(&mut *conn)
             .await?;
         left -= n;
@@ -1133,26 +1141,23 @@ async fn insert_checkpoint(
 
 #[cfg(test)]
 mod tests {
-    use super::{entry_time, insert_rows, Param, WriterConn};
+    use super::{entry_time, insert_rows, Param, Table, WriterConn};
     use crate::store::sql::{q, Row};
 
     #[tokio::test]
-    async fn rows_are_inserted_in_statements_of_64_8_and_1_all_of_them_in_order() {
+    async fn rows_are_inserted_in_statements_of_powers_of_two_all_of_them_in_order() {
+        static T: Table = Table::new("t", "a, b", None, 0);
         let conn = rusqlite::Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE t (a INTEGER NOT NULL, b TEXT NOT NULL)")
             .unwrap();
-        let mut w = WriterConn::Lite(Box::new(conn), Vec::new());
-        // 75 = 64 + 8 + 1 + 1 + 1.
+        let mut w = WriterConn::lite(conn);
+        // 75 = 64 + 8 + 2 + 1.
         let rows: Vec<Vec<Param>> = (0..75)
             .map(|i| vec![Param::Int(i), Param::Text(format!("r{i}"))])
             .collect();
-        insert_rows(&mut w, "INSERT INTO t (a, b)", rows)
-            .await
-            .unwrap();
-        assert_eq!(w.mark(), 5, "five statements");
-        insert_rows(&mut w, "INSERT INTO t (a, b)", Vec::new())
-            .await
-            .unwrap();
+        insert_rows(&mut w, &T, rows).await.unwrap();
+        assert_eq!(w.mark().statements(), 4, "four statements");
+        insert_rows(&mut w, &T, Vec::new()).await.unwrap();
         let got = q("SELECT a, b FROM t ORDER BY rowid")
             .fetch_all(&mut w)
             .await
