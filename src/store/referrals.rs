@@ -38,12 +38,7 @@ const EVENT_COLUMNS: &str = "seq, COALESCE(referral_id, '') AS referral_id, \
      occurred_at";
 
 /// A referral's row.
-static REFERRALS: Table = Table::new(
-    "referrals",
-    REFERRAL_COLUMNS,
-    None,
-    0,
-);
+static REFERRALS: Table = Table::new("referrals", REFERRAL_COLUMNS, None, 0);
 
 /// An event: numbered in commit order, after the exchange it belongs to.
 static EVENTS: Table = Table::new(

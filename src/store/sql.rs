@@ -1005,7 +1005,10 @@ mod deferred_tests {
         parent(&mut w, "new").await;
         assert_eq!(child(&mut w, "new", "b").await, 9);
         assert_eq!(w.deferred(&CHILDREN).count(), 2);
-        assert!(w.deferred(&CHILDREN).all(|r| r.len() == 2), "numbers left out");
+        assert!(
+            w.deferred(&CHILDREN).all(|r| r.len() == 2),
+            "numbers left out"
+        );
         // A statement that is not beside them sees them.
         let got = children(&mut w).await;
         assert_eq!(got, [row(8, "old", "a"), row(9, "new", "b")]);
@@ -1040,8 +1043,15 @@ mod deferred_tests {
         // and fails: the transaction is replayed without it, and job 1's row is back
         // among the deferred ones.
         let mark = w.mark();
-        assert_eq!(child(&mut w, "old", "job 3").await, 9, "job 2's number again");
-        q("UPDATE parents SET id = id").execute(&mut w).await.unwrap();
+        assert_eq!(
+            child(&mut w, "old", "job 3").await,
+            9,
+            "job 2's number again"
+        );
+        q("UPDATE parents SET id = id")
+            .execute(&mut w)
+            .await
+            .unwrap();
         assert_eq!(w.deferred(&CHILDREN).count(), 0);
         w.undo_after(mark).unwrap();
         assert_eq!(w.deferred(&CHILDREN).count(), 1);

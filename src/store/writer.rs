@@ -948,14 +948,7 @@ async fn commit_batch(
         now,
     );
     let outcome = match outcome {
-        Ok(()) => {
-            insert_rows(
-                w.conn(),
-                &AUDIT_NODES,
-                nodes,
-            )
-            .await
-        }
+        Ok(()) => insert_rows(w.conn(), &AUDIT_NODES, nodes).await,
         failed => failed,
     };
     let outcome = match outcome {
@@ -1073,18 +1066,8 @@ async fn insert_entries(
             ]);
         }
     }
-    insert_rows(
-        conn,
-        &AUDIT_ENTRIES,
-        entries,
-    )
-    .await?;
-    insert_rows(
-        conn,
-        &AUDIT_TARGETS,
-        targets,
-    )
-    .await
+    insert_rows(conn, &AUDIT_ENTRIES, entries).await?;
+    insert_rows(conn, &AUDIT_TARGETS, targets).await
 }
 
 static AUDIT_ENTRIES: Table = Table::new(
@@ -1108,9 +1091,7 @@ async fn insert_rows(
     while left > 0 {
         let n = rows_per_insert(left);
         let params: Vec<Param> = rows.by_ref().take(n).flatten().collect();
-        Query::insert(table, n, params)
-            .execute(&mut *conn)
-            .await?;
+        Query::insert(table, n, params).execute(&mut *conn).await?;
         left -= n;
     }
     Ok(())
