@@ -241,7 +241,7 @@ pub(crate) fn rows_per_insert(left: usize) -> usize {
 }
 
 /// `($1, $2), ($3, $4)`: the placeholders of `rows` rows of `width` values.
-pub(crate) fn values_list(rows: usize, width: usize) -> String {
+fn values_list(rows: usize, width: usize) -> String {
     use std::fmt::Write as _;
     let mut out = String::with_capacity(rows * width * 5);
     for r in 0..rows {
