@@ -96,7 +96,7 @@ impl Query {
     pub(crate) fn insert(table: &'static Table, rows: usize, params: Vec<Param>) -> Query {
         Query {
             in_order: true,
-            ..Query::with_params(table.insert_sql(rows, false), params)
+            ..Query::with_params(table.insert_sql(rows, Numbered::No), params)
         }
     }
 
@@ -129,15 +129,7 @@ impl Query {
 
     /// As sqlx runs it.
     pub(crate) fn sqlx(&self) -> sqlx::query::Query<'_, Any, AnyArguments<'_>> {
-        self.params
-            .iter()
-            .fold(sqlx::query(&self.sql), |q, p| match p {
-                Param::Text(s) => q.bind(s.as_str()),
-                Param::OptText(s) => q.bind(s.as_deref()),
-                Param::Int(i) => q.bind(*i),
-                Param::OptInt(i) => q.bind(*i),
-                Param::Blob(b) => q.bind(b.as_slice()),
-            })
+        sqlx_query(&self.sql, self.params.iter())
     }
 
     /// The statement, prepared (cached per connection) and bound, as SQLite runs it.
@@ -202,6 +194,20 @@ impl Query {
         drop(rows);
         (n, stmt.get_status(rusqlite::StatementStatus::VmStep))
     }
+}
+
+/// `sql` with `params` bound, as sqlx runs it (prepared and cached per connection).
+fn sqlx_query<'q>(
+    sql: &'q str,
+    params: impl Iterator<Item = &'q Param>,
+) -> sqlx::query::Query<'q, Any, AnyArguments<'q>> {
+    params.fold(sqlx::query(sql), |q, p| match p {
+        Param::Text(s) => q.bind(s.as_str()),
+        Param::OptText(s) => q.bind(s.as_deref()),
+        Param::Int(i) => q.bind(*i),
+        Param::OptInt(i) => q.bind(*i),
+        Param::Blob(b) => q.bind(b.as_slice()),
+    })
 }
 
 /// `sql` prepared (cached per connection) with `params` bound (see
@@ -516,21 +522,31 @@ pub(crate) struct Table {
     name: &'static str,
     /// Its columns, in the order of a row's parameters.
     columns: &'static str,
-    /// An `INTEGER PRIMARY KEY AUTOINCREMENT` column whose number the caller learns at
-    /// insert time. The SQLite writer numbers deferred rows itself (it is the only writer,
-    /// and starts past every number ever used, as AUTOINCREMENT does); PostgreSQL returns
-    /// it.
+    /// An identity column (`INTEGER PRIMARY KEY AUTOINCREMENT` on SQLite, `GENERATED
+    /// ALWAYS AS IDENTITY` on PostgreSQL) whose number the caller learns at insert time.
+    /// The writer numbers deferred rows itself: it is the database's only writer (on
+    /// PostgreSQL, under the writers' lock), and starts past every number handed out.
     numbered: Option<&'static str>,
     /// Deferred rows go in by rank, lowest first, so a row goes in after the rows its
     /// foreign keys point at.
     rank: u8,
-    /// The text of its INSERT of 1, 2, 4, … 64 rows, without and with the numbered
-    /// column: written once.
-    sql: [[OnceLock<String>; ROW_COUNTS]; 2],
+    /// The text of its INSERT of 1, 2, 4, … 64 rows, for each [`Numbered`]: written once.
+    sql: [[OnceLock<String>; ROW_COUNTS]; 3],
 }
 
 /// How many statement shapes a table's inserts have: 1, 2, 4, … 64 rows.
 const ROW_COUNTS: usize = 7;
+
+/// Whether an insert gives the numbered column's value, and in which dialect.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Numbered {
+    /// The database numbers the row (or the table has no numbered column).
+    No = 0,
+    /// Given, as SQLite takes it.
+    Sqlite = 1,
+    /// Given, with PostgreSQL's `OVERRIDING SYSTEM VALUE` for an identity column.
+    Postgres = 2,
+}
 
 impl Table {
     pub(crate) const fn new(
@@ -544,37 +560,50 @@ impl Table {
             columns,
             numbered,
             rank,
-            sql: [const { [const { OnceLock::new() }; ROW_COUNTS] }; 2],
+            sql: [const { [const { OnceLock::new() }; ROW_COUNTS] }; 3],
         }
     }
 
     /// `INSERT INTO t (columns) VALUES …` for `rows` rows (a count
-    /// [`rows_per_insert`] gives), the numbered column first if `numbered`.
-    pub(crate) fn insert_sql(&'static self, rows: usize, numbered: bool) -> &'static str {
-        let numbered = self.numbered.filter(|_| numbered);
-        self.sql[usize::from(numbered.is_some())][rows.trailing_zeros() as usize].get_or_init(
-            || {
-                let head = match numbered {
-                    Some(n) => format!("{n}, {}", self.columns),
-                    None => self.columns.to_string(),
-                };
-                let width = head.split(',').count();
-                format!(
-                    "INSERT INTO {} ({head}) VALUES {}",
-                    self.name,
-                    values_list(rows, width)
-                )
-            },
-        )
+    /// [`rows_per_insert`] gives), the numbered column first unless [`Numbered::No`].
+    pub(crate) fn insert_sql(&'static self, rows: usize, numbered: Numbered) -> &'static str {
+        let numbered = match self.numbered {
+            Some(_) => numbered,
+            None => Numbered::No,
+        };
+        self.sql[numbered as usize][rows.trailing_zeros() as usize].get_or_init(|| {
+            let head = match (numbered, self.numbered) {
+                (Numbered::No, _) | (_, None) => self.columns.to_string(),
+                (_, Some(n)) => format!("{n}, {}", self.columns),
+            };
+            let width = head.split(',').count();
+            let overriding = match numbered {
+                Numbered::Postgres => " OVERRIDING SYSTEM VALUE",
+                _ => "",
+            };
+            format!(
+                "INSERT INTO {} ({head}){overriding} VALUES {}",
+                self.name,
+                values_list(rows, width)
+            )
+        })
     }
 }
 
 /// The writer's connection for one batch.
 pub(crate) enum WriterConn {
-    /// A sqlx transaction (PostgreSQL).
-    Any(sqlx::Transaction<'static, Any>),
+    /// PostgreSQL: a sqlx transaction, a savepoint per job.
+    Any(Box<PgBatch>),
     /// The SQLite writer's own connection, inside `BEGIN IMMEDIATE`.
     Lite(Box<LiteBatch>),
+}
+
+/// The PostgreSQL writer's batch: its transaction and its deferred rows.
+pub(crate) struct PgBatch {
+    tx: sqlx::Transaction<'static, Any>,
+    held: Held,
+    /// A job's savepoint is open (the next job's begins by releasing it).
+    savepoint: bool,
 }
 
 /// The SQLite writer's batch: its connection, what it ran that may have changed
@@ -582,12 +611,7 @@ pub(crate) enum WriterConn {
 pub(crate) struct LiteBatch {
     pub(crate) conn: rusqlite::Connection,
     journal: Vec<Step>,
-    /// Every row deferred this batch, in order; those before `inserted` are in the
-    /// database (statements run at their `Step::Inserted`).
-    rows: Vec<Deferred>,
-    inserted: usize,
-    /// The next number of each numbered table the batch has inserted into.
-    numbers: Vec<(&'static str, i64)>,
+    held: Held,
 }
 
 enum Step {
@@ -596,16 +620,36 @@ enum Step {
     Inserted(usize, usize),
 }
 
+/// A batch's deferred rows ([`WriterConn::insert`]) and the numbers it gave them.
+#[derive(Default)]
+struct Held {
+    /// Every row deferred this batch, in order; those before `inserted` are in the
+    /// database.
+    rows: Vec<Deferred>,
+    inserted: usize,
+    /// Each numbered table the batch has inserted into: its next number.
+    numbers: Vec<Numbers>,
+}
+
 struct Deferred {
     table: &'static Table,
     params: Vec<Param>,
+}
+
+#[derive(Clone, Copy)]
+struct Numbers {
+    table: &'static Table,
+    /// The first number this batch gave (PostgreSQL's sequence is set past the last).
+    first: i64,
+    next: i64,
 }
 
 /// Where a batch is, to undo what came after ([`WriterConn::undo_after`]).
 pub(crate) struct Mark {
     journal: usize,
     rows: usize,
-    numbers: Vec<(&'static str, i64)>,
+    inserted: usize,
+    numbers: Vec<Numbers>,
 }
 
 #[cfg(test)]
@@ -616,25 +660,98 @@ impl Mark {
     }
 }
 
-impl LiteBatch {
-    /// Inserts the rows deferred since the last time, by table (in rank order), in
-    /// multi-row statements.
-    pub(crate) fn insert_deferred(&mut self) -> Result<(), StoreError> {
+impl Held {
+    fn mark(&self, journal: usize) -> Mark {
+        Mark {
+            journal,
+            rows: self.rows.len(),
+            inserted: self.inserted,
+            numbers: self.numbers.clone(),
+        }
+    }
+
+    /// Back to `mark`: the rows deferred since are dropped, and those deferred before it
+    /// but inserted since (the database has undone that) are deferred again.
+    fn undo(&mut self, mark: Mark) {
+        self.rows.truncate(mark.rows);
+        self.inserted = mark.inserted;
+        self.numbers = mark.numbers;
+    }
+
+    /// The next number of `table`, if the batch has numbered its rows already.
+    fn next_number(&mut self, table: &'static Table) -> Option<i64> {
+        let n = self
+            .numbers
+            .iter_mut()
+            .find(|n| n.table.name == table.name)?;
+        n.next += 1;
+        Some(n.next - 1)
+    }
+
+    /// The batch's first number of `table`, found in the database.
+    fn first_number(&mut self, table: &'static Table, first: i64) -> i64 {
+        self.numbers.push(Numbers {
+            table,
+            first,
+            next: first + 1,
+        });
+        first
+    }
+
+    /// Defers a row, numbered `number` if its table is numbered.
+    fn push(&mut self, table: &'static Table, mut params: Vec<Param>, number: Option<i64>) {
+        if let Some(n) = number {
+            params.insert(0, Param::Int(n));
+        }
+        self.rows.push(Deferred { table, params });
+    }
+
+    /// The rows not inserted yet, as multi-row statements.
+    fn pending(&self, numbered: Numbered) -> (usize, Vec<(&'static str, Vec<&Param>)>) {
         let (from, to) = (self.inserted, self.rows.len());
+        (to, insert_statements(&self.rows[from..to], numbered))
+    }
+}
+
+/// The statements that insert `rows`: each table's rows in order, in multi-row
+/// statements ([`rows_per_insert`]), tables by rank.
+fn insert_statements(rows: &[Deferred], numbered: Numbered) -> Vec<(&'static str, Vec<&Param>)> {
+    let mut tables: Vec<&'static Table> = Vec::new();
+    for r in rows {
+        if !tables.iter().any(|t| t.name == r.table.name) {
+            tables.push(r.table);
+        }
+    }
+    tables.sort_by_key(|t| t.rank);
+    let mut statements = Vec::new();
+    for table in tables {
+        let mine: Vec<&Deferred> = rows.iter().filter(|r| r.table.name == table.name).collect();
+        let mut at = 0;
+        while at < mine.len() {
+            let n = rows_per_insert(mine.len() - at);
+            let params = mine[at..at + n].iter().flat_map(|r| r.params.iter());
+            statements.push((table.insert_sql(n, numbered), params.collect()));
+            at += n;
+        }
+    }
+    statements
+}
+
+impl LiteBatch {
+    /// Inserts the rows deferred since the last time.
+    pub(crate) fn insert_deferred(&mut self) -> Result<(), StoreError> {
+        let from = self.held.inserted;
+        let (to, statements) = self.held.pending(Numbered::Sqlite);
         if from == to {
             return Ok(());
         }
-        insert_rows(&self.conn, &self.rows[from..to])?;
-        self.inserted = to;
+        run_lite(&self.conn, statements)?;
+        self.held.inserted = to;
         self.journal.push(Step::Inserted(from, to));
         Ok(())
     }
 
-    fn next_number(&mut self, table: &'static Table) -> Result<i64, StoreError> {
-        if let Some((_, next)) = self.numbers.iter_mut().find(|(t, _)| *t == table.name) {
-            *next += 1;
-            return Ok(*next - 1);
-        }
+    fn first_number(&mut self, table: &'static Table) -> Result<i64, StoreError> {
         // Past every number AUTOINCREMENT has handed out, deleted rows' included: it
         // keeps the largest in sqlite_sequence, on every insert.
         let next: i64 = self
@@ -644,34 +761,72 @@ impl LiteBatch {
             )
             .and_then(|mut stmt| stmt.query_row([table.name], |r| r.get(0)))
             .map_err(lite_error)?;
-        self.numbers.push((table.name, next + 1));
-        Ok(next)
+        Ok(self.held.first_number(table, next))
     }
 }
 
-/// `rows` inserted, each table's in order, tables by rank.
-fn insert_rows(conn: &rusqlite::Connection, rows: &[Deferred]) -> Result<(), StoreError> {
-    let mut tables: Vec<&'static Table> = Vec::new();
-    for r in rows {
-        if !tables.iter().any(|t| t.name == r.table.name) {
-            tables.push(r.table);
-        }
-    }
-    tables.sort_by_key(|t| t.rank);
-    for table in tables {
-        let mine: Vec<&Deferred> = rows.iter().filter(|r| r.table.name == table.name).collect();
-        let mut at = 0;
-        while at < mine.len() {
-            let n = rows_per_insert(mine.len() - at);
-            let sql = table.insert_sql(n, table.numbered.is_some());
-            let params = mine[at..at + n].iter().flat_map(|r| r.params.iter());
-            lite_statement(conn, sql, true, params)?
-                .raw_execute()
-                .map_err(lite_error)?;
-            at += n;
-        }
+fn run_lite(
+    conn: &rusqlite::Connection,
+    statements: Vec<(&'static str, Vec<&Param>)>,
+) -> Result<(), StoreError> {
+    for (sql, params) in statements {
+        lite_statement(conn, sql, true, params.into_iter())?
+            .raw_execute()
+            .map_err(lite_error)?;
     }
     Ok(())
+}
+
+impl PgBatch {
+    /// Inserts the rows deferred since the last time.
+    async fn insert_deferred(&mut self) -> Result<(), StoreError> {
+        let (to, statements) = self.held.pending(Numbered::Postgres);
+        for (sql, params) in statements {
+            sqlx_query(sql, params.into_iter())
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        self.held.inserted = to;
+        Ok(())
+    }
+
+    /// Taken from the table's sequence under the writers' lock, so batches number in
+    /// commit order across replicas.
+    async fn first_number(&mut self, table: &'static Table) -> Result<i64, StoreError> {
+        let column = table.numbered.unwrap_or_default();
+        let row = sqlx_query(
+            "SELECT nextval(pg_get_serial_sequence($1, $2)) AS n",
+            [&Param::from(table.name), &Param::from(column)].into_iter(),
+        )
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(self
+            .held
+            .first_number(table, sqlx::Row::try_get(&row, "n")?))
+    }
+
+    /// Inserts what is deferred, sets each numbered table's sequence past the numbers the
+    /// batch gave (so the database's own numbering stays right), and commits.
+    pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
+        self.insert_deferred().await?;
+        for n in std::mem::take(&mut self.held.numbers) {
+            if n.next - 1 > n.first {
+                let column = n.table.numbered.unwrap_or_default();
+                sqlx_query(
+                    "SELECT setval(pg_get_serial_sequence($1, $2), $3)",
+                    [
+                        &Param::from(n.table.name),
+                        &Param::from(column),
+                        &Param::Int(n.next - 1),
+                    ]
+                    .into_iter(),
+                )
+                .execute(&mut *self.tx)
+                .await?;
+            }
+        }
+        Ok(self.tx.commit().await?)
+    }
 }
 
 impl WriterConn {
@@ -680,47 +835,53 @@ impl WriterConn {
         WriterConn::Lite(Box::new(LiteBatch {
             conn,
             journal: Vec::new(),
-            rows: Vec::new(),
-            inserted: 0,
-            numbers: Vec::new(),
+            held: Held::default(),
         }))
     }
 
+    /// The PostgreSQL writer's batch in `tx`.
+    pub(crate) fn pg(tx: sqlx::Transaction<'static, Any>) -> WriterConn {
+        WriterConn::Any(Box::new(PgBatch {
+            tx,
+            held: Held::default(),
+            savepoint: false,
+        }))
+    }
+
+    fn held(&self) -> &Held {
+        match self {
+            WriterConn::Any(b) => &b.held,
+            WriterConn::Lite(b) => &b.held,
+        }
+    }
+
     /// Inserts a row of `table` (its parameters in the order of `table.columns`) and
-    /// returns its number if the table is numbered. On PostgreSQL it goes in now; the
-    /// SQLite writer defers it and inserts the batch's rows of each table together, in
-    /// multi-row statements, before the next statement that is not
-    /// [`Query::beside_deferred`], and at commit at the latest. Only rows whose insert
-    /// cannot fail go this way (fresh ids, keys checked first): a deferred row's failure
-    /// fails its whole batch.
+    /// returns its number if the table is numbered. The row is deferred: the batch's rows
+    /// of each table go in together, in multi-row statements, before the next statement
+    /// that is not [`Query::beside_deferred`], and at commit at the latest. Only rows
+    /// whose insert cannot fail go this way (fresh ids, keys checked first): a deferred
+    /// row's failure fails its whole batch.
     pub(crate) async fn insert(
         &mut self,
         table: &'static Table,
-        mut params: Vec<Param>,
+        params: Vec<Param>,
     ) -> Result<Option<i64>, StoreError> {
+        let number = match (table.numbered, &mut *self) {
+            (None, _) => None,
+            (Some(_), WriterConn::Any(b)) => Some(match b.held.next_number(table) {
+                Some(n) => n,
+                None => b.first_number(table).await?,
+            }),
+            (Some(_), WriterConn::Lite(b)) => Some(match b.held.next_number(table) {
+                Some(n) => n,
+                None => b.first_number(table)?,
+            }),
+        };
         match self {
-            WriterConn::Any(_) => {
-                if let Some(n) = table.numbered {
-                    let sql = format!("{} RETURNING {n}", table.insert_sql(1, false));
-                    let row = Query::with_params(sql, params).fetch_one(self).await?;
-                    return Ok(Some(row.col(n)?));
-                }
-                Query::insert(table, 1, params).execute(self).await?;
-                Ok(None)
-            }
-            WriterConn::Lite(b) => {
-                let number = match table.numbered {
-                    Some(_) => {
-                        let n = b.next_number(table)?;
-                        params.insert(0, Param::Int(n));
-                        Some(n)
-                    }
-                    None => None,
-                };
-                b.rows.push(Deferred { table, params });
-                Ok(number)
-            }
+            WriterConn::Any(b) => b.held.push(table, params, number),
+            WriterConn::Lite(b) => b.held.push(table, params, number),
         }
+        Ok(number)
     }
 
     /// The parameters of the rows of `table` deferred and not inserted yet.
@@ -728,101 +889,91 @@ impl WriterConn {
         &'a self,
         table: &'static Table,
     ) -> impl Iterator<Item = &'a [Param]> + 'a {
-        let rows = match self {
-            WriterConn::Any(_) => &[][..],
-            WriterConn::Lite(b) => &b.rows[b.inserted..],
-        };
+        let held = self.held();
         let skip = usize::from(table.numbered.is_some());
-        rows.iter()
+        held.rows[held.inserted..]
+            .iter()
             .filter(move |r| r.table.name == table.name)
             .map(move |r| &r.params[skip..])
     }
 
-    /// Inserts every deferred row now (before commit).
-    pub(crate) fn insert_deferred(&mut self) -> Result<(), StoreError> {
+    /// Inserts every deferred row now.
+    pub(crate) async fn insert_deferred(&mut self) -> Result<(), StoreError> {
         match self {
-            WriterConn::Any(_) => Ok(()),
+            WriterConn::Any(b) => b.insert_deferred().await,
             WriterConn::Lite(b) => b.insert_deferred(),
         }
     }
 
-    /// Where the batch is, for [`WriterConn::undo_after`].
-    pub(crate) fn mark(&self) -> Mark {
+    /// Begins a job: on PostgreSQL its savepoint (the job before it released in the same
+    /// round trip); on SQLite only a mark of where the batch is. Either way, what the job
+    /// does can be undone with [`WriterConn::undo_after`].
+    pub(crate) async fn begin_job(&mut self) -> Result<Mark, StoreError> {
         match self {
-            WriterConn::Any(_) => Mark {
-                journal: 0,
-                rows: 0,
-                numbers: Vec::new(),
-            },
-            WriterConn::Lite(b) => Mark {
-                journal: b.journal.len(),
-                rows: b.rows.len(),
-                numbers: b.numbers.clone(),
-            },
+            WriterConn::Any(b) => {
+                let sql = if b.savepoint {
+                    "RELEASE SAVEPOINT job; SAVEPOINT job"
+                } else {
+                    "SAVEPOINT job"
+                };
+                sqlx::Executor::execute(&mut *b.tx, sql).await?;
+                b.savepoint = true;
+                Ok(b.held.mark(0))
+            }
+            WriterConn::Lite(b) => Ok(b.held.mark(b.journal.len())),
         }
     }
 
-    /// Whether something since `mark` may have changed something.
+    /// Whether something since `mark` may have changed something (SQLite).
+    #[cfg(test)]
     pub(crate) fn changed_since(&self, mark: &Mark) -> bool {
         match self {
-            WriterConn::Any(_) => false,
-            WriterConn::Lite(b) => b.journal.len() > mark.journal || b.rows.len() > mark.rows,
+            WriterConn::Any(_) => true,
+            WriterConn::Lite(b) => b.journal.len() > mark.journal || b.held.rows.len() > mark.rows,
         }
     }
 
-    /// Undoes what the batch did after `mark` (SQLite). Rows deferred since, and not
-    /// inserted yet, are dropped. If statements ran since, the transaction is rolled back
-    /// and begun again, and what ran before `mark` runs again, in order. The writer is the
-    /// database's only writer, so the same statements meet the same state and give the
-    /// same rows (sequence numbers included: AUTOINCREMENT's counters roll back too, and
-    /// so do the writer's own), and what the jobs before were told stays true. This
-    /// replaces a savepoint per job, which costs a copy of every page a job touches, and is
-    /// needed only when a job fails after it has written.
-    pub(crate) fn undo_after(&mut self, mark: Mark) -> Result<(), StoreError> {
-        let WriterConn::Lite(b) = self else {
-            return Err(StoreError::Corrupt(
-                "undo_after is for the SQLite writer".into(),
-            ));
-        };
-        if b.journal.len() > mark.journal {
-            b.conn
-                .execute_batch("ROLLBACK; BEGIN IMMEDIATE")
-                .map_err(lite_error)?;
-            b.journal.truncate(mark.journal);
-            b.inserted = 0;
-            for step in &b.journal {
-                match step {
-                    Step::Ran(q) => {
-                        let mut stmt = q.lite_statement(&b.conn)?;
-                        let mut rows = stmt.raw_query();
-                        while rows.next().map_err(lite_error)?.is_some() {}
-                    }
-                    Step::Inserted(from, to) => {
-                        insert_rows(&b.conn, &b.rows[*from..*to])?;
-                        b.inserted = *to;
+    /// Undoes what the batch did after `mark` (the failing job's changes); rows deferred
+    /// since, and not inserted yet, are dropped.
+    ///
+    /// PostgreSQL rolls back to the job's savepoint; earlier jobs' deferred rows that the
+    /// job's statements had inserted are deferred again. SQLite has no savepoint, which
+    /// costs a copy of every page a job touches: if statements ran since `mark`, the
+    /// transaction is rolled back and begun again, and what ran before `mark` runs again,
+    /// in order. The writer is the database's only writer, so the same statements meet the
+    /// same state and give the same rows (sequence numbers included: AUTOINCREMENT's
+    /// counters roll back too, and so do the writer's own), and what the jobs before were
+    /// told stays true. That is needed only when a job fails after it has written.
+    pub(crate) async fn undo_after(&mut self, mark: Mark) -> Result<(), StoreError> {
+        match self {
+            WriterConn::Any(b) => {
+                sqlx::Executor::execute(&mut *b.tx, "ROLLBACK TO SAVEPOINT job").await?;
+                b.held.undo(mark);
+            }
+            WriterConn::Lite(b) => {
+                if b.journal.len() > mark.journal {
+                    b.conn
+                        .execute_batch("ROLLBACK; BEGIN IMMEDIATE")
+                        .map_err(lite_error)?;
+                    b.journal.truncate(mark.journal);
+                    for step in &b.journal {
+                        match step {
+                            Step::Ran(q) => {
+                                let mut stmt = q.lite_statement(&b.conn)?;
+                                let mut rows = stmt.raw_query();
+                                while rows.next().map_err(lite_error)?.is_some() {}
+                            }
+                            Step::Inserted(from, to) => run_lite(
+                                &b.conn,
+                                insert_statements(&b.held.rows[*from..*to], Numbered::Sqlite),
+                            )?,
+                        }
                     }
                 }
+                b.held.undo(mark);
             }
         }
-        b.rows.truncate(mark.rows);
-        b.numbers = mark.numbers;
         Ok(())
-    }
-}
-
-impl WriterConn {
-    /// Statements without parameters, sent together: on PostgreSQL one round trip (the
-    /// simple query protocol). For transaction control only: SQLite's replay journal does
-    /// not record them.
-    pub(crate) async fn simple(&mut self, sql: &str) -> Result<(), StoreError> {
-        match self {
-            WriterConn::Any(tx) => {
-                // A bare string is sent with the simple query protocol.
-                sqlx::Executor::execute(&mut **tx, sql).await?;
-                Ok(())
-            }
-            WriterConn::Lite(b) => b.conn.execute_batch(sql).map_err(lite_error),
-        }
     }
 }
 
@@ -858,7 +1009,12 @@ impl LiteBatch {
 impl Conn for &mut WriterConn {
     async fn execute(self, q: Query) -> Result<u64, StoreError> {
         match self {
-            WriterConn::Any(tx) => Ok(q.sqlx().execute(&mut **tx).await?.rows_affected()),
+            WriterConn::Any(b) => {
+                if q.after_deferred {
+                    b.insert_deferred().await?;
+                }
+                Ok(q.sqlx().execute(&mut *b.tx).await?.rows_affected())
+            }
             WriterConn::Lite(b) => b.run(q, |q, conn| {
                 Ok(q.lite_statement(conn)?.raw_execute().map_err(lite_error)? as u64)
             }),
@@ -867,8 +1023,11 @@ impl Conn for &mut WriterConn {
 
     async fn fetch_all(self, q: Query) -> Result<Vec<DbRow>, StoreError> {
         match self {
-            WriterConn::Any(tx) => {
-                let rows = q.sqlx().fetch_all(&mut **tx).await?;
+            WriterConn::Any(b) => {
+                if q.after_deferred {
+                    b.insert_deferred().await?;
+                }
+                let rows = q.sqlx().fetch_all(&mut *b.tx).await?;
                 Ok(rows.into_iter().map(DbRow::Any).collect())
             }
             WriterConn::Lite(b) => b.run(q, Query::lite),
@@ -924,11 +1083,11 @@ mod tests {
             .await
             .unwrap();
         q("SELECT v FROM t").fetch_all(&mut w).await.unwrap();
-        let mark = w.mark();
+        let mark = w.begin_job().await.unwrap();
         assert!(!w.changed_since(&mark), "a read changes nothing");
         let b = seq(insert("b").fetch_all(&mut w).await.unwrap());
         assert!(w.changed_since(&mark));
-        w.undo_after(mark).unwrap();
+        w.undo_after(mark).await.unwrap();
         // b is gone, a and its update stay, and the next row gets b's number again.
         let c = seq(insert("c").fetch_all(&mut w).await.unwrap());
         assert_eq!((a, b, c), (2, 3, 3));
@@ -1024,7 +1183,7 @@ mod deferred_tests {
         let rows = count().beside_deferred().fetch_all(&mut w).await.unwrap();
         assert_eq!(rows[0].col::<i64>("n").unwrap(), 0);
         assert_eq!(w.deferred(&CHILDREN).count(), 1);
-        w.insert_deferred().unwrap();
+        w.insert_deferred().await.unwrap();
         let rows = count().beside_deferred().fetch_all(&mut w).await.unwrap();
         assert_eq!(rows[0].col::<i64>("n").unwrap(), 1);
     }
@@ -1035,14 +1194,14 @@ mod deferred_tests {
         // Job 1 succeeds with deferred rows only.
         child(&mut w, "old", "job 1").await;
         // Job 2 defers a row and fails before anything ran: only its row goes.
-        let mark = w.mark();
+        let mark = w.begin_job().await.unwrap();
         child(&mut w, "old", "job 2").await;
         assert!(w.changed_since(&mark));
-        w.undo_after(mark).unwrap();
+        w.undo_after(mark).await.unwrap();
         // Job 3 defers a row, runs a statement (which inserts job 1's row and its own),
         // and fails: the transaction is replayed without it, and job 1's row is back
         // among the deferred ones.
-        let mark = w.mark();
+        let mark = w.begin_job().await.unwrap();
         assert_eq!(
             child(&mut w, "old", "job 3").await,
             9,
@@ -1053,7 +1212,7 @@ mod deferred_tests {
             .await
             .unwrap();
         assert_eq!(w.deferred(&CHILDREN).count(), 0);
-        w.undo_after(mark).unwrap();
+        w.undo_after(mark).await.unwrap();
         assert_eq!(w.deferred(&CHILDREN).count(), 1);
         // Job 4 gets job 3's number.
         assert_eq!(child(&mut w, "old", "job 4").await, 9);
@@ -1069,12 +1228,21 @@ mod deferred_tests {
             .collect();
         assert_eq!(sizes, [1, 1, 2, 2, 4, 8, 32, 64, 64, 64]);
         assert_eq!(
-            CHILDREN.insert_sql(2, true),
+            CHILDREN.insert_sql(2, Numbered::Sqlite),
             "INSERT INTO children (seq, parent, v) VALUES ($1, $2, $3), ($4, $5, $6)"
         );
         assert_eq!(
-            CHILDREN.insert_sql(1, false),
+            CHILDREN.insert_sql(1, Numbered::No),
             "INSERT INTO children (parent, v) VALUES ($1, $2)"
+        );
+        assert_eq!(
+            CHILDREN.insert_sql(1, Numbered::Postgres),
+            "INSERT INTO children (seq, parent, v) OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3)"
+        );
+        assert_eq!(
+            PARENTS.insert_sql(1, Numbered::Postgres),
+            "INSERT INTO parents (id) VALUES ($1)",
+            "a table without a numbered column"
         );
     }
 }

@@ -1,8 +1,9 @@
 //! Group commit: one writer task per gateway node runs every write and every audit
 //! append, many at a time, in one database transaction and one durable commit.
 //!
-//! Each write job runs inside its own savepoint, so one failing job (a refused status
-//! change, say) is rolled back without touching the others in its batch. No caller hears
+//! Each write job can be undone on its own (a savepoint on PostgreSQL, a replay of the
+//! batch before it on SQLite: `WriterConn::undo_after`), so one failing job (a refused
+//! status change, say) is rolled back without touching the others in its batch. No caller hears
 //! back before the batch has committed: nothing is acknowledged before it is durable.
 //!
 //! The writer also owns the node's audit log: it assigns leaf indexes in commit order,
@@ -750,7 +751,7 @@ async fn begin(
         }
         return Ok(WriterConn::lite(conn));
     }
-    Ok(WriterConn::Any(match backend {
+    Ok(WriterConn::pg(match backend {
         // The SQLite writer always has its own connection back between batches.
         Backend::Sqlite => {
             return Err(StoreError::Setup(
@@ -779,8 +780,8 @@ async fn finish(
     outcome: Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     match tx {
-        WriterConn::Any(tx) => match outcome {
-            Ok(()) => Ok(tx.commit().await?),
+        WriterConn::Any(b) => match outcome {
+            Ok(()) => b.commit().await,
             // Dropping the transaction rolls it back.
             Err(e) => Err(e),
         },
@@ -840,7 +841,6 @@ async fn commit_batch(
         return Err(e);
     }
     let outcome: Result<(), StoreError> = async {
-        let mut savepoint = false;
         for job in batch {
             w.next_leaf = log.tree.size() + appended.len() as u64;
             w.not_before_ms = appended.last().map_or(log.last_time_ms, |a| a.0.time_ms);
@@ -854,20 +854,7 @@ async fn commit_batch(
                     w.started = started;
                     w.finalized = None;
                     w.absent_key = None;
-                    // PostgreSQL: a savepoint per job (the one before it released in the
-                    // same round trip). SQLite: the batch's statements so far, replayed if
-                    // this job fails after it has written (undo_after).
-                    let lite = matches!(w.tx, WriterConn::Lite(..));
-                    if !lite {
-                        let sql = if savepoint {
-                            "RELEASE SAVEPOINT job; SAVEPOINT job"
-                        } else {
-                            "SAVEPOINT job"
-                        };
-                        w.tx.simple(sql).await?;
-                        savepoint = true;
-                    }
-                    let mark = w.tx.mark();
+                    let mark = w.tx.begin_job().await?;
                     let (events_before, outbox_before) = (w.last_event, w.outbox_changed);
                     let (ok, complete) = run(&mut w).await;
                     // Recorded first, so a failure below reaches this caller as an error.
@@ -884,12 +871,10 @@ async fn commit_batch(
                         w.last_event = events_before;
                         w.outbox_changed = outbox_before;
                     }
-                    // A job that succeeded keeps its savepoint until the next job begins
-                    // (COMMIT releases the last).
-                    match (lite, ok) {
-                        (false, false) => w.tx.simple("ROLLBACK TO SAVEPOINT job").await?,
-                        (true, false) if w.tx.changed_since(&mark) => w.tx.undo_after(mark)?,
-                        _ => {}
+                    // A job that succeeded keeps its savepoint, if any, until the next job
+                    // begins (COMMIT releases the last).
+                    if !ok {
+                        w.tx.undo_after(mark).await?;
                     }
                 }
                 Work::Audit {
@@ -914,7 +899,7 @@ async fn commit_batch(
                 }
             }
         }
-        w.tx.insert_deferred()?;
+        w.tx.insert_deferred().await?;
         insert_entries(w.conn(), &appended).await?;
         Ok(())
     }
@@ -1137,7 +1122,11 @@ mod tests {
             .map(|i| vec![Param::Int(i), Param::Text(format!("r{i}"))])
             .collect();
         insert_rows(&mut w, &T, rows).await.unwrap();
-        assert_eq!(w.mark().statements(), 4, "four statements");
+        assert_eq!(
+            w.begin_job().await.unwrap().statements(),
+            4,
+            "four statements"
+        );
         insert_rows(&mut w, &T, Vec::new()).await.unwrap();
         let got = q("SELECT a, b FROM t ORDER BY rowid")
             .fetch_all(&mut w)
