@@ -59,6 +59,8 @@ pub trait ExchangeTx: Send {
         &mut self,
         id: &str,
     ) -> impl Future<Output = Result<Option<ReferralRow>, ApiError>> + Send;
+    /// `row.id` is new (a ULID minted for it): the insert is held back and goes in with
+    /// the batch's other rows, where a duplicate would fail the whole batch.
     fn insert_referral(
         &mut self,
         row: &ReferralRow,

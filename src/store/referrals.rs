@@ -80,12 +80,9 @@ impl WriteTx {
             Param::from(r.updated_at),
             Param::from(r.body.clone()),
         ];
-        // Not deferred: its id is the caller's, so a duplicate fails this job alone. It
-        // goes in beside the batch's deferred rows, none of which is a referral.
-        Query::insert(&REFERRALS, 1, row)
-            .beside_deferred()
-            .execute(self.conn())
-            .await?;
+        // Deferred with the batch's other rows: its id is new (a ULID minted for it), so
+        // its insert cannot fail.
+        self.conn().insert(&REFERRALS, row).await?;
         Ok(())
     }
 

@@ -592,7 +592,7 @@ impl Table {
 
 /// The writer's connection for one batch.
 pub(crate) enum WriterConn {
-    /// PostgreSQL: a sqlx transaction, a savepoint per job.
+    /// PostgreSQL: a sqlx transaction, a savepoint for each job that writes.
     Any(Box<PgBatch>),
     /// The SQLite writer's own connection, inside `BEGIN IMMEDIATE`.
     Lite(Box<LiteBatch>),
@@ -602,8 +602,13 @@ pub(crate) enum WriterConn {
 pub(crate) struct PgBatch {
     tx: sqlx::Transaction<'static, Any>,
     held: Held,
-    /// A job's savepoint is open (the next job's begins by releasing it).
+    /// A savepoint is open (the next one taken releases it first).
     savepoint: bool,
+    /// In a job (`Some`), and whether it has its savepoint; `None` after the last job.
+    job_savepoint: Option<bool>,
+    /// A statement failed since the last savepoint: PostgreSQL has aborted the
+    /// transaction until it is rolled back to one.
+    aborted: bool,
 }
 
 /// The SQLite writer's batch: its connection, what it ran that may have changed
@@ -782,12 +787,39 @@ impl PgBatch {
     async fn insert_deferred(&mut self) -> Result<(), StoreError> {
         let (to, statements) = self.held.pending(Numbered::Postgres);
         for (sql, params) in statements {
-            sqlx_query(sql, params.into_iter())
+            let done = sqlx_query(sql, params.into_iter())
                 .execute(&mut *self.tx)
-                .await?;
+                .await;
+            self.aborted |= done.is_err();
+            done?;
         }
         self.held.inserted = to;
         Ok(())
+    }
+
+    /// Runs `q` with `run`: the job's savepoint first if `q` writes (or the deferred rows
+    /// it goes after are some), then the deferred rows unless `q` is beside them.
+    async fn run<T>(
+        &mut self,
+        q: Query,
+        run: impl AsyncFnOnce(Query, &mut sqlx::AnyConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, StoreError> {
+        let flush = q.after_deferred && self.held.inserted < self.held.rows.len();
+        if self.job_savepoint == Some(false) && (flush || !q.reads_only()) {
+            let sql = if self.savepoint {
+                "RELEASE SAVEPOINT job; SAVEPOINT job"
+            } else {
+                "SAVEPOINT job"
+            };
+            sqlx::Executor::execute(&mut *self.tx, sql).await?;
+            (self.savepoint, self.job_savepoint) = (true, Some(true));
+        }
+        if flush {
+            self.insert_deferred().await?;
+        }
+        let out = run(q, &mut *self.tx).await;
+        self.aborted |= out.is_err();
+        Ok(out?)
     }
 
     /// Taken from the table's sequence under the writers' lock, so batches number in
@@ -799,7 +831,9 @@ impl PgBatch {
             [&Param::from(table.name), &Param::from(column)].into_iter(),
         )
         .fetch_one(&mut *self.tx)
-        .await?;
+        .await;
+        self.aborted |= row.is_err();
+        let row = row?;
         Ok(self
             .held
             .first_number(table, sqlx::Row::try_get(&row, "n")?))
@@ -845,6 +879,8 @@ impl WriterConn {
             tx,
             held: Held::default(),
             savepoint: false,
+            job_savepoint: None,
+            aborted: false,
         }))
     }
 
@@ -897,30 +933,29 @@ impl WriterConn {
             .map(move |r| &r.params[skip..])
     }
 
-    /// Inserts every deferred row now.
-    pub(crate) async fn insert_deferred(&mut self) -> Result<(), StoreError> {
+    /// After the batch's last job: inserts every deferred row now. What runs after needs
+    /// no savepoint.
+    pub(crate) async fn finish_jobs(&mut self) -> Result<(), StoreError> {
         match self {
-            WriterConn::Any(b) => b.insert_deferred().await,
+            WriterConn::Any(b) => {
+                b.job_savepoint = None;
+                b.insert_deferred().await
+            }
             WriterConn::Lite(b) => b.insert_deferred(),
         }
     }
 
-    /// Begins a job: on PostgreSQL its savepoint (the job before it released in the same
-    /// round trip); on SQLite only a mark of where the batch is. Either way, what the job
-    /// does can be undone with [`WriterConn::undo_after`].
-    pub(crate) async fn begin_job(&mut self) -> Result<Mark, StoreError> {
+    /// Begins a job, so that what it does can be undone with [`WriterConn::undo_after`].
+    /// On PostgreSQL its savepoint is taken before its first statement that writes (the
+    /// one before it released in the same round trip): a job that only reads and holds
+    /// rows back, as a SubmitReferral does, needs none. On SQLite the mark is all.
+    pub(crate) fn begin_job(&mut self) -> Mark {
         match self {
             WriterConn::Any(b) => {
-                let sql = if b.savepoint {
-                    "RELEASE SAVEPOINT job; SAVEPOINT job"
-                } else {
-                    "SAVEPOINT job"
-                };
-                sqlx::Executor::execute(&mut *b.tx, sql).await?;
-                b.savepoint = true;
-                Ok(b.held.mark(0))
+                b.job_savepoint = Some(false);
+                b.held.mark(0)
             }
-            WriterConn::Lite(b) => Ok(b.held.mark(b.journal.len())),
+            WriterConn::Lite(b) => b.held.mark(b.journal.len()),
         }
     }
 
@@ -936,8 +971,10 @@ impl WriterConn {
     /// Undoes what the batch did after `mark` (the failing job's changes); rows deferred
     /// since, and not inserted yet, are dropped.
     ///
-    /// PostgreSQL rolls back to the job's savepoint; earlier jobs' deferred rows that the
-    /// job's statements had inserted are deferred again. SQLite has no savepoint, which
+    /// PostgreSQL rolls back to the job's savepoint, if it took one; earlier jobs' deferred
+    /// rows that the job's statements had inserted are deferred again. A job that took
+    /// none wrote nothing but held-back rows, so dropping them is all, unless one of its
+    /// reads failed at the database: that fails the batch. SQLite has no savepoint, which
     /// costs a copy of every page a job touches: if statements ran since `mark`, the
     /// transaction is rolled back and begun again, and what ran before `mark` runs again,
     /// in order. The writer is the database's only writer, so the same statements meet the
@@ -947,7 +984,16 @@ impl WriterConn {
     pub(crate) async fn undo_after(&mut self, mark: Mark) -> Result<(), StoreError> {
         match self {
             WriterConn::Any(b) => {
-                sqlx::Executor::execute(&mut *b.tx, "ROLLBACK TO SAVEPOINT job").await?;
+                if b.job_savepoint == Some(true) {
+                    sqlx::Executor::execute(&mut *b.tx, "ROLLBACK TO SAVEPOINT job").await?;
+                    b.aborted = false;
+                } else if b.aborted {
+                    // Only a read failed, and the job took no savepoint: a fault of the
+                    // database's (a lost connection, say), and its whole batch's.
+                    return Err(StoreError::Commit(
+                        "a statement failed and the transaction cannot go on".into(),
+                    ));
+                }
                 b.held.undo(mark);
             }
             WriterConn::Lite(b) => {
@@ -1010,10 +1056,10 @@ impl Conn for &mut WriterConn {
     async fn execute(self, q: Query) -> Result<u64, StoreError> {
         match self {
             WriterConn::Any(b) => {
-                if q.after_deferred {
-                    b.insert_deferred().await?;
-                }
-                Ok(q.sqlx().execute(&mut *b.tx).await?.rows_affected())
+                b.run(q, async |q, tx| {
+                    Ok(q.sqlx().execute(tx).await?.rows_affected())
+                })
+                .await
             }
             WriterConn::Lite(b) => b.run(q, |q, conn| {
                 Ok(q.lite_statement(conn)?.raw_execute().map_err(lite_error)? as u64)
@@ -1024,11 +1070,11 @@ impl Conn for &mut WriterConn {
     async fn fetch_all(self, q: Query) -> Result<Vec<DbRow>, StoreError> {
         match self {
             WriterConn::Any(b) => {
-                if q.after_deferred {
-                    b.insert_deferred().await?;
-                }
-                let rows = q.sqlx().fetch_all(&mut *b.tx).await?;
-                Ok(rows.into_iter().map(DbRow::Any).collect())
+                b.run(q, async |q, tx| {
+                    let rows = q.sqlx().fetch_all(tx).await?;
+                    Ok(rows.into_iter().map(DbRow::Any).collect())
+                })
+                .await
             }
             WriterConn::Lite(b) => b.run(q, Query::lite),
         }
@@ -1083,7 +1129,7 @@ mod tests {
             .await
             .unwrap();
         q("SELECT v FROM t").fetch_all(&mut w).await.unwrap();
-        let mark = w.begin_job().await.unwrap();
+        let mark = w.begin_job();
         assert!(!w.changed_since(&mark), "a read changes nothing");
         let b = seq(insert("b").fetch_all(&mut w).await.unwrap());
         assert!(w.changed_since(&mark));
@@ -1183,7 +1229,7 @@ mod deferred_tests {
         let rows = count().beside_deferred().fetch_all(&mut w).await.unwrap();
         assert_eq!(rows[0].col::<i64>("n").unwrap(), 0);
         assert_eq!(w.deferred(&CHILDREN).count(), 1);
-        w.insert_deferred().await.unwrap();
+        w.finish_jobs().await.unwrap();
         let rows = count().beside_deferred().fetch_all(&mut w).await.unwrap();
         assert_eq!(rows[0].col::<i64>("n").unwrap(), 1);
     }
@@ -1194,14 +1240,14 @@ mod deferred_tests {
         // Job 1 succeeds with deferred rows only.
         child(&mut w, "old", "job 1").await;
         // Job 2 defers a row and fails before anything ran: only its row goes.
-        let mark = w.begin_job().await.unwrap();
+        let mark = w.begin_job();
         child(&mut w, "old", "job 2").await;
         assert!(w.changed_since(&mark));
         w.undo_after(mark).await.unwrap();
         // Job 3 defers a row, runs a statement (which inserts job 1's row and its own),
         // and fails: the transaction is replayed without it, and job 1's row is back
         // among the deferred ones.
-        let mark = w.begin_job().await.unwrap();
+        let mark = w.begin_job();
         assert_eq!(
             child(&mut w, "old", "job 3").await,
             9,

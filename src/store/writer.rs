@@ -854,7 +854,7 @@ async fn commit_batch(
                     w.started = started;
                     w.finalized = None;
                     w.absent_key = None;
-                    let mark = w.tx.begin_job().await?;
+                    let mark = w.tx.begin_job();
                     let (events_before, outbox_before) = (w.last_event, w.outbox_changed);
                     let (ok, complete) = run(&mut w).await;
                     // Recorded first, so a failure below reaches this caller as an error.
@@ -899,7 +899,7 @@ async fn commit_batch(
                 }
             }
         }
-        w.tx.insert_deferred().await?;
+        w.tx.finish_jobs().await?;
         insert_entries(w.conn(), &appended).await?;
         Ok(())
     }
@@ -1122,11 +1122,7 @@ mod tests {
             .map(|i| vec![Param::Int(i), Param::Text(format!("r{i}"))])
             .collect();
         insert_rows(&mut w, &T, rows).await.unwrap();
-        assert_eq!(
-            w.begin_job().await.unwrap().statements(),
-            4,
-            "four statements"
-        );
+        assert_eq!(w.begin_job().statements(), 4, "four statements");
         insert_rows(&mut w, &T, Vec::new()).await.unwrap();
         let got = q("SELECT a, b FROM t ORDER BY rowid")
             .fetch_all(&mut w)
