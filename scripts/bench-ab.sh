@@ -27,9 +27,9 @@ run() {
   local gw=$!
   for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/7443) 2>/dev/null && break; sleep 0.2; done
   for rpc in get submit; do
-    echo "== $name $rpc 4x64: $("$bin" bench --baseline --rpc $rpc --connections 4 --in-flight 64 --duration 10 | cut -c1-600)"
+    echo "== $name $rpc 4x64: $("$bin" bench --baseline --rpc $rpc --connections 4 --in-flight 64 --duration 10 )"
   done
-  echo "== $name submit 1x1: $("$bin" bench --baseline --connections 1 --in-flight 1 --duration 5 | cut -c1-600)"
+  echo "== $name submit 1x1: $("$bin" bench --baseline --connections 1 --in-flight 1 --duration 5 )"
   echo "== $name RSS: $(grep VmRSS /proc/$gw/status)"
   kill -TERM $gw; wait $gw || true
 }

@@ -33,6 +33,18 @@ pub trait Storage: Clone + Send + Sync + 'static {
     where
         T: Send + 'static,
         F: for<'t> FnOnce(&'t mut Self::Tx) -> BoxFuture<'t, Result<T, ApiError>> + Send + 'static;
+
+    /// [`Storage::transact`] for a job that begins by looking up the idempotency key
+    /// `(agency, request_id)`: the storage may look up a whole batch's keys at once.
+    fn transact_once<T, F>(
+        &self,
+        audit: Option<&Arc<AuditContext>>,
+        key: (String, String),
+        job: F,
+    ) -> impl Future<Output = Result<(T, Option<Receipt>), ApiError>> + Send
+    where
+        T: Send + 'static,
+        F: for<'t> FnOnce(&'t mut Self::Tx) -> BoxFuture<'t, Result<T, ApiError>> + Send + 'static;
 }
 
 /// One transaction's view of the exchanges.

@@ -29,6 +29,19 @@ impl Storage for Store {
     {
         self.write(audit, job).await
     }
+
+    async fn transact_once<T, F>(
+        &self,
+        audit: Option<&Arc<AuditContext>>,
+        key: (String, String),
+        job: F,
+    ) -> Result<(T, Option<Receipt>), ApiError>
+    where
+        T: Send + 'static,
+        F: for<'t> FnOnce(&'t mut WriteTx) -> BoxFuture<'t, Result<T, ApiError>> + Send + 'static,
+    {
+        self.write_once(audit, key, job).await
+    }
 }
 
 /// Each listed operation is the inherent `WriteTx` method of the same name.

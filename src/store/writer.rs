@@ -10,6 +10,7 @@
 //! keeps the Merkle tree's frontier, and writes a signed checkpoint every N entries or T
 //! milliseconds, in the same transaction as the entries it covers.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -21,6 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
 use super::sql::{lite_error, q, rows_per_insert, Param, Query, Row as _, Table, WriterConn};
+use super::IdempotentRecord;
 use super::{Backend, StoreError, PG_WRITE_LOCK};
 use crate::audit::checkpoint::{Checkpoint, NoteSigner};
 use crate::audit::context::AuditContext;
@@ -62,6 +64,9 @@ pub struct WriteTx {
     /// The idempotency key this job last looked up and found absent (the record may then
     /// be deferred: see `record_idempotent`).
     pub(super) absent_key: Option<(String, String)>,
+    /// The batch's jobs' idempotency keys, looked up before the jobs ran: each is taken
+    /// by its first look-up, and dropped when a record for it is written.
+    pub(super) prefetched: HashMap<(String, String), Option<IdempotentRecord>>,
 }
 
 impl WriteTx {
@@ -121,6 +126,8 @@ pub(super) enum Work {
     Write {
         draft: Option<AuditEntry>,
         started: Instant,
+        /// The idempotency key the job looks up first, if any (see `prefetch_keys`).
+        key: Option<(String, String)>,
         run: JobFn,
     },
     /// An audit entry on its own (reads, refusals, failed writes).
@@ -233,6 +240,7 @@ impl WriterHandle {
     pub(super) async fn write<T, E, F>(
         &self,
         audit: Option<Arc<AuditContext>>,
+        key: Option<(String, String)>,
         job: F,
     ) -> Result<(T, Option<Receipt>), E>
     where
@@ -269,6 +277,7 @@ impl WriterHandle {
                 Box::new(Work::Write {
                     draft,
                     started: Instant::now(),
+                    key,
                     run,
                 }),
                 call_span(),
@@ -825,6 +834,7 @@ async fn commit_batch(
             started: Instant::now(),
             finalized: None,
             absent_key: None,
+            prefetched: HashMap::new(),
         },
         Err(e) => {
             let e = Arc::new(e);
@@ -834,11 +844,26 @@ async fn commit_batch(
     };
     // Entries another process appended to this log since our last batch (an operator's
     // `jisr outbox retry`, say): committed, so taken into the tree whatever this batch does.
-    if let Err(e) = catch_up(w.conn(), log).await {
-        let e = Arc::new(e);
-        let _ = finish(w.tx, lite, Err(StoreError::Commit(e.to_string()))).await;
-        fail_all(batch, &e);
-        return Err(e);
+    // Then the idempotency keys the jobs will look up, all at once.
+    let keys: Vec<&(String, String)> = batch
+        .iter()
+        .filter_map(|job| match job {
+            Work::Write { key, .. } => key.as_ref(),
+            Work::Audit { .. } => None,
+        })
+        .collect();
+    let prepared = match catch_up(w.conn(), log).await {
+        Ok(()) => super::prefetch_keys(w.conn(), &keys).await,
+        Err(e) => Err(e),
+    };
+    match prepared {
+        Ok(found) => w.prefetched = found,
+        Err(e) => {
+            let e = Arc::new(e);
+            let _ = finish(w.tx, lite, Err(StoreError::Commit(e.to_string()))).await;
+            fail_all(batch, &e);
+            return Err(e);
+        }
     }
     let outcome: Result<(), StoreError> = async {
         for job in batch {
@@ -849,6 +874,7 @@ async fn commit_batch(
                     draft,
                     started,
                     run,
+                    ..
                 } => {
                     w.draft = draft;
                     w.started = started;

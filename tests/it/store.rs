@@ -426,6 +426,83 @@ async fn a_failing_job_hears_its_own_error_and_the_jobs_batched_with_it_commit()
     .await;
 }
 
+/// Idempotency keys looked up for a whole batch at once still see every record: one
+/// committed before, and one a batchmate recorded a moment earlier (so a key sent twice in
+/// one batch is recorded once and replayed to the second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batchs_idempotency_keys_looked_up_together_see_earlier_and_batchmates_records() {
+    on_both_backends(|store, _| async move {
+        // Looks `key` up; records it if absent. Answers whether it was there.
+        let once = |store: &Store, key: &'static str| {
+            let store = store.clone();
+            async move {
+                let k = ("charity".to_string(), key.to_string());
+                store
+                    .write_once(None, k, move |tx| {
+                        Box::pin(async move {
+                            let found = tx.idempotent_record("charity", key).await?;
+                            if found.is_none() {
+                                tx.record_idempotent("charity", key, "M", b"h", b"a", 1)
+                                    .await?;
+                            }
+                            Ok::<_, StoreError>(found.is_some())
+                        })
+                    })
+                    .await
+                    .map(|(seen, _)| seen)
+            }
+        };
+        assert!(!once(&store, "before").await.unwrap(), "new");
+        // The writer is held up by a job, so the next ones queue and form one batch.
+        let held_up = store.clone();
+        let busy = tokio::spawn(async move {
+            write(&held_up, |_| {
+                Box::pin(async {
+                    std::thread::sleep(Duration::from_millis(300));
+                    Ok(())
+                })
+            })
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // A job that records "late" without looking it up, queued ahead of one that
+        // looks it up.
+        let direct = store.clone();
+        let unchecked = tokio::spawn(async move {
+            write(&direct, |tx| {
+                Box::pin(tx.record_idempotent("charity", "late", "M", b"h", b"a", 1))
+            })
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let keys = [
+            "before", "twice", "twice", "twice", "other", "before", "late",
+        ];
+        let jobs: Vec<_> = keys.iter().map(|k| tokio::spawn(once(&store, k))).collect();
+        busy.await.unwrap().unwrap();
+        unchecked.await.unwrap().unwrap();
+        let mut seen = Vec::new();
+        for j in jobs {
+            seen.push(j.await.unwrap().expect("no job fails"));
+        }
+        let found = |key: &str| {
+            keys.iter()
+                .zip(&seen)
+                .filter(|(k, s)| **k == key && **s)
+                .count()
+        };
+        assert_eq!(found("before"), 2, "recorded in an earlier batch: {seen:?}");
+        assert_eq!(found("twice"), 2, "recorded once, replayed twice: {seen:?}");
+        assert_eq!(found("other"), 0, "{seen:?}");
+        assert_eq!(
+            found("late"),
+            1,
+            "recorded by the job ahead of it: {seen:?}"
+        );
+    })
+    .await;
+}
+
 /// Records the answer to charity's request `taken`, without looking the key up first (so
 /// the insert goes in at once).
 async fn remember_taken(tx: &mut WriteTx) -> Result<(), StoreError> {

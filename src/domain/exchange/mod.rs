@@ -116,7 +116,7 @@ impl<S: Storage> Exchange<S> {
     {
         let (answer, receipt) = self
             .storage
-            .transact(Some(&caller.audit), move |tx| {
+            .transact_once(Some(&caller.audit), once.key(), move |tx| {
                 Box::pin(async move {
                     if let Some(first) = once.replayed(tx).await? {
                         return Ok(first);
@@ -160,6 +160,11 @@ impl Once {
             method,
             request_sha256: Sha256::digest(input.encode_to_vec()).to_vec(),
         }
+    }
+
+    /// `(agency, request_id)`.
+    pub(crate) fn key(&self) -> (String, String) {
+        (self.agency.clone(), self.request_id.clone())
     }
 
     /// The first answer, if this request was made before.
