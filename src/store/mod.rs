@@ -172,6 +172,7 @@ impl Store {
             pool.clone(),
             backend,
             sqlite_file,
+            (backend == Backend::Postgres).then(|| config.url.clone()),
             log,
             events.clone(),
             outbox.clone(),
@@ -357,9 +358,9 @@ static IDEMPOTENCY_KEYS: Table = Table::new(
     1,
 );
 
-/// The text of [`prefetch_keys`]'s statement for 1, 2, 4, … 64 keys, written once: few
-/// shapes to prepare.
-static PREFETCH_SQL: [std::sync::OnceLock<String>; 7] = [const { std::sync::OnceLock::new() }; 7];
+/// The text of [`prefetch_keys`]'s statement for 1 to 64 keys, written once.
+static PREFETCH_SQL: [std::sync::OnceLock<String>; sql::MOST_ROWS] =
+    [const { std::sync::OnceLock::new() }; sql::MOST_ROWS];
 
 /// The idempotency records of `keys` (absent ones as `None`), looked up together before a
 /// batch's jobs run: on PostgreSQL a round trip for up to 64 keys instead of one a job.
@@ -374,7 +375,7 @@ pub(super) async fn prefetch_keys(
         keys.iter().map(|k| ((*k).clone(), None)).collect();
     let mut at = 0;
     while at < keys.len() {
-        let n = sql::rows_per_insert(keys.len() - at);
+        let n = sql::rows_per_statement(keys.len() - at, conn.backend());
         for r in prefetch_query(&keys[at..at + n])
             .fetch_all(&mut *conn)
             .await?
@@ -387,12 +388,12 @@ pub(super) async fn prefetch_keys(
     Ok(found)
 }
 
-/// The look-up of `keys` (1, 2, 4, … 64 of them).
+/// The look-up of `keys` (1 to 64 of them).
 fn prefetch_query(keys: &[&(String, String)]) -> Query {
     // Point look-ups on the key, one per key, so that every plan walks the key's index
     // whatever the planner knows of the table (a row-value IN list is a sequential scan
     // on a PostgreSQL table without statistics).
-    let text = PREFETCH_SQL[keys.len().trailing_zeros() as usize].get_or_init(|| {
+    let text = PREFETCH_SQL[keys.len() - 1].get_or_init(|| {
         let lookups: Vec<String> = (0..keys.len())
             .map(|i| {
                 format!(

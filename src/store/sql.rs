@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::{Any, AnyPool, Row as _};
 
-use super::StoreError;
+use super::{Backend, StoreError};
 
 /// A query parameter.
 #[derive(Debug, Clone)]
@@ -239,11 +239,18 @@ fn lite_statement<'c, 'p>(
     Ok(stmt)
 }
 
-/// Rows in the next multi-row INSERT of `left` rows: the largest power of two up to 64,
-/// so that a table's inserts have few statement shapes to prepare and cache.
-pub(crate) fn rows_per_insert(left: usize) -> usize {
-    let n = left.clamp(1, 1 << (ROW_COUNTS - 1));
-    1 << (usize::BITS - 1 - n.leading_zeros())
+/// Rows in the next statement of many rows (multi-row inserts, the batch's idempotency
+/// look-ups) when `left` are left: few shapes to prepare and cache per statement. SQLite:
+/// the largest power of two up to 64 (7 shapes; a statement costs no round trip there).
+/// PostgreSQL: up to 8 exactly, then a multiple of 8 up to 64 (15 shapes), so up to 64 rows
+/// take at most two statements, a round trip each.
+pub(crate) fn rows_per_statement(left: usize, backend: Backend) -> usize {
+    let n = left.clamp(1, MOST_ROWS);
+    match backend {
+        Backend::Sqlite => 1 << (usize::BITS - 1 - n.leading_zeros()),
+        Backend::Postgres if n > 8 => n - n % 8,
+        Backend::Postgres => n,
+    }
 }
 
 /// `($1, $2), ($3, $4)`: the placeholders of `rows` rows of `width` values.
@@ -530,12 +537,12 @@ pub(crate) struct Table {
     /// Deferred rows go in by rank, lowest first, so a row goes in after the rows its
     /// foreign keys point at.
     rank: u8,
-    /// The text of its INSERT of 1, 2, 4, … 64 rows, for each [`Numbered`]: written once.
-    sql: [[OnceLock<String>; ROW_COUNTS]; 3],
+    /// The text of its INSERT of 1 to 64 rows, for each [`Numbered`]: written once.
+    sql: [[OnceLock<String>; MOST_ROWS]; 3],
 }
 
-/// How many statement shapes a table's inserts have: 1, 2, 4, … 64 rows.
-const ROW_COUNTS: usize = 7;
+/// The most rows a statement of many rows has ([`rows_per_statement`]).
+pub(crate) const MOST_ROWS: usize = 64;
 
 /// Whether an insert gives the numbered column's value, and in which dialect.
 #[derive(Clone, Copy, PartialEq)]
@@ -560,18 +567,18 @@ impl Table {
             columns,
             numbered,
             rank,
-            sql: [const { [const { OnceLock::new() }; ROW_COUNTS] }; 3],
+            sql: [const { [const { OnceLock::new() }; MOST_ROWS] }; 3],
         }
     }
 
     /// `INSERT INTO t (columns) VALUES …` for `rows` rows (a count
-    /// [`rows_per_insert`] gives), the numbered column first unless [`Numbered::No`].
+    /// [`rows_per_statement`] gives), the numbered column first unless [`Numbered::No`].
     pub(crate) fn insert_sql(&'static self, rows: usize, numbered: Numbered) -> &'static str {
         let numbered = match self.numbered {
             Some(_) => numbered,
             None => Numbered::No,
         };
-        self.sql[numbered as usize][rows.trailing_zeros() as usize].get_or_init(|| {
+        self.sql[numbered as usize][rows - 1].get_or_init(|| {
             let head = match (numbered, self.numbered) {
                 (Numbered::No, _) | (_, None) => self.columns.to_string(),
                 (_, Some(n)) => format!("{n}, {}", self.columns),
@@ -712,15 +719,19 @@ impl Held {
     }
 
     /// The rows not inserted yet, as multi-row statements.
-    fn pending(&self, numbered: Numbered) -> (usize, Vec<(&'static str, Vec<&Param>)>) {
+    fn pending(&self, backend: Backend) -> (usize, Vec<(&'static str, Vec<&Param>)>) {
         let (from, to) = (self.inserted, self.rows.len());
-        (to, insert_statements(&self.rows[from..to], numbered))
+        (to, insert_statements(&self.rows[from..to], backend))
     }
 }
 
 /// The statements that insert `rows`: each table's rows in order, in multi-row
-/// statements ([`rows_per_insert`]), tables by rank.
-fn insert_statements(rows: &[Deferred], numbered: Numbered) -> Vec<(&'static str, Vec<&Param>)> {
+/// statements ([`rows_per_statement`]), tables by rank.
+fn insert_statements(rows: &[Deferred], backend: Backend) -> Vec<(&'static str, Vec<&Param>)> {
+    let numbered = match backend {
+        Backend::Sqlite => Numbered::Sqlite,
+        Backend::Postgres => Numbered::Postgres,
+    };
     let mut tables: Vec<&'static Table> = Vec::new();
     for r in rows {
         if !tables.iter().any(|t| t.name == r.table.name) {
@@ -733,7 +744,7 @@ fn insert_statements(rows: &[Deferred], numbered: Numbered) -> Vec<(&'static str
         let mine: Vec<&Deferred> = rows.iter().filter(|r| r.table.name == table.name).collect();
         let mut at = 0;
         while at < mine.len() {
-            let n = rows_per_insert(mine.len() - at);
+            let n = rows_per_statement(mine.len() - at, backend);
             let params = mine[at..at + n].iter().flat_map(|r| r.params.iter());
             statements.push((table.insert_sql(n, numbered), params.collect()));
             at += n;
@@ -746,7 +757,7 @@ impl LiteBatch {
     /// Inserts the rows deferred since the last time.
     pub(crate) fn insert_deferred(&mut self) -> Result<(), StoreError> {
         let from = self.held.inserted;
-        let (to, statements) = self.held.pending(Numbered::Sqlite);
+        let (to, statements) = self.held.pending(Backend::Sqlite);
         if from == to {
             return Ok(());
         }
@@ -785,7 +796,7 @@ fn run_lite(
 impl PgBatch {
     /// Inserts the rows deferred since the last time.
     async fn insert_deferred(&mut self) -> Result<(), StoreError> {
-        let (to, statements) = self.held.pending(Numbered::Postgres);
+        let (to, statements) = self.held.pending(Backend::Postgres);
         for (sql, params) in statements {
             let done = sqlx_query(sql, params.into_iter())
                 .execute(&mut *self.tx)
@@ -882,6 +893,13 @@ impl WriterConn {
             job_savepoint: None,
             aborted: false,
         }))
+    }
+
+    pub(crate) fn backend(&self) -> Backend {
+        match self {
+            WriterConn::Any(_) => Backend::Postgres,
+            WriterConn::Lite(_) => Backend::Sqlite,
+        }
     }
 
     fn held(&self) -> &Held {
@@ -1011,7 +1029,7 @@ impl WriterConn {
                             }
                             Step::Inserted(from, to) => run_lite(
                                 &b.conn,
-                                insert_statements(&b.held.rows[*from..*to], Numbered::Sqlite),
+                                insert_statements(&b.held.rows[*from..*to], Backend::Sqlite),
                             )?,
                         }
                     }
@@ -1267,12 +1285,21 @@ mod deferred_tests {
     }
 
     #[test]
-    fn inserts_come_in_powers_of_two_up_to_64_rows() {
-        let sizes: Vec<usize> = [0, 1, 2, 3, 5, 8, 63, 64, 65, 1000]
-            .into_iter()
-            .map(rows_per_insert)
-            .collect();
-        assert_eq!(sizes, [1, 1, 2, 2, 4, 8, 32, 64, 64, 64]);
+    fn statements_of_many_rows_come_in_few_shapes_up_to_64_rows() {
+        let sizes = |backend| -> Vec<usize> {
+            [0, 1, 2, 3, 5, 8, 9, 30, 63, 64, 65, 1000]
+                .into_iter()
+                .map(|n| rows_per_statement(n, backend))
+                .collect()
+        };
+        assert_eq!(
+            sizes(Backend::Sqlite),
+            [1, 1, 2, 2, 4, 8, 8, 16, 32, 64, 64, 64]
+        );
+        assert_eq!(
+            sizes(Backend::Postgres),
+            [1, 1, 2, 3, 5, 8, 8, 24, 56, 64, 64, 64]
+        );
         assert_eq!(
             CHILDREN.insert_sql(2, Numbered::Sqlite),
             "INSERT INTO children (seq, parent, v) VALUES ($1, $2, $3), ($4, $5, $6)"

@@ -21,7 +21,7 @@ use sqlx::{AnyPool, Row};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
-use super::sql::{lite_error, q, rows_per_insert, Param, Query, Row as _, Table, WriterConn};
+use super::sql::{lite_error, q, rows_per_statement, Param, Query, Row as _, Table, WriterConn};
 use super::IdempotentRecord;
 use super::{Backend, StoreError, PG_WRITE_LOCK};
 use crate::audit::checkpoint::{Checkpoint, NoteSigner};
@@ -428,6 +428,7 @@ pub(super) async fn start(
     pool: AnyPool,
     backend: Backend,
     sqlite_file: Option<std::path::PathBuf>,
+    pg_url: Option<String>,
     settings: LogSettings,
     events: Arc<watch::Sender<i64>>,
     outbox: Arc<watch::Sender<u64>>,
@@ -485,19 +486,43 @@ pub(super) async fn start(
                 })
                 .map_err(|e| StoreError::Setup("the writer thread".into(), e.to_string()))?;
         }
+        // PostgreSQL: the writer runs on a thread of its own too, with its own runtime and
+        // its own connection (opened there, so the runtime that waits on its socket is the
+        // writer's): each of a batch's round trips resumes the writer at once, not when a
+        // worker busy with calls gets to it. Its statement cache holds every shape of the
+        // statements of many rows (`rows_per_statement`).
         None => {
-            let writer = Writer {
-                pool,
-                lite: None,
-                wal: None,
-                wal_seen: (Instant::now(), 0),
-                backend,
-                log: state,
-                events,
-                outbox,
-                alive,
+            let url = pg_url
+                .ok_or_else(|| StoreError::Setup("the writer".into(), "no database URL".into()))?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| StoreError::Setup("the writer runtime".into(), e.to_string()))?;
+            let sep = if url.contains('?') { '&' } else { '?' };
+            let own = {
+                let _inside = runtime.enter();
+                sqlx::any::AnyPoolOptions::new()
+                    .max_connections(1)
+                    .connect_lazy(&format!("{url}{sep}statement-cache-capacity=512"))?
             };
-            tokio::spawn(run(writer, rx));
+            drop(pool);
+            std::thread::Builder::new()
+                .name("jisr-writer".into())
+                .spawn(move || {
+                    let writer = Writer {
+                        pool: own,
+                        lite: None,
+                        wal: None,
+                        wal_seen: (Instant::now(), 0),
+                        backend,
+                        log: state,
+                        events,
+                        outbox,
+                        alive,
+                    };
+                    runtime.block_on(run(writer, rx));
+                })
+                .map_err(|e| StoreError::Setup("the writer thread".into(), e.to_string()))?;
         }
     }
     Ok(WriterHandle { jobs, status })
@@ -1090,8 +1115,8 @@ static AUDIT_ENTRIES: Table = Table::new(
 static AUDIT_TARGETS: Table = Table::new("audit_targets", "log_id, target_id, leaf_index", None, 0);
 static AUDIT_NODES: Table = Table::new("audit_nodes", "log_id, level, idx, hash", None, 0);
 
-/// Inserts `rows` of `table` now, in statements of 64, 32, … 1 rows ([`rows_per_insert`]):
-/// a batch's rows cost a few statements, and each statement shape is prepared once.
+/// Inserts `rows` of `table` now, in statements of many rows ([`rows_per_statement`]): a
+/// batch's rows cost a few statements, and each statement shape is prepared once.
 async fn insert_rows(
     conn: &mut WriterConn,
     table: &'static Table,
@@ -1100,7 +1125,7 @@ async fn insert_rows(
     let mut left = rows.len();
     let mut rows = rows.into_iter();
     while left > 0 {
-        let n = rows_per_insert(left);
+        let n = rows_per_statement(left, conn.backend());
         let params: Vec<Param> = rows.by_ref().take(n).flatten().collect();
         Query::insert(table, n, params).execute(&mut *conn).await?;
         left -= n;
