@@ -455,42 +455,22 @@ pub(super) async fn start(
     status.checkpoint_ms.store(checkpoint_ms, Ordering::Release);
     status.alive.store(true, Ordering::Release);
     let alive = Alive(status.clone());
-    match sqlite_file {
-        // SQLite: the writer owns its connection and runs on a thread of its own, so a
-        // batch's statements run back to back there (no hand-off to a driver thread).
+    // The writer runs on a thread of its own on both backends.
+    let (pool, lite, wal, runtime) = match sqlite_file {
+        // SQLite: it owns its connection, so a batch's statements run back to back there
+        // (no hand-off to a driver thread).
         Some(file) => {
             let conn = open_sqlite(&file)?;
             // Checkpoints (copying the WAL into the database file) run on a thread of their
             // own, not in the writer's commits.
             conn.execute_batch("PRAGMA wal_autocheckpoint = 0")
                 .map_err(lite_error)?;
-            let wal = checkpointer(&file)?;
-            let handle = tokio::runtime::Handle::current();
-            std::thread::Builder::new()
-                .name("jisr-writer".into())
-                .spawn(move || {
-                    let writer = Writer {
-                        pool,
-                        lite: Some(conn),
-                        wal: Some(wal.clone()),
-                        wal_seen: (Instant::now(), 0),
-                        backend,
-                        log: state,
-                        events,
-                        outbox,
-                        alive,
-                    };
-                    handle.block_on(run(writer, rx));
-                    wal.stopped
-                        .store(true, std::sync::atomic::Ordering::Release);
-                })
-                .map_err(|e| StoreError::Setup("the writer thread".into(), e.to_string()))?;
+            (pool, Some(conn), Some(checkpointer(&file)?), None)
         }
-        // PostgreSQL: the writer runs on a thread of its own too, with its own runtime and
-        // its own connection (opened there, so the runtime that waits on its socket is the
-        // writer's): each of a batch's round trips resumes the writer at once, not when a
-        // worker busy with calls gets to it. Its statement cache holds every shape of the
-        // statements of many rows (`rows_per_statement`).
+        // PostgreSQL: with its own runtime and its own connection (opened there, so the
+        // runtime that waits on its socket is the writer's), each of a batch's round trips
+        // resumes it at once, not when a worker busy with calls gets to it. Its statement
+        // cache holds every shape of the statements of many rows (`rows_per_statement`).
         None => {
             let url = pg_url
                 .ok_or_else(|| StoreError::Setup("the writer".into(), "no database URL".into()))?;
@@ -505,26 +485,34 @@ pub(super) async fn start(
                     .max_connections(1)
                     .connect_lazy(&format!("{url}{sep}statement-cache-capacity=512"))?
             };
-            drop(pool);
-            std::thread::Builder::new()
-                .name("jisr-writer".into())
-                .spawn(move || {
-                    let writer = Writer {
-                        pool: own,
-                        lite: None,
-                        wal: None,
-                        wal_seen: (Instant::now(), 0),
-                        backend,
-                        log: state,
-                        events,
-                        outbox,
-                        alive,
-                    };
-                    runtime.block_on(run(writer, rx));
-                })
-                .map_err(|e| StoreError::Setup("the writer thread".into(), e.to_string()))?;
+            (own, None, None, Some(runtime))
         }
-    }
+    };
+    let handle = tokio::runtime::Handle::current();
+    std::thread::Builder::new()
+        .name("jisr-writer".into())
+        .spawn(move || {
+            let checkpointer = wal.clone();
+            let writer = Writer {
+                pool,
+                lite,
+                wal,
+                wal_seen: (Instant::now(), 0),
+                backend,
+                log: state,
+                events,
+                outbox,
+                alive,
+            };
+            match &runtime {
+                Some(own) => own.block_on(run(writer, rx)),
+                None => handle.block_on(run(writer, rx)),
+            }
+            if let Some(wal) = checkpointer {
+                wal.stopped.store(true, Ordering::Release);
+            }
+        })
+        .map_err(|e| StoreError::Setup("the writer thread".into(), e.to_string()))?;
     Ok(WriterHandle { jobs, status })
 }
 

@@ -91,6 +91,43 @@ fn event<'a>(r: &'a ReferralRow, status: &'a str) -> NewEvent<'a> {
     }
 }
 
+/// The rest of a job of [`twelve_jobs`]: given its number, its transaction, its referral
+/// and its event's sequence number.
+type Then<T> =
+    for<'t> fn(usize, &'t mut WriteTx, ReferralRow, i64) -> BoxFuture<'t, Result<T, StoreError>>;
+
+/// Twelve jobs queued together, so the writer takes them into one batch where it can: job
+/// `i` inserts referral `{prefix}{i:02}` and its SUBMITTED event, then runs `then`.
+fn twelve_jobs<T: Send + 'static>(
+    store: &Store,
+    prefix: &str,
+    then: Then<T>,
+) -> Vec<tokio::task::JoinHandle<Result<T, StoreError>>> {
+    (0..12)
+        .map(|i| {
+            let store = store.clone();
+            let r = row(
+                &format!("{prefix}{i:02}"),
+                "charity",
+                "housing",
+                "REFERRAL_CATEGORY_OTHER",
+            );
+            tokio::spawn(async move {
+                write(&store, move |tx| {
+                    Box::pin(async move {
+                        tx.insert_referral(&r).await?;
+                        let seq = tx
+                            .insert_event(&event(&r, "REFERRAL_STATUS_SUBMITTED"))
+                            .await?;
+                        then(i, tx, r, seq).await
+                    })
+                })
+                .await
+            })
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn referrals_events_and_idempotency_keys_round_trip() {
     on_both_backends(|store, _| async move {
@@ -382,33 +419,15 @@ async fn migrations_are_embedded_and_rerun_safely() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_job_hears_its_own_error_and_the_jobs_batched_with_it_commit() {
     on_both_backends(|store, _| async move {
-        // Queued together, so the writer takes them into one batch where it can.
-        let writers: Vec<_> = (0..12)
-            .map(|i| {
-                let store = store.clone();
-                let r = row(
-                    &format!("01B{i:02}"),
-                    "charity",
-                    "housing",
-                    "REFERRAL_CATEGORY_OTHER",
-                );
-                tokio::spawn(async move {
-                    write(&store, move |tx| {
-                        Box::pin(async move {
-                            tx.insert_referral(&r).await?;
-                            tx.insert_event(&event(&r, "REFERRAL_STATUS_SUBMITTED"))
-                                .await?;
-                            if i % 3 == 0 {
-                                // Fails after it has written: its savepoint is rolled back.
-                                return Err(StoreError::Corrupt(format!("job {i} refused")));
-                            }
-                            Ok(i)
-                        })
-                    })
-                    .await
-                })
+        let writers = twelve_jobs(&store, "01B", |i, _, _, _| {
+            Box::pin(async move {
+                if i % 3 == 0 {
+                    // Fails after it has written: its rows are undone.
+                    return Err(StoreError::Corrupt(format!("job {i} refused")));
+                }
+                Ok(i)
             })
-            .collect();
+        });
         for (i, w) in writers.into_iter().enumerate() {
             match w.await.unwrap() {
                 Ok(n) => assert_eq!(n, i, "job {i} got its own answer"),
@@ -519,31 +538,14 @@ async fn a_job_whose_own_write_fails_hears_the_database_error_and_its_batchmates
         write(&store, |tx| Box::pin(remember_taken(tx)))
             .await
             .unwrap();
-        let writers: Vec<_> = (0..12)
-            .map(|i| {
-                let store = store.clone();
-                let r = row(
-                    &format!("01C{i:02}"),
-                    "charity",
-                    "housing",
-                    "REFERRAL_CATEGORY_OTHER",
-                );
-                tokio::spawn(async move {
-                    write(&store, move |tx| {
-                        Box::pin(async move {
-                            tx.insert_referral(&r).await?;
-                            tx.insert_event(&event(&r, "REFERRAL_STATUS_SUBMITTED"))
-                                .await?;
-                            if i % 3 == 0 {
-                                remember_taken(tx).await?;
-                            }
-                            Ok(i)
-                        })
-                    })
-                    .await
-                })
+        let writers = twelve_jobs(&store, "01C", |i, tx, _, _| {
+            Box::pin(async move {
+                if i % 3 == 0 {
+                    remember_taken(tx).await?;
+                }
+                Ok(i)
             })
-            .collect();
+        });
         for (i, w) in writers.into_iter().enumerate() {
             match w.await.unwrap() {
                 Ok(n) => assert_eq!((n, i % 3 != 0), (i, true), "job {i}"),
@@ -567,37 +569,19 @@ async fn a_job_whose_own_write_fails_hears_the_database_error_and_its_batchmates
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_failing_after_its_batchmates_rows_went_in_leaves_them_in() {
     on_both_backends(|store, _| async move {
-        let writers: Vec<_> = (0..12)
-            .map(|i| {
-                let store = store.clone();
-                let r = row(
-                    &format!("01E{i:02}"),
-                    "charity",
-                    "housing",
-                    "REFERRAL_CATEGORY_OTHER",
-                );
-                tokio::spawn(async move {
-                    write(&store, move |tx| {
-                        Box::pin(async move {
-                            tx.insert_referral(&r).await?;
-                            let seq = tx
-                                .insert_event(&event(&r, "REFERRAL_STATUS_SUBMITTED"))
-                                .await?;
-                            // 0: succeeds; 1: reads, fails; 2: reads, succeeds; 3: fails.
-                            if i % 4 == 1 || i % 4 == 2 {
-                                let history = tx.referral_history(&r.id).await?;
-                                assert_eq!(history.len(), 1, "its own event, read back");
-                            }
-                            if i % 4 == 1 || i % 4 == 3 {
-                                return Err(StoreError::Corrupt(format!("job {i} refused")));
-                            }
-                            Ok(seq)
-                        })
-                    })
-                    .await
-                })
+        let writers = twelve_jobs(&store, "01E", |i, tx, r, seq| {
+            Box::pin(async move {
+                // 0: succeeds; 1: reads, fails; 2: reads, succeeds; 3: fails.
+                if i % 4 == 1 || i % 4 == 2 {
+                    let history = tx.referral_history(&r.id).await?;
+                    assert_eq!(history.len(), 1, "its own event, read back");
+                }
+                if i % 4 == 1 || i % 4 == 3 {
+                    return Err(StoreError::Corrupt(format!("job {i} refused")));
+                }
+                Ok(seq)
             })
-            .collect();
+        });
         let mut told = Vec::new();
         for (i, w) in writers.into_iter().enumerate() {
             match w.await.unwrap() {
