@@ -1,10 +1,10 @@
-//! Group commit: one writer task per gateway node runs every write and every audit
-//! append, many at a time, in one database transaction and one durable commit.
+//! Group commit: one writer per gateway node, on a thread of its own, runs every write and
+//! every audit append, many at a time, in one database transaction and one durable commit.
 //!
 //! Each write job can be undone on its own (a savepoint on PostgreSQL, a replay of the
 //! batch before it on SQLite: `WriterConn::undo_after`), so one failing job (a refused
-//! status change, say) is rolled back without touching the others in its batch. No caller hears
-//! back before the batch has committed: nothing is acknowledged before it is durable.
+//! status change, say) is rolled back without touching the others in its batch. No caller
+//! hears back before the batch has committed: nothing is acknowledged before it is durable.
 //!
 //! The writer also owns the node's audit log: it assigns leaf indexes in commit order,
 //! keeps the Merkle tree's frontier, and writes a signed checkpoint every N entries or T
