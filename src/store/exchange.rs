@@ -40,7 +40,9 @@ impl Storage for Store {
         T: Send + 'static,
         F: for<'t> FnOnce(&'t mut WriteTx) -> BoxFuture<'t, Result<T, ApiError>> + Send + 'static,
     {
-        self.write_once(audit, key, job).await
+        // The writer looks up its batch's keys together, in a few statements, before it
+        // runs the jobs (`prefetch_keys`).
+        self.writer.write(audit.cloned(), Some(key), job).await
     }
 }
 

@@ -245,23 +245,6 @@ impl Store {
         self.writer.write(audit.cloned(), None, job).await
     }
 
-    /// [`Store::write`] for a job that begins by looking up the idempotency key `key`
-    /// (`WriteTx::idempotent_record`): the writer looks up its batch's keys together, in
-    /// a few statements, before it runs the jobs.
-    pub async fn write_once<T, E, F>(
-        &self,
-        audit: Option<&Arc<AuditContext>>,
-        key: (String, String),
-        job: F,
-    ) -> Result<(T, Option<Receipt>), E>
-    where
-        T: Send + 'static,
-        E: From<StoreError> + Send + 'static,
-        F: for<'t> FnOnce(&'t mut WriteTx) -> BoxFuture<'t, Result<T, E>> + Send + 'static,
-    {
-        self.writer.write(audit.cloned(), Some(key), job).await
-    }
-
     /// Appends an audit entry on its own; returns once it is durable.
     pub async fn append_audit(
         &self,
@@ -478,8 +461,10 @@ impl WriteTx {
         // Deferred only right after this job found the key absent, so the insert cannot
         // fail later; otherwise now, so that a duplicate fails this job alone.
         let checked = self.absent_key.take();
-        self.prefetched
-            .remove(&(agency.to_string(), request_id.to_string()));
+        if !self.prefetched.is_empty() {
+            self.prefetched
+                .remove(&(agency.to_string(), request_id.to_string()));
+        }
         if checked.is_some_and(|(a, r)| a == agency && r == request_id) {
             self.conn().insert(&IDEMPOTENCY_KEYS, row).await?;
         } else {

@@ -545,7 +545,7 @@ pub(crate) struct Table {
 pub(crate) const MOST_ROWS: usize = 64;
 
 /// Whether an insert gives the numbered column's value, and in which dialect.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 pub(crate) enum Numbered {
     /// The database numbers the row (or the table has no numbered column).
     No = 0,

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jisr::audit::checkpoint::NoteSigner;
+use jisr::domain::storage::Storage;
 use jisr::store::DatabaseConfig;
 use jisr::store::{
     BoxFuture, ListFilter, LogSettings, NewEvent, ReferralRow, Store, StoreError, WriteTx,
@@ -457,14 +458,14 @@ async fn a_batchs_idempotency_keys_looked_up_together_see_earlier_and_batchmates
             async move {
                 let k = ("charity".to_string(), key.to_string());
                 store
-                    .write_once(None, k, move |tx| {
+                    .transact_once(None, k, move |tx| {
                         Box::pin(async move {
                             let found = tx.idempotent_record("charity", key).await?;
                             if found.is_none() {
                                 tx.record_idempotent("charity", key, "M", b"h", b"a", 1)
                                     .await?;
                             }
-                            Ok::<_, StoreError>(found.is_some())
+                            Ok(found.is_some())
                         })
                     })
                     .await
