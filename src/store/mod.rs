@@ -104,6 +104,16 @@ pub enum Backend {
 /// Arbitrary constant naming the PostgreSQL advisory lock writers take.
 const PG_WRITE_LOCK: i64 = 0x6a69_7372; // "jisr"
 
+/// A PostgreSQL transaction holding the writers' lock until it ends.
+async fn begin_locked(pool: &AnyPool) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(PG_WRITE_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
@@ -216,6 +226,19 @@ impl Store {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// A transaction on the pool that no writer's batch runs beside, for a change made
+    /// behind the exchange service's back (a test moving a deadline, say): a batch sees all
+    /// of it or none, so a read-modify-write in it loses no batch's update. SQLite takes the
+    /// database's write lock (`BEGIN IMMEDIATE`); PostgreSQL the writers' advisory lock.
+    pub async fn begin_exclusive(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        match self.backend {
+            Backend::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Postgres => begin_locked(&self.pool).await,
+        }
     }
 
     /// Where lists and scans run: on SQLite, a read connection on a blocking thread.

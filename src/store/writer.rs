@@ -23,7 +23,7 @@ use tracing::Instrument;
 
 use super::sql::{lite_error, q, rows_per_statement, Param, Query, Row as _, Table, WriterConn};
 use super::IdempotentRecord;
-use super::{Backend, StoreError, PG_WRITE_LOCK};
+use super::{Backend, StoreError};
 use crate::audit::checkpoint::{Checkpoint, NoteSigner};
 use crate::audit::context::AuditContext;
 use crate::audit::entry::AuditEntry;
@@ -781,16 +781,9 @@ async fn begin(
                 "its connection was lost".into(),
             ))
         }
-        Backend::Postgres => {
-            let mut tx = pool.begin().await?;
-            // Replicas sharing the database serialize their batches, so event sequence
-            // numbers follow commit order across the whole deployment.
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(PG_WRITE_LOCK)
-                .execute(&mut *tx)
-                .await?;
-            tx
-        }
+        // Replicas sharing the database serialize their batches, so event sequence
+        // numbers follow commit order across the whole deployment.
+        Backend::Postgres => super::begin_locked(pool).await?,
     }))
 }
 

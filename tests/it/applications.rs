@@ -741,18 +741,21 @@ async fn two_of_three_approve_despite_a_rejection(s: &Setup) {
 /// application, as if its time frame had run out.
 async fn run_out(gw: &Gateway, id: &str, agency: &str) {
     let past = jisr::common::time::now_ms() - 60_000;
-    let pool = gw.store.pool();
+    // With no writer beside it: the deadline sweep, deeming an earlier clearance approved,
+    // would otherwise save the body between this read and this write, and one of the two
+    // updates would be lost.
+    let mut tx = gw.store.begin_exclusive().await.unwrap();
     sqlx::query("UPDATE clearances SET due_at = $1 WHERE application_id = $2 AND agency = $3")
         .bind(past)
         .bind(id)
         .bind(agency)
-        .execute(pool)
+        .execute(&mut *tx)
         .await
         .unwrap();
     let body: Vec<u8> = sqlx::Row::get(
         &sqlx::query("SELECT body FROM applications WHERE id = $1")
             .bind(id)
-            .fetch_one(pool)
+            .fetch_one(&mut *tx)
             .await
             .unwrap(),
         "body",
@@ -764,9 +767,10 @@ async fn run_out(gw: &Gateway, id: &str, agency: &str) {
     sqlx::query("UPDATE applications SET body = $1 WHERE id = $2")
         .bind(app.encode_to_vec())
         .bind(id)
-        .execute(pool)
+        .execute(&mut *tx)
         .await
         .unwrap();
+    tx.commit().await.unwrap();
 }
 
 async fn at_the_deadline_silence_is_consent_where_the_service_says_so_and_overdue_elsewhere(
