@@ -666,11 +666,22 @@ impl Writer {
             &self.outbox,
         )
         .await;
-        self.start_wal_over();
+        // The status first (the log's size on /metrics, readiness), so that a caller who
+        // has its answer finds it there.
         self.alive.0.note(&self.log, result.is_ok());
-        if result.is_err() {
-            crate::telemetry::metrics::metrics().writer_failures.inc();
-        }
+        let result = match result {
+            Ok(answers) => {
+                for (complete, receipt) in answers {
+                    complete(Ok(receipt));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                crate::telemetry::metrics::metrics().writer_failures.inc();
+                Err(e)
+            }
+        };
+        self.start_wal_over();
         result
     }
 
@@ -816,7 +827,11 @@ async fn finish(
     }
 }
 
-/// Runs a batch in one transaction and commits it, then answers every job in it.
+/// A committed job's caller, and the receipt of its audit entry.
+type Answer = (Completion, Option<Receipt>);
+
+/// Runs a batch in one transaction and commits it. Committed, it returns its callers'
+/// answers, to give once the writer's status says so; failed, it has told them.
 async fn commit_batch(
     pool: &AnyPool,
     lite: &mut Option<rusqlite::Connection>,
@@ -825,7 +840,7 @@ async fn commit_batch(
     batch: Vec<Work>,
     events: &watch::Sender<i64>,
     outbox: &watch::Sender<u64>,
-) -> Result<(), Arc<StoreError>> {
+) -> Result<Vec<Answer>, Arc<StoreError>> {
     let mut completions: Vec<(Completion, Option<usize>)> = Vec::with_capacity(batch.len());
     let mut appended: Vec<(AuditEntry, Vec<u8>, Hash)> = Vec::new();
     let mut w = match begin(pool, lite, backend).await {
@@ -992,10 +1007,13 @@ async fn commit_batch(
             if outbox_changed {
                 outbox.send_modify(|n| *n += 1);
             }
-            for (complete, at) in completions {
-                complete(Ok(at.map(|i| receipt(&appended[i].0, &appended[i].2))));
-            }
-            Ok(())
+            Ok(completions
+                .into_iter()
+                .map(|(complete, at)| {
+                    let r = at.map(|i| receipt(&appended[i].0, &appended[i].2));
+                    (complete, r)
+                })
+                .collect())
         }
         Err(e) => {
             let e = Arc::new(e);
