@@ -7,21 +7,10 @@
 #   scripts/bench-sizing.sh BINARY sqlite|postgres
 set -e
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
 BIN=$1 BACKEND=$2
-export RUST_LOG=warn JISR_LOG=warn
-export JISR_LIMITS__REQUESTS_PER_SECOND=1000000 JISR_LIMITS__BURST=1000000 JISR_LIMITS__MAX_IN_FLIGHT_PER_AGENCY=4096
-PG="-h 127.0.0.1 -U postgres"
-rm -rf /tmp/jisr-sizing && mkdir -p /tmp/jisr-sizing
-case $BACKEND in
-  sqlite) URL=sqlite:///tmp/jisr-sizing/jisr.db ;;
-  postgres)
-    psql $PG -d test -qc "DROP DATABASE IF EXISTS jisr_sizing" -c "CREATE DATABASE jisr_sizing"
-    URL=postgres://postgres@127.0.0.1:5432/jisr_sizing ;;
-  *) echo "backend: sqlite or postgres" >&2; exit 2 ;;
-esac
-JISR_DATABASE__URL=$URL JISR_DOCUMENTS__DIR=/tmp/jisr-sizing/docs "$BIN" serve > /tmp/jisr-sizing/serve.log 2>&1 &
-GW=$!
-for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/7443) 2>/dev/null && break; sleep 0.2; done
+URL=$(fresh_database "$BACKEND" jisr_sizing)
+start_gateway "$BIN" "$URL" jisr_sizing
 echo "| connections (C) | in flight (N) | req/s | errors | p50 ms | p99 ms | p99.9 ms |"
 echo "|---|---|---|---|---|---|---|"
 for cn in "4 1" "4 4" "4 16" "4 64" "4 256" "1 64" "16 64"; do
@@ -32,4 +21,4 @@ d = json.load(sys.stdin)
 print(f\"| $c | $n | {d['throughput_rps']:,.0f} | {d['errors']} | {d['p50_ms']:.2f} | {d['p99_ms']:.2f} | {d['p999_ms']:.2f} |\")"
 done
 kill -TERM $GW; wait $GW || true
-[ "$BACKEND" = postgres ] && psql $PG -d test -qc "DROP DATABASE IF EXISTS jisr_sizing" || true
+drop_database "$BACKEND" jisr_sizing
